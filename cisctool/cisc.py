@@ -1,0 +1,117 @@
+"""The method's tensor maths (DESIGN §1.1, §1.4, §1.7): pure batched functions, no I/O.
+
+Shapes: B images, C classes, D feature channels, h×w feature resolution
+(stride 4 for DeepLabV3+), H×W label resolution. `ignore_index` pixels never
+count as a class. No Python loop runs over images or classes.
+"""
+
+import torch
+import torch.nn.functional as F
+
+PROTOTYPE_EPS = 5e-4
+
+
+def one_hot_masks(masks: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """B×H×W class indices → B×C×H×W float one-hot; ignore pixels are all-zero."""
+    valid = masks != ignore_index
+    safe = torch.where(valid, masks, torch.zeros_like(masks))
+    encoded = F.one_hot(safe, num_classes).permute(0, 3, 1, 2).float()
+    return encoded * valid.unsqueeze(1)
+
+
+def resize_masks(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """B×H×W → B×h×w by nearest neighbour (labels must not be interpolated)."""
+    resized = F.interpolate(masks.unsqueeze(1).float(), size=size, mode="nearest")
+    return resized.squeeze(1).long()
+
+
+def class_areas(masks: torch.Tensor, num_classes: int, ignore_index: int) -> torch.Tensor:
+    """B×H×W → B×C fraction of each image's valid pixels that each class covers."""
+    counts = one_hot_masks(masks, num_classes, ignore_index).sum(dim=(2, 3))
+    return counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
+
+
+def class_prototypes(
+    features: torch.Tensor, masks: torch.Tensor, num_classes: int, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked average pooling of every class in every image, in one einsum.
+
+    features B×D×h×w, masks B×H×W (resized to h×w, nearest) →
+    (prototypes B×C×D, L2-normalised, zero for classes absent at h×w;
+     pixel counts B×C at h×w).
+    p_c = Σ_x F(x)·[m(x)=c] / (Σ_x [m(x)=c] + ε), ε = 5e-4.
+    """
+    low_res = resize_masks(masks, tuple(features.shape[-2:]))
+    regions = one_hot_masks(low_res, num_classes, ignore_index).to(features.dtype)
+    sums = torch.einsum("bchw,bdhw->bcd", regions, features)
+    counts = regions.sum(dim=(2, 3))
+    pooled = sums / (counts.unsqueeze(-1) + PROTOTYPE_EPS)
+    return F.normalize(pooled.float(), dim=-1), counts.float()
+
+
+def cisc_maps(features: torch.Tensor, guides: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of every pixel to every guide prototype, one batched matmul.
+
+    features B×D×h×w, guides B×K×D (any norm) → B×K×h×w in [−1, 1]
+    ([0, 1] for post-ReLU features and prototypes).
+    """
+    unit_features = F.normalize(features.float(), dim=1)
+    unit_guides = F.normalize(guides.float(), dim=-1)
+    return torch.einsum("bdhw,bkd->bkhw", unit_features, unit_guides)
+
+
+def consistency_loss(
+    features: torch.Tensor,
+    masks: torch.Tensor,
+    partner_features: torch.Tensor,
+    partner_masks: torch.Tensor,
+    shared_class: torch.Tensor,
+    num_classes: int,
+    ignore_index: int,
+) -> torch.Tensor:
+    """Round-0 CISC consistency loss on labeled pairs (DESIGN §1.7), both directions.
+
+    features, partner_features B×D×h×w; masks, partner_masks B×H×W;
+    shared_class B (−1 = no shared class). Each image's CISC map towards the
+    partner's prototype of the shared class is pushed by BCE towards the
+    image's binary region of that class, over its valid pixels. Pairs whose
+    class vanished from either crop carry no loss. Returns a scalar (0 when
+    no pair qualifies).
+    """
+    forward, forward_weight = _one_direction(
+        features, masks, partner_features, partner_masks, shared_class, num_classes, ignore_index
+    )
+    backward, backward_weight = _one_direction(
+        partner_features, partner_masks, features, masks, shared_class, num_classes, ignore_index
+    )
+    pairs = (forward_weight * backward_weight).clamp(max=1.0)
+    return ((forward + backward) * pairs).sum() / pairs.sum().clamp_min(1.0)
+
+
+def _one_direction(
+    features: torch.Tensor,
+    masks: torch.Tensor,
+    guide_features: torch.Tensor,
+    guide_masks: torch.Tensor,
+    shared_class: torch.Tensor,
+    num_classes: int,
+    ignore_index: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pair BCE (B) of one image's CISC map vs its class region, and whether the pair counts (B)."""
+    batch = torch.arange(features.shape[0], device=features.device)
+    target_class = shared_class.clamp_min(0)
+    guide_prototypes, guide_counts = class_prototypes(
+        guide_features, guide_masks, num_classes, ignore_index
+    )
+    own_low_res = resize_masks(masks, tuple(features.shape[-2:]))
+    own_present = (own_low_res == target_class.view(-1, 1, 1)).any(dim=2).any(dim=1)
+    guide = guide_prototypes[batch, target_class].unsqueeze(1)
+    similarity = cisc_maps(features, guide)
+    similarity = F.interpolate(similarity, size=masks.shape[-2:], mode="bilinear", align_corners=False)
+    similarity = similarity.squeeze(1).clamp(0.0, 1.0)
+    region = (masks == target_class.view(-1, 1, 1)).float()
+    valid = (masks != ignore_index).float()
+    pixel_loss = F.binary_cross_entropy(similarity, region, reduction="none")
+    per_image = (pixel_loss * valid).sum(dim=(1, 2)) / valid.sum(dim=(1, 2)).clamp_min(1.0)
+    counts = (shared_class >= 0) & (guide_counts[batch, target_class] > 0)
+    return per_image, (counts & own_present).float()

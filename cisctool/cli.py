@@ -1,0 +1,206 @@
+"""Command line (DESIGN §2): parse, call the pipelines, print where outputs went and a table.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input, 130 interrupted;
+errors are one line naming the file or key and the problem.
+"""
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+
+from cisctool import __version__
+from cisctool.config import Config, load_config
+from cisctool.console import console, set_verbosity, verbose
+from cisctool.errors import InputError
+from cisctool.reports import eval_table, train_table
+
+DEFAULT_CONFIG = Path("cisctool.toml")
+
+
+class CisctoolGroup(click.Group):
+    """Turns InputError into a one-line message with exit 2, anything else into exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except InputError as error:
+            _fail(_one_line(error), 2)
+        except KeyboardInterrupt:
+            _fail("interrupted; finished files are intact, rerun with --resume to continue", 130)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as error:  # a runtime failure: one line, the traceback only with -v
+            if verbose():
+                traceback.print_exc()
+            _fail(f"{type(error).__name__}: {_one_line(error)}", 1)
+
+
+def _one_line(error: BaseException) -> str:
+    """The last line of the message: DataLoader workers re-raise with the traceback prepended."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    text = lines[-1] if lines else type(error).__name__
+    prefix = f"{InputError.__module__}.{InputError.__name__}: "
+    return text.removeprefix(prefix)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(cls=CisctoolGroup)
+@click.option(
+    "--config", "config_path", type=click.Path(path_type=Path), default=None,
+    help="TOML config file [default: ./cisctool.toml].",
+)  # fmt: skip
+@click.option("-v", "--verbose", "verbosity", flag_value=1, help="More detail; tracebacks on failure.")
+@click.option("-q", "--quiet", "verbosity", flag_value=-1, help="No progress bars or tables.")
+@click.version_option(__version__, prog_name="cisctool")
+@click.pass_context
+def main(ctx: click.Context, config_path: Path | None, verbosity: int | None) -> None:
+    """cisctool: rectify pseudo labels with cross-image semantic consistency (CISC-R)."""
+    set_verbosity(verbosity or 0)
+    ctx.obj = {"config_path": config_path}
+
+
+def _config(ctx: click.Context, overrides: dict[str, Any] | None = None) -> Config:
+    path = ctx.obj["config_path"] or DEFAULT_CONFIG
+    if ctx.obj["config_path"] is None and not path.exists():
+        raise InputError(f"{path}: config file not found (pass --config, or run `cisctool demo`)")
+    clean = {key: value for key, value in (overrides or {}).items() if value is not None}
+    return load_config(path, clean)
+
+
+def _device(requested: str | None) -> str:
+    if requested is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda: this torch sees no CUDA device")
+    return requested
+
+
+# ---------------------------------------------------------------- data
+@main.group()
+def data() -> None:
+    """Make the demo data set; check a config's splits."""
+
+
+@data.command("make-demo")
+@click.argument("out", type=click.Path(path_type=Path), default=Path("demo_data"))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--labeled", "num_labeled", type=click.IntRange(2), default=30, show_default=True)
+@click.option("--unlabeled", "num_unlabeled", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--val", "num_val", type=click.IntRange(1), default=100, show_default=True)
+def make_demo_command(out: Path, seed: int, num_labeled: int, num_unlabeled: int, num_val: int) -> None:
+    """Write the embedded, seeded demo data set and its cisctool.toml to OUT."""
+    from cisctool.data.demo import make_demo
+
+    config_path = make_demo(out, seed, num_labeled, num_unlabeled, num_val)
+    console.print(f"demo data written to {out}/ ; config: {config_path}")
+
+
+@data.command("check")
+@click.pass_context
+def check_command(ctx: click.Context) -> None:
+    """Validate the splits: files exist, image/mask sizes match, label values < C or ignore."""
+    from cisctool.data.check import check_splits
+
+    config = _config(ctx)
+    summary = check_splits(config)
+    console.print(summary.table())
+    console.print(f"all splits of {config.source} are valid")
+
+
+# ---------------------------------------------------------------- train / eval
+@main.command()
+@click.option("--round", "round_index", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the round's last.pt.")
+@click.option("--max-steps", type=click.IntRange(1), default=None, help="Override train.max_steps.")
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [default: train.amp].")
+@click.option("--consistency-weight", type=click.FloatRange(0), default=None,
+              help="Override train.consistency_weight (0 = no CISC consistency loss).")  # fmt: skip
+@click.pass_context
+def train(
+    ctx: click.Context,
+    round_index: int,
+    resume: bool,
+    max_steps: int | None,
+    device: str | None,
+    amp: bool | None,
+    consistency_weight: float | None,
+) -> None:
+    """Train a segmenter: round 0 on the labeled images (then evaluate on val)."""
+    from cisctool.pipeline import train_and_evaluate
+
+    if round_index != 0:
+        raise InputError(
+            f"--round {round_index}: training on pseudo labels needs `rectify`, "
+            "which this version does not have yet; only --round 0 is available"
+        )
+    config = _config(
+        ctx,
+        {"train.max_steps": max_steps, "train.amp": amp, "train.consistency_weight": consistency_weight},
+    )
+    outcome, result = train_and_evaluate(config, _device(device), resume)
+    console.print(train_table(outcome))
+    if result is not None:
+        console.print(eval_table(result, f"round 0 on val ({result.mode})"))
+    console.print(f"wrote {outcome.model_path} and metrics beside it")
+
+
+@main.command("eval")
+@click.option("--round", "round_index", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--mode", type=click.Choice(["whole", "slide"]), default=None,
+              help="Inference mode [default: eval.mode].")  # fmt: skip
+@click.option("--split", type=click.Choice(["val"]), default="val", show_default=True)
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the scores as JSON.")  # fmt: skip
+@click.pass_context
+def eval_command(
+    ctx: click.Context,
+    round_index: int,
+    mode: str | None,
+    split: str,
+    device: str | None,
+    json_path: Path | None,
+) -> None:
+    """Per-class IoU and mIoU of a round's model on the val split."""
+    from cisctool.pipeline import evaluate_round
+    from cisctool.runs import atomic_write_json
+
+    config = _config(ctx, {"eval.mode": mode})
+    result = evaluate_round(config, round_index, _device(device))
+    console.print(eval_table(result, f"round {round_index} on {split} ({result.mode})"))
+    if json_path is not None:
+        atomic_write_json(json_path, result.as_dict())
+        console.print(f"wrote {json_path}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("demo_data"), show_default=True)
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+def demo(out: Path, device: str | None) -> None:
+    """Make the demo data (if missing), train round 0 on it, evaluate, print the table."""
+    from cisctool.data.demo import make_demo
+    from cisctool.pipeline import train_and_evaluate
+
+    config_path = out / "cisctool.toml"
+    if not config_path.exists():
+        make_demo(out)
+        console.print(f"demo data written to {out}/")
+    config = load_config(config_path)
+    outcome, result = train_and_evaluate(config, _device(device), resume=True)
+    console.print(train_table(outcome))
+    if result is not None:
+        console.print(eval_table(result, f"demo: round 0 on val ({result.mode})"))
+    console.print(f"outputs in {outcome.model_path.parent}/")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""TOML configuration → frozen dataclasses, with presets, CLI overrides and validation.
+
+Every key has a default except `data.root` and `data.num_classes` (a preset
+such as `dataset = "voc"` fills the latter). Unknown keys are an error that
+names the key and lists the valid ones, so a typo never silently falls back
+to a default. The resolved configuration is written beside each run's outputs
+(`to_toml`) and hashed (`config_hash`) to tell stale artifacts.
+"""
+
+import dataclasses
+import hashlib
+import math
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cisctool.data.presets import PRESETS
+from cisctool.errors import InputError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images, masks and split files are; class count and names."""
+
+    root: str = ""
+    num_classes: int = 0
+    labeled: str = "splits/labeled.txt"
+    unlabeled: str = "splits/unlabeled.txt"
+    val: str = "splits/val.txt"
+    ignore_index: int = 255
+    class_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Segmenter: DeepLabV3+ on a backbone; `pretrained` is a local ImageNet file."""
+
+    arch: str = "deeplabv3plus"
+    backbone: str = "resnet50"
+    pretrained: str = ""
+    output_stride: int = 16
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGD with poly decay; `batch_size` counts images per step (pairs when consistency is on)."""
+
+    epochs: int = 80
+    max_steps: int = 0
+    batch_size: int = 8
+    lr: float = 0.001
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    crop_size: int = 321
+    scale_min: float = 0.5
+    scale_max: float = 2.0
+    amp: bool = True
+    channels_last: bool = True
+    seed: int = 0
+    workers: int = 4
+    consistency_weight: float = 1.0
+    log_every: int = 10
+    checkpoint_every: int = 100
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Validation inference: `whole` image or `slide` window (crop_size, stride)."""
+
+    mode: str = "whole"
+    batch_size: int = 8
+    crop_size: int = 513
+    stride: int = 341
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """FAISS index of labeled-image class prototypes."""
+
+    factory: str = "Flat"
+    min_area: float = 0.03
+    topk: int = 1
+    use_gpu: str = "auto"
+
+
+@dataclass(frozen=True)
+class RectifyConfig:
+    """Pseudo-label rectification by cross-image semantic consistency (DESIGN §1.5)."""
+
+    batch_size: int = 16
+    guide: str = "nearest"
+    weight_mode: str = "official"
+    guide_exclude: tuple[int, ...] = ()
+    margin: float = math.inf
+    p_min: float = 0.2
+    cisc_min: float = -1.0
+    conf_min: float = 0.0
+    select: str = "reliable"
+    ratio: float = 0.5
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole resolved configuration; `source` is the file it was read from."""
+
+    name: str = "default"
+    dataset: str = ""
+    workdir: str = "."
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    rectify: RectifyConfig = field(default_factory=RectifyConfig)
+    source: str = field(default="", compare=False)
+
+    @property
+    def data_root(self) -> Path:
+        """`data.root`; `load_config` has made a relative one relative to the config file."""
+        return Path(self.data.root)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Class names, `class_<i>` where the config names none."""
+        if self.data.class_names:
+            return self.data.class_names
+        return tuple(f"class_{index}" for index in range(self.data.num_classes))
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "index": IndexConfig,
+    "rectify": RectifyConfig,
+}
+TOP_LEVEL_KEYS = ("name", "dataset", "workdir")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "eval.mode": ("whole", "slide"),
+    "index.use_gpu": ("auto", "true", "false"),
+    "rectify.guide": ("nearest", "random"),
+    "rectify.weight_mode": ("official", "mean"),
+    "rectify.select": ("reliable", "all"),
+}
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read a TOML file (or none: defaults), apply its preset, then dotted CLI overrides."""
+    raw: dict[str, Any] = {}
+    label = "configuration"
+    if path is not None:
+        label = str(path)
+        try:
+            raw = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise InputError(f"{path}: config file not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+            raise InputError(f"{path}: not valid TOML ({error})") from None
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    config = from_dict(raw, label)
+    root = Path(config.data.root).expanduser()
+    if path is not None and not root.is_absolute():
+        root = Path(path).resolve().parent / root
+    return dataclasses.replace(
+        config,
+        data=dataclasses.replace(config.data, root=str(root)),
+        source=str(Path(path).resolve()) if path else "",
+    )
+
+
+def from_dict(raw: dict[str, Any], label: str = "configuration") -> Config:
+    """Validate a nested dict (TOML tables) into a Config; errors name `label` and the key."""
+    raw = dict(raw)
+    preset_name = raw.get("dataset", "")
+    if preset_name:
+        if preset_name not in PRESETS:
+            valid = ", ".join(sorted(PRESETS))
+            raise InputError(f"{label}: unknown dataset preset {preset_name!r}; valid: {valid}")
+        raw = _merge(PRESETS[preset_name], raw)
+    for key in raw:
+        if key not in SECTIONS and key not in TOP_LEVEL_KEYS:
+            valid = ", ".join([*TOP_LEVEL_KEYS, *(f"[{name}]" for name in SECTIONS)])
+            raise InputError(f"{label}: unknown key {key!r}; valid top-level keys: {valid}")
+    top = {key: _coerce(label, key, str, raw[key]) for key in TOP_LEVEL_KEYS if key in raw}
+    sections = {}
+    for name, section_type in SECTIONS.items():
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            raise InputError(f"{label}: [{name}] must be a table")
+        sections[name] = _build_section(label, name, section_type, table)
+    config = Config(**top, **sections)
+    _validate(label, config)
+    return config
+
+
+def _build_section(label: str, section: str, section_type: type, table: dict[str, Any]) -> Any:
+    fields = {item.name: item for item in dataclasses.fields(section_type)}
+    hints = typing.get_type_hints(section_type)
+    values = {}
+    for key, value in table.items():
+        if key not in fields:
+            valid = ", ".join(sorted(fields))
+            raise InputError(
+                f"{label}: unknown key '{section}.{key}'; valid keys in [{section}]: {valid}"
+            )
+        values[key] = _coerce(label, f"{section}.{key}", hints[key], value)
+        choices = CHOICES.get(f"{section}.{key}")
+        if choices and str(values[key]) not in choices:
+            raise InputError(
+                f"{label}: {section}.{key} = {value!r} is not one of {', '.join(choices)}"
+            )
+    return section_type(**values)
+
+
+def _coerce(label: str, key: str, hint: Any, value: Any) -> Any:
+    """Check a TOML value against a field's type; ints are accepted where floats are."""
+    if typing.get_origin(hint) is tuple:
+        item_type = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"{label}: {key} must be a list, got {type(value).__name__}")
+        return tuple(_coerce(label, key, item_type, item) for item in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, bool):
+        return str(value).lower()
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        expected = getattr(hint, "__name__", str(hint))
+        raise InputError(
+            f"{label}: {key} must be {expected}, got {type(value).__name__} ({value!r})"
+        )
+    return value
+
+
+def _validate(label: str, config: Config) -> None:
+    if not config.data.root:
+        raise InputError(f"{label}: data.root is required (the folder the split paths start from)")
+    if config.data.num_classes < 1:
+        raise InputError(f"{label}: data.num_classes is required and must be ≥ 1")
+    if config.data.num_classes >= config.data.ignore_index:
+        raise InputError(f"{label}: data.num_classes must be below data.ignore_index")
+    names = config.data.class_names
+    if names and len(names) != config.data.num_classes:
+        raise InputError(
+            f"{label}: data.class_names has {len(names)} names for "
+            f"data.num_classes = {config.data.num_classes}"
+        )
+    positive = {
+        "train.batch_size": config.train.batch_size,
+        "train.crop_size": config.train.crop_size,
+        "eval.batch_size": config.eval.batch_size,
+        "rectify.batch_size": config.rectify.batch_size,
+        "index.topk": config.index.topk,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise InputError(f"{label}: {key} must be ≥ 1, got {value}")
+    if config.train.epochs < 1 and config.train.max_steps < 1:
+        raise InputError(f"{label}: train.epochs or train.max_steps must be ≥ 1")
+    if not 0 < config.train.scale_min <= config.train.scale_max:
+        raise InputError(f"{label}: train.scale_min must be > 0 and ≤ train.scale_max")
+    if config.eval.stride < 1 or config.eval.stride > config.eval.crop_size:
+        raise InputError(f"{label}: eval.stride must be in [1, eval.crop_size]")
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    *tables, key = dotted.split(".")
+    target = raw
+    for table in tables:
+        target = target.setdefault(table, {})
+    target[key] = value
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """Nested plain dict of the resolved config (no `source`), for checkpoints and TOML."""
+    result: dict[str, Any] = {key: getattr(config, key) for key in TOP_LEVEL_KEYS}
+    for name in SECTIONS:
+        result[name] = {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(getattr(config, name)).items()
+        }
+    return result
+
+
+def to_toml(config: Config) -> str:
+    """The resolved config as TOML text (readable back by `load_config`)."""
+    values = to_dict(config)
+    lines = [f"{key} = {_toml_value(values[key])}" for key in TOP_LEVEL_KEYS]
+    for name in SECTIONS:
+        lines += ["", f"[{name}]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in values[name].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def config_hash(config: Config) -> str:
+    """sha256 of the resolved TOML text: two runs with equal hashes used equal settings."""
+    return hashlib.sha256(to_toml(config).encode()).hexdigest()
+

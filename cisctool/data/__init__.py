@@ -1,0 +1,1 @@
+"""Split files, datasets, transforms, mask I/O and the embedded demo data."""

@@ -1,0 +1,190 @@
+"""Datasets over split entries: labeled training pairs, and full images for inference.
+
+Training samples are addressed by `(index, sample_seed)` keys from
+`SeededSampler`, so augmentation and partner choice are reproducible and a
+resumed run continues the exact sample stream.
+"""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from cisctool.data.masks import read_image, read_mask
+from cisctool.data.splits import SplitEntry
+from cisctool.data.transforms import normalize, train_transform
+from cisctool.errors import InputError
+
+
+def load_pair(entry: SplitEntry, num_classes: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image and its mask, checking sizes match and labels are < C or ignore."""
+    image = read_image(entry.image)
+    if entry.mask is None:
+        raise InputError(f"{entry.image}: no mask for image {entry.id!r}")
+    mask = read_mask(entry.mask)
+    if mask.shape != image.shape[:2]:
+        raise InputError(
+            f"{entry.mask}: mask size {mask.shape[1]}×{mask.shape[0]} differs from image size "
+            f"{image.shape[1]}×{image.shape[0]}"
+        )
+    bad = (mask >= num_classes) & (mask != ignore_index)
+    if bad.any():
+        raise InputError(
+            f"{entry.mask}: label value {int(mask[bad].max())} ≥ num_classes ({num_classes}) "
+            f"and ≠ ignore_index ({ignore_index})"
+        )
+    return image, mask
+
+
+def present_classes(
+    mask: np.ndarray, num_classes: int, ignore_index: int, min_area: float
+) -> np.ndarray:
+    """C bools: class c covers ≥ min_area of the valid (non-ignore) pixels (DESIGN §1.1)."""
+    valid = mask[mask != ignore_index]
+    counts = np.bincount(valid.ravel(), minlength=num_classes)[:num_classes]
+    return counts >= max(min_area * valid.size, 1)
+
+
+@dataclass(frozen=True)
+class PairSettings:
+    """How labeled training pairs are drawn and augmented."""
+
+    num_classes: int
+    ignore_index: int
+    crop_size: int
+    scale_range: tuple[float, float]
+    min_area: float
+    excluded_classes: tuple[int, ...]
+
+
+class LabeledPairDataset(Dataset):
+    """Labeled image + a partner labeled image that shares a class with it (DESIGN §1.7).
+
+    Each item: image, mask (3×S×S, S×S), partner_image, partner_mask, and
+    shared_class (the class whose CISC consistency is trained, −1 when the
+    image shares no eligible class with any other labeled image). The partner
+    is never the image itself.
+    """
+
+    def __init__(self, entries: Sequence[SplitEntry], settings: PairSettings) -> None:
+        if len(entries) < 2:
+            raise InputError(f"{entries[0].image}: training needs at least 2 labeled images")
+        self.entries = list(entries)
+        self.settings = settings
+        presence = []
+        for entry in self.entries:
+            _, mask = load_pair(entry, settings.num_classes, settings.ignore_index)
+            presence.append(
+                present_classes(mask, settings.num_classes, settings.ignore_index, settings.min_area)
+            )
+        self.presence = np.stack(presence)
+        self.presence[:, list(settings.excluded_classes)] = False
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def choose_partner(self, index: int, rng: np.random.Generator) -> tuple[int, int]:
+        """A random eligible class of image `index` and a random other image that has it."""
+        classes = np.flatnonzero(self.presence[index])
+        rng.shuffle(classes)
+        for shared_class in classes:
+            holders = np.flatnonzero(self.presence[:, shared_class])
+            holders = holders[holders != index]
+            if holders.size:
+                return int(rng.choice(holders)), int(shared_class)
+        others = np.delete(np.arange(len(self.entries)), index)
+        return int(rng.choice(others)), -1
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, sample_seed = key
+        rng = np.random.default_rng(sample_seed)
+        partner, shared_class = self.choose_partner(index, rng)
+        image, mask = self._augmented(index, rng)
+        partner_image, partner_mask = self._augmented(partner, rng)
+        return {
+            "image": image,
+            "mask": mask,
+            "partner_image": partner_image,
+            "partner_mask": partner_mask,
+            "shared_class": torch.tensor(shared_class),
+        }
+
+    def _augmented(self, index: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        settings = self.settings
+        image, mask = load_pair(self.entries[index], settings.num_classes, settings.ignore_index)
+        return train_transform(
+            image, mask, rng, settings.crop_size, settings.scale_range, settings.ignore_index
+        )
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Yields (index, sample_seed) for sample positions [start, stop) of an epoch-shuffled stream.
+
+    Position p lies in epoch p // n, whose order is a permutation seeded by
+    (seed, epoch); its sample seed derives from (seed, p). Starting at any
+    position reproduces exactly what an uninterrupted run would have drawn.
+    """
+
+    def __init__(self, dataset_size: int, seed: int, start: int, stop: int) -> None:
+        self.dataset_size, self.seed, self.start, self.stop = dataset_size, seed, start, stop
+
+    def __len__(self) -> int:
+        return max(self.stop - self.start, 0)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, order = -1, np.empty(0, dtype=np.int64)
+        for position in range(self.start, self.stop):
+            if position // self.dataset_size != epoch:
+                epoch = position // self.dataset_size
+                order = np.random.default_rng([self.seed, epoch]).permutation(self.dataset_size)
+            sample_seed = int(np.random.SeedSequence([self.seed, position]).generate_state(1)[0])
+            yield int(order[position % self.dataset_size]), sample_seed
+
+
+class InferenceDataset(Dataset):
+    """Whole images for evaluation or pseudo-labelling; the mask is optional."""
+
+    def __init__(
+        self, entries: Sequence[SplitEntry], num_classes: int, ignore_index: int, with_masks: bool
+    ) -> None:
+        self.entries = list(entries)
+        self.num_classes, self.ignore_index, self.with_masks = num_classes, ignore_index, with_masks
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, index: int) -> dict[str, object]:
+        entry = self.entries[index]
+        if self.with_masks:
+            image, mask = load_pair(entry, self.num_classes, self.ignore_index)
+        else:
+            image = read_image(entry.image)
+            mask = np.full(image.shape[:2], self.ignore_index, dtype=np.uint8)
+        return {
+            "image": normalize(image),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask)).long(),
+            "index": index,
+        }
+
+
+def pad_collate(items: list[dict[str, object]], ignore_index: int = 255) -> dict[str, torch.Tensor]:
+    """Batch images of different sizes: pad to the largest (image 0, mask ignore); keep sizes.
+
+    Returns image B×3×Hmax×Wmax, mask B×Hmax×Wmax, sizes B×2 (H, W), index B.
+    """
+    sizes = torch.tensor([list(item["mask"].shape) for item in items])
+    height, width = (int(value) for value in sizes.max(dim=0).values)
+    images = torch.zeros(len(items), 3, height, width)
+    masks = torch.full((len(items), height, width), ignore_index, dtype=torch.long)
+    for slot, item in enumerate(items):
+        item_height, item_width = item["mask"].shape
+        images[slot, :, :item_height, :item_width] = item["image"]
+        masks[slot, :item_height, :item_width] = item["mask"]
+    return {
+        "image": images,
+        "mask": masks,
+        "sizes": sizes,
+        "index": torch.tensor([item["index"] for item in items]),
+    }

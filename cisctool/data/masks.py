@@ -1,0 +1,67 @@
+"""Reading and writing label masks: single-channel class-index PNGs or palette PNGs.
+
+A palette PNG stores class indices as its pixel values (mode "P"), so reading
+it without converting gives the classes directly; this is how VOC's
+SegmentationClass and ST++/UniMatch pseudo masks are stored.
+"""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cisctool.errors import InputError
+
+
+def voc_palette(num_entries: int = 256) -> list[int]:
+    """The PASCAL VOC colour map (bit-interleaved), flat [r0, g0, b0, r1, ...] of 256 colours."""
+    palette = []
+    for index in range(num_entries):
+        red = green = blue = 0
+        value = index
+        for bit in range(8):
+            red |= ((value >> 0) & 1) << (7 - bit)
+            green |= ((value >> 1) & 1) << (7 - bit)
+            blue |= ((value >> 2) & 1) << (7 - bit)
+            value >>= 3
+        palette.extend((red, green, blue))
+    return palette
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """H×W uint8 class indices from a class-index or palette PNG; RGB masks are refused."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("L", "P", "I", "I;16"):
+                raise InputError(
+                    f"{path}: mask has mode {image.mode}; expected a single-channel class-index "
+                    "or palette PNG"
+                )
+            array = np.asarray(image)
+    except InputError:
+        raise
+    except FileNotFoundError:
+        raise InputError(f"{path}: mask file not found") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(f"{path}: cannot read mask ({error})") from None
+    if array.max(initial=0) > 255:
+        raise InputError(f"{path}: mask values above 255 cannot be class indices")
+    return array.astype(np.uint8)
+
+
+def write_mask(path: Path, mask: np.ndarray, palette: list[int] | None = None) -> None:
+    """Write H×W class indices as a palette PNG (palette index = class)."""
+    image = Image.fromarray(mask.astype(np.uint8), mode="P")
+    image.putpalette(palette if palette is not None else voc_palette())
+    image.save(path)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """H×W×3 uint8 RGB image."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: image file not found") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(f"{path}: cannot read image ({error})") from None

@@ -1,0 +1,75 @@
+"""Image/mask transforms for training (scale, pad, crop, flip) and evaluation (normalise only).
+
+Randomness comes from a numpy Generator passed in, so a sample is a pure
+function of its seed: training resumed at step k sees the same crops as an
+uninterrupted run, whatever the number of DataLoader workers.
+"""
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(image: np.ndarray) -> torch.Tensor:
+    """H×W×3 uint8 RGB → 3×H×W float32, ImageNet mean/std (what pretrained backbones expect)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return tensor.sub_(mean).div_(std)
+
+
+def denormalize(image: torch.Tensor) -> np.ndarray:
+    """3×H×W normalised float → H×W×3 uint8, for pictures."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    pixels = (image.detach().cpu().float() * std + mean).clamp(0, 1).mul(255).round()
+    return pixels.byte().permute(1, 2, 0).numpy()
+
+
+def random_scale(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, scale_range: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize by a factor drawn from `scale_range`: bilinear for the image, nearest for the mask."""
+    scale = rng.uniform(*scale_range)
+    height, width = mask.shape
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    scaled_image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    scaled_mask = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
+    return scaled_image, scaled_mask
+
+
+def pad_and_crop(
+    image: torch.Tensor, mask: torch.Tensor, crop_size: int, rng: np.random.Generator, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad 3×H×W / H×W to at least crop_size (image 0 = mean colour, mask ignore), then crop at random."""
+    height, width = mask.shape
+    pad_bottom, pad_right = max(crop_size - height, 0), max(crop_size - width, 0)
+    if pad_bottom or pad_right:
+        image = torch.nn.functional.pad(image, (0, pad_right, 0, pad_bottom), value=0.0)
+        mask = torch.nn.functional.pad(mask, (0, pad_right, 0, pad_bottom), value=ignore_index)
+        height, width = mask.shape
+    top = int(rng.integers(0, height - crop_size + 1))
+    left = int(rng.integers(0, width - crop_size + 1))
+    window = (slice(top, top + crop_size), slice(left, left + crop_size))
+    return image[:, window[0], window[1]], mask[window]
+
+
+def train_transform(
+    image: np.ndarray,
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    crop_size: int,
+    scale_range: tuple[float, float],
+    ignore_index: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """H×W×3 uint8 + H×W uint8 → (3×crop×crop float, crop×crop int64): scale, pad, crop, flip."""
+    image, mask = random_scale(image, mask, rng, scale_range)
+    image_tensor = normalize(image)
+    mask_tensor = torch.from_numpy(np.ascontiguousarray(mask)).long()
+    image_tensor, mask_tensor = pad_and_crop(image_tensor, mask_tensor, crop_size, rng, ignore_index)
+    if rng.random() < 0.5:
+        image_tensor, mask_tensor = image_tensor.flip(-1), mask_tensor.flip(-1)
+    return image_tensor.contiguous(), mask_tensor.contiguous()

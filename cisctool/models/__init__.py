@@ -1,0 +1,72 @@
+"""Segmentation models: DeepLabV3+ over ResNet-50/101, MobileNetV2 or a tiny CPU backbone."""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+from torch import nn
+
+from cisctool.errors import InputError
+from cisctool.models.deeplabv3plus import DeepLabV3Plus, SegmentationOutput
+from cisctool.models.mobilenetv2 import MobileNetV2
+from cisctool.models.pretrained import load_pretrained
+from cisctool.models.resnet import resnet50, resnet101
+from cisctool.models.tiny import TinyBackbone
+
+
+class _BackboneSpec(NamedTuple):
+    build: Callable[[int], nn.Module]  # output_stride -> backbone
+    ignored_prefixes: tuple[str, ...] | None  # classifier keys in ImageNet files; None: no such file
+
+
+_BACKBONES: dict[str, _BackboneSpec] = {
+    "resnet50": _BackboneSpec(resnet50, ("fc.",)),
+    "resnet101": _BackboneSpec(resnet101, ("fc.",)),
+    "mobilenetv2": _BackboneSpec(MobileNetV2, ("classifier.",)),
+    "tiny": _BackboneSpec(lambda output_stride: TinyBackbone(), None),
+}
+BACKBONE_NAMES = tuple(_BACKBONES)
+ARCH_NAMES = ("deeplabv3plus",)
+OUTPUT_STRIDES = (8, 16)
+
+__all__ = [
+    "ARCH_NAMES",
+    "BACKBONE_NAMES",
+    "OUTPUT_STRIDES",
+    "DeepLabV3Plus",
+    "SegmentationOutput",
+    "build_model",
+    "load_pretrained",
+]
+
+
+def build_model(
+    arch: str = "deeplabv3plus",
+    backbone: str = "resnet50",
+    num_classes: int = 21,
+    pretrained: str | Path = "",
+    output_stride: int = 16,
+) -> DeepLabV3Plus:
+    """Build a freshly initialised model; a non-empty `pretrained` loads ImageNet weights into its backbone.
+
+    `output_stride` (16 or 8) applies to resnet*/mobilenetv2; "tiny" is always at stride 8.
+    Bad names or values raise InputError.
+    """
+    if arch not in ARCH_NAMES:
+        raise InputError(f"unknown arch {arch!r}; valid: {', '.join(ARCH_NAMES)}")
+    if backbone not in _BACKBONES:
+        raise InputError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONE_NAMES)}")
+    if output_stride not in OUTPUT_STRIDES:
+        raise InputError(f"output_stride must be 8 or 16, got {output_stride}")
+    if num_classes < 1:
+        raise InputError(f"num_classes must be at least 1, got {num_classes}")
+    spec = _BACKBONES[backbone]
+    if pretrained and spec.ignored_prefixes is None:
+        raise InputError(
+            f"backbone {backbone!r} has no pretrained weights; leave pretrained empty "
+            f"(got {str(pretrained)!r})"
+        )
+    model = DeepLabV3Plus(spec.build(output_stride), num_classes)
+    if pretrained:
+        load_pretrained(model.backbone, pretrained, spec.ignored_prefixes)
+    return model

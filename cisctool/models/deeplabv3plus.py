@@ -1,0 +1,131 @@
+"""DeepLabV3+: backbone -> ASPP on high-level features -> decoder fused with low-level features.
+
+Besides logits the model returns the decoder's last activation (post-ReLU, so
+non-negative and cosine similarities lie in [0, 1]): CISC-R compares pixels in
+that feature space.
+"""
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LOW_LEVEL_PROJECTION = 48
+ASPP_CHANNELS = 256
+
+
+class SegmentationOutput(NamedTuple):
+    """logits: B×C×H×W at input size. features: B×D×ceil(H/4)×ceil(W/4), D = feature_dim, ≥ 0."""
+
+    logits: Tensor
+    features: Tensor
+
+
+def conv_bn_relu(
+    in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1
+) -> nn.Sequential:
+    """conv (no bias) -> BN -> ReLU; padding keeps the spatial size."""
+    padding = (kernel_size - 1) // 2 * dilation
+    return nn.Sequential(
+        nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False
+        ),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling: multi-scale context at the backbone's output stride.
+
+    Branches: 1×1, one 3×3 per atrous rate, global image pooling; concatenated and
+    projected to `out_channels`. B×in×h×w -> B×out×h×w.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        atrous_rates: tuple[int, ...],
+        out_channels: int = ASPP_CHANNELS,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            [conv_bn_relu(in_channels, out_channels, 1)]
+            + [conv_bn_relu(in_channels, out_channels, 3, rate) for rate in atrous_rates]
+        )
+        self.image_pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), conv_bn_relu(in_channels, out_channels, 1)
+        )
+        self.project = nn.Sequential(
+            conv_bn_relu(out_channels * (len(atrous_rates) + 2), out_channels, 1),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = self.image_pool(x).expand(-1, -1, *x.shape[-2:])
+        return self.project(torch.cat([branch(x) for branch in self.branches] + [pooled], dim=1))
+
+
+class Decoder(nn.Module):
+    """Sharpens ASPP output with low-level detail.
+
+    low: B×L×h4×w4, context: B×A×h×w -> B×channels×h4×w4 (post-ReLU).
+    """
+
+    def __init__(self, low_level_channels: int, context_channels: int, channels: int) -> None:
+        super().__init__()
+        self.reduce = conv_bn_relu(low_level_channels, LOW_LEVEL_PROJECTION, 1)
+        self.fuse = nn.Sequential(
+            conv_bn_relu(context_channels + LOW_LEVEL_PROJECTION, channels, 3),
+            conv_bn_relu(channels, channels, 3),
+        )
+
+    def forward(self, low: Tensor, context: Tensor) -> Tensor:
+        context = F.interpolate(context, size=low.shape[-2:], mode="bilinear", align_corners=False)
+        return self.fuse(torch.cat([self.reduce(low), context], dim=1))
+
+
+class DeepLabV3Plus(nn.Module):
+    """DeepLabV3+ over any backbone exposing `low_level_channels`, `high_level_channels`,
+    `atrous_rates` and forward(x) -> (low B×L×ceil(H/4)×ceil(W/4), high B×S×h×w).
+
+    forward(x: B×3×H×W) -> SegmentationOutput(logits B×num_classes×H×W,
+    features B×feature_dim×ceil(H/4)×ceil(W/4)); any H, W.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_classes: int,
+        decoder_channels: int = 256,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.feature_dim = decoder_channels
+        self.aspp = ASPP(backbone.high_level_channels, tuple(backbone.atrous_rates), dropout=dropout)
+        self.decoder = Decoder(backbone.low_level_channels, ASPP_CHANNELS, decoder_channels)
+        self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Kaiming for convs, identity BN; pretrained backbone weights are loaded afterwards."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> SegmentationOutput:
+        low, high = self.backbone(x)
+        features = self.decoder(low, self.aspp(high))
+        logits = F.interpolate(
+            self.classifier(features), size=x.shape[-2:], mode="bilinear", align_corners=False
+        )
+        return SegmentationOutput(logits, features)

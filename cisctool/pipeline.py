@@ -1,0 +1,50 @@
+"""Steps that span modules: train a round then score it on val; score a saved round."""
+
+from cisctool.checkpoint import load_model
+from cisctool.config import Config
+from cisctool.data.splits import read_split
+from cisctool.evaluate import EvalResult, evaluate
+from cisctool.runs import RunLayout, atomic_write_json
+from cisctool.train import TrainOutcome, train_round0
+
+
+def evaluate_round(config: Config, round_index: int, device: str) -> EvalResult:
+    """Load round N's model.pt and score it on the val split with the config's eval mode."""
+    model_path = RunLayout.of(config).model(round_index)
+    model, _ = load_model(model_path, expected=config)
+    entries = read_split(config.data_root / config.data.val, config.data_root, masks_required=True)
+    return evaluate(
+        model,
+        entries,
+        list(config.class_names),
+        config.data.ignore_index,
+        mode=config.eval.mode,
+        crop_size=config.eval.crop_size,
+        stride=config.eval.stride,
+        batch_size=config.eval.batch_size,
+        workers=min(config.train.workers, 2),
+        device=device,
+        amp=config.train.amp,
+        description=f"eval round {round_index}",
+    )
+
+
+def train_and_evaluate(
+    config: Config, device: str, resume: bool
+) -> tuple[TrainOutcome, EvalResult | None]:
+    """Train round 0, then evaluate on val (when the config names a val split) and write metrics.json."""
+    outcome = train_round0(config, device=device, resume=resume)
+    result = None
+    if config.data.val:
+        result = evaluate_round(config, 0, device)
+    metrics = {
+        "round": 0,
+        "steps": outcome.steps,
+        "train_seconds": outcome.seconds,
+        "final_loss": outcome.final_loss,
+        "resumed_from_step": outcome.resumed_from,
+        "consistency_weight": config.train.consistency_weight,
+        "val": result.as_dict() if result is not None else None,
+    }
+    atomic_write_json(RunLayout.of(config).metrics(0), metrics)
+    return outcome, result

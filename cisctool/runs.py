@@ -1,0 +1,91 @@
+"""Where each round's artifacts live, atomic writes, and file hashes.
+
+Layout (DESIGN §4), relative to `workdir`:
+    runs/<name>/config.resolved.toml
+    runs/<name>/round<N>/{model.pt, last.pt, metrics.json, train.log, pseudo.h5}
+    indexes/<name>/round<N>.faiss + round<N>.json
+Every file is written to a temporary name beside its target and renamed into
+place, so a killed process never leaves a file that looks whole.
+"""
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cisctool.config import Config
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths of one named run's artifacts."""
+
+    workdir: Path
+    name: str
+
+    @classmethod
+    def of(cls, config: Config) -> "RunLayout":
+        return cls(Path(config.workdir), config.name)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.workdir / "runs" / self.name
+
+    @property
+    def resolved_config(self) -> Path:
+        return self.run_dir / "config.resolved.toml"
+
+    def round_dir(self, round_index: int) -> Path:
+        return self.run_dir / f"round{round_index}"
+
+    def model(self, round_index: int) -> Path:
+        """The round's final model (never best-on-val)."""
+        return self.round_dir(round_index) / "model.pt"
+
+    def last(self, round_index: int) -> Path:
+        """Full training state for `--resume`."""
+        return self.round_dir(round_index) / "last.pt"
+
+    def metrics(self, round_index: int) -> Path:
+        return self.round_dir(round_index) / "metrics.json"
+
+    def train_log(self, round_index: int) -> Path:
+        return self.round_dir(round_index) / "train.log"
+
+
+def temporary_path(path: Path) -> Path:
+    """A hidden sibling name for writing `path` before renaming it into place."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` then rename tmp onto `path`; on failure remove tmp, keep the old file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,268 @@
+"""Round-0 training: supervised CE plus the CISC consistency loss on labeled pairs (DESIGN §1.7).
+
+SGD with momentum, poly learning-rate decay (power 0.9) and the head at
+`head_lr_mult` × the backbone's rate, as ST++ and CISC-R train DeepLabV3+.
+Each step draws `batch_size // 2` pairs of labeled images that share a class,
+so a step sees `batch_size` images whether the consistency loss is on or off
+and the two settings differ only in the loss. `last.pt` holds the full state
+(model, optimizer, scaler, step, RNG) every `checkpoint_every` steps; the
+sample stream is addressed by step, so `--resume` continues exactly.
+"""
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.progress import TextColumn
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cisctool.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from cisctool.cisc import consistency_loss
+from cisctool.config import Config, to_dict, to_toml
+from cisctool.console import progress_bar
+from cisctool.data.datasets import LabeledPairDataset, PairSettings, SeededSampler
+from cisctool.data.splits import read_split
+from cisctool.errors import InputError
+from cisctool.models import build_model
+from cisctool.runs import RunLayout, atomic_write_text
+
+# Settings that may change between a run and its resume without changing the result.
+RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every"}
+
+
+@dataclass
+class TrainOutcome:
+    """What a finished (or stopped) training produced."""
+
+    round_index: int
+    steps: int
+    total_steps: int
+    seconds: float
+    final_loss: float
+    model_path: Path | None
+    resumed_from: int
+
+
+def training_signature(config: Config) -> str:
+    """Hash of every setting that changes the trained weights (not workers, logging, device)."""
+    values = to_dict(config)
+    train = {key: value for key, value in values["train"].items() if key not in RESUME_FREE_KEYS}
+    relevant = {"data": values["data"], "model": values["model"], "train": train,
+                "min_area": values["index"]["min_area"],
+                "guide_exclude": values["rectify"]["guide_exclude"]}  # fmt: skip
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def masked_cross_entropy(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Mean CE over non-ignore pixels; 0 (not NaN) when a batch has none. logits B×C×H×W, masks B×H×W."""
+    total = F.cross_entropy(logits.float(), masks, ignore_index=ignore_index, reduction="sum")
+    return total / (masks != ignore_index).sum().clamp_min(1)
+
+
+def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
+    return base_lr * (1.0 - step / total_steps) ** power
+
+
+def build_optimizer(model: nn.Module, config: Config) -> torch.optim.SGD:
+    """Backbone at lr, everything else (ASPP, decoder, classifier) at lr × head_lr_mult."""
+    backbone_ids = {id(parameter) for parameter in model.backbone.parameters()}
+    head = [parameter for parameter in model.parameters() if id(parameter) not in backbone_ids]
+    return torch.optim.SGD(
+        [
+            {"params": list(model.backbone.parameters()), "lr_mult": 1.0},
+            {"params": head, "lr_mult": config.train.head_lr_mult},
+        ],
+        lr=config.train.lr,
+        momentum=config.train.momentum,
+        weight_decay=config.train.weight_decay,
+    )
+
+
+def total_steps_of(config: Config, dataset_size: int) -> int:
+    """`train.max_steps` if set, else epochs × pair-batches per pass over the labeled set."""
+    if config.train.max_steps > 0:
+        return config.train.max_steps
+    pairs = max(config.train.batch_size // 2, 1)
+    return config.train.epochs * max(dataset_size // pairs, 1)
+
+
+def train_round0(
+    config: Config,
+    device: str = "cpu",
+    resume: bool = False,
+    stop_at_step: int | None = None,
+) -> TrainOutcome:
+    """Train round 0 on the labeled images; write last.pt, model.pt and train.log.
+
+    `stop_at_step` ends the run after that many steps as if the process had
+    been killed there (the crash hook the resume tests use): nothing beyond
+    the last periodic checkpoint is saved, and no model.pt is written.
+    """
+    layout = RunLayout.of(config)
+    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    dataset = LabeledPairDataset(
+        entries,
+        PairSettings(
+            num_classes=config.data.num_classes,
+            ignore_index=config.data.ignore_index,
+            crop_size=config.train.crop_size,
+            scale_range=(config.train.scale_min, config.train.scale_max),
+            min_area=config.index.min_area,
+            excluded_classes=config.rectify.guide_exclude,
+        ),
+    )
+    pairs = max(config.train.batch_size // 2, 1)
+    total_steps = total_steps_of(config, len(dataset))
+    use_amp = config.train.amp and device.startswith("cuda")
+    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+
+    torch.manual_seed(config.train.seed)
+    model = build_model(
+        config.model.arch,
+        config.model.backbone,
+        config.data.num_classes,
+        pretrained=config.model.pretrained,
+        output_stride=config.model.output_stride,
+    ).to(device, memory_format=memory_format)
+    optimizer = build_optimizer(model, config)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    signature = training_signature(config)
+    start_step = 0
+    last_path = layout.last(0)
+    if resume and last_path.exists():
+        start_step = _restore(last_path, signature, model, optimizer, scaler)
+    layout.round_dir(0).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(layout.resolved_config, to_toml(config))
+
+    sampler = SeededSampler(len(dataset), config.train.seed, start_step * pairs, total_steps * pairs)
+    loader = DataLoader(
+        dataset,
+        batch_size=pairs,
+        sampler=sampler,
+        num_workers=config.train.workers,
+        pin_memory=device.startswith("cuda"),
+        drop_last=True,
+        generator=torch.Generator().manual_seed(config.train.seed),
+    )
+    started = time.perf_counter()
+    step, loss_value = start_step, float("nan")
+    log = open(layout.train_log(0), "a")
+    columns = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("lr {task.fields[lr]:.2e}"))
+    try:
+        with progress_bar(*columns) as bar:
+            task = bar.add_task("train round 0", total=total_steps, completed=start_step, loss=0.0, lr=0.0)
+            model.train()
+            for batch in loader:
+                if stop_at_step is not None and step >= stop_at_step:
+                    break
+                learning_rate = poly_lr(config.train.lr, step, total_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate * group["lr_mult"]
+                ce, consistency = _losses(model, batch, config, device, memory_format, use_amp, pairs)
+                loss = ce + config.train.consistency_weight * consistency
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step += 1
+                loss_value = float(loss.detach())
+                bar.update(task, completed=step, loss=loss_value, lr=learning_rate)
+                if step % config.train.log_every == 0 or step == total_steps:
+                    log.write(
+                        f"step {step}/{total_steps} loss {loss_value:.4f} ce {float(ce):.4f} "
+                        f"consistency {float(consistency):.4f} lr {learning_rate:.3e}\n"
+                    )
+                    log.flush()
+                if step % config.train.checkpoint_every == 0 or step == total_steps:
+                    save_checkpoint(
+                        last_path,
+                        _training_state(model, optimizer, scaler, config, step, total_steps, signature),
+                    )
+    finally:
+        log.close()
+    model_path = None
+    if step == total_steps:
+        model_path = layout.model(0)
+        save_checkpoint(model_path, model_payload(model, config, 0))
+    return TrainOutcome(0, step, total_steps, time.perf_counter() - started, loss_value, model_path, start_step)
+
+
+def _losses(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    config: Config,
+    device: str,
+    memory_format: torch.memory_format,
+    use_amp: bool,
+    pairs: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CE on both images of every pair, and the pairs' CISC consistency loss."""
+    images = torch.cat([batch["image"], batch["partner_image"]]).to(device, non_blocking=True)
+    masks = torch.cat([batch["mask"], batch["partner_mask"]]).to(device, non_blocking=True)
+    images = images.contiguous(memory_format=memory_format)
+    with torch.autocast(device_type="cuda", enabled=use_amp):
+        output = model(images)
+    ce = masked_cross_entropy(output.logits, masks, config.data.ignore_index)
+    if config.train.consistency_weight == 0:
+        return ce, torch.zeros((), device=device)
+    consistency = consistency_loss(
+        output.features[:pairs],
+        masks[:pairs],
+        output.features[pairs:],
+        masks[pairs:],
+        batch["shared_class"].to(device),
+        config.data.num_classes,
+        config.data.ignore_index,
+    )
+    return ce, consistency
+
+
+def _training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    config: Config,
+    step: int,
+    total_steps: int,
+    signature: str,
+) -> dict[str, object]:
+    state = model_payload(model, config, 0)
+    state.update(
+        optimizer=optimizer.state_dict(),
+        scaler=scaler.state_dict(),
+        step=step,
+        total_steps=total_steps,
+        signature=signature,
+        rng_cpu=torch.get_rng_state(),
+        rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    )
+    return state
+
+
+def _restore(
+    path: Path,
+    signature: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> int:
+    """Load last.pt into model/optimizer/scaler/RNG; returns the step to continue from."""
+    state = load_checkpoint(path)
+    if state.get("signature") != signature:
+        raise InputError(
+            f"{path}: written with other data/model/train settings; "
+            "rerun without --resume to start over, or restore the settings"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng_cpu"])
+    if state["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    return int(state["step"])
+
