@@ -173,6 +173,14 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> C
     )
 
 
+def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """A copy of `config` with dotted keys replaced and validated again (keeps `source`)."""
+    raw = to_dict(config)
+    for dotted, value in overrides.items():
+        _set_dotted(raw, dotted, value)
+    return dataclasses.replace(from_dict(raw, config.source or "configuration"), source=config.source)
+
+
 def from_dict(raw: dict[str, Any], label: str = "configuration") -> Config:
     """Validate a nested dict (TOML tables) into a Config; errors name `label` and the key."""
     raw = dict(raw)

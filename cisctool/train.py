@@ -174,8 +174,8 @@ def train_round0(
                 bar.update(task, completed=step, loss=loss_value, lr=learning_rate)
                 if step % config.train.log_every == 0 or step == total_steps:
                     log.write(
-                        f"step {step}/{total_steps} loss {loss_value:.4f} ce {float(ce):.4f} "
-                        f"consistency {float(consistency):.4f} lr {learning_rate:.3e}\n"
+                        f"step {step}/{total_steps} loss {loss_value:.4f} ce {float(ce.detach()):.4f} "
+                        f"consistency {float(consistency.detach()):.4f} lr {learning_rate:.3e}\n"
                     )
                     log.flush()
                 if step % config.train.checkpoint_every == 0 or step == total_steps:

@@ -34,6 +34,8 @@ _PALETTE = np.array(
     dtype=np.float32,
 )  # fmt: skip
 
+_LUMA = _PALETTE @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
 _SPLITS = (("labeled", "lab"), ("unlabeled", "unl"), ("val", "val"))
 
 
@@ -119,7 +121,7 @@ def _render(
         u, v = _local_coords(ys, xs, centre, radius, rng.uniform(0, 2 * np.pi))
         distance = _SHAPES[cls](u, v)
         alpha = np.clip(0.5 - distance * radius, 0.0, 1.0)[..., None]
-        image = image * (1 - alpha) + _textured(rng, cls, u, v, ys, xs) * alpha
+        image = image * (1 - alpha) + _textured(rng, cls, u, v, radius, ys, xs) * alpha
         mask[distance <= 0] = cls
     return _photometric(rng, image), mask
 
@@ -214,8 +216,11 @@ _TEXTURES = {1: _rings, 2: _checker, 3: _stripes, 4: _dots, 5: _grid}
 
 
 def _two_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two distinct palette colours with a little jitter each."""
-    first, second = rng.choice(len(_PALETTE), 2, replace=False)
+    """Two palette colours of clearly different brightness, so textures stay visible."""
+    while True:
+        first, second = rng.choice(len(_PALETTE), 2, replace=False)
+        if abs(_LUMA[first] - _LUMA[second]) >= 0.2:
+            break
     jitter = rng.normal(0.0, 0.04, (2, 3)).astype(np.float32)
     return _PALETTE[first] + jitter[0], _PALETTE[second] + jitter[1]
 
@@ -225,11 +230,12 @@ def _textured(
     texture: int,
     u: np.ndarray,
     v: np.ndarray,
+    radius: float,
     ys: np.ndarray,
     xs: np.ndarray,
 ) -> np.ndarray:
-    """H×W×3 colours of a class texture with random frequency, phase, colours and shading."""
-    freq = float(rng.uniform(1.6, 4.0))
+    """H×W×3 colours of a class texture with random period (pixels), phase, colours and shading."""
+    freq = radius / float(rng.uniform(5.0, 14.0))
     pattern = _TEXTURES[texture](u, v, freq, rng.uniform(0, 2 * np.pi, 2))[..., None]
     first, second = _two_colours(rng)
     return (first * (1 - pattern) + second * pattern) * _shading(rng, ys, xs)
@@ -248,21 +254,22 @@ def _background(
     rng: np.random.Generator, height: int, width: int, ys: np.ndarray, xs: np.ndarray
 ) -> np.ndarray:
     """Gradient + low-frequency colour noise + flat palette blobs + textured distractors."""
-    first, second = _two_colours(rng)
+    first, second = (_mute(rng, colour) for colour in _two_colours(rng))
     direction = rng.uniform(0, 2 * np.pi)
     ramp = np.cos(direction) * xs / width + np.sin(direction) * ys / height
     ramp = ((ramp - ramp.min()) / (np.ptp(ramp) + 1e-6))[..., None]
     image = first * (1 - ramp) + second * ramp
-    image = image * 0.8 + _smooth_noise(rng, height, width, int(rng.integers(3, 8)), 0.25)
+    image = image + _smooth_noise(rng, height, width, int(rng.integers(3, 8)), 0.06)
     side = float(min(height, width))
-    for _ in range(int(rng.integers(2, 6))):
-        alpha, _ = _blob(rng, ys, xs, side, rng.uniform(0.15, 0.45), rng.uniform(1.0, 2.5))
-        colour = _PALETTE[rng.integers(len(_PALETTE))] + rng.normal(0, 0.04, 3).astype(np.float32)
+    for _ in range(int(rng.integers(1, 5))):
+        alpha, _ = _blob(rng, ys, xs, side * rng.uniform(0.08, 0.22), rng.uniform(1.0, 2.5))
+        colour = _mute(rng, _PALETTE[rng.integers(len(_PALETTE))])
         image = image * (1 - alpha) + colour * alpha
-    for _ in range(int(rng.integers(2, 7))):
-        alpha, (u, v) = _blob(rng, ys, xs, side, rng.uniform(0.08, 0.3), rng.uniform(2.0, 6.0))
+    for _ in range(int(rng.integers(1, 5))):
+        radius = side * rng.uniform(0.04, 0.11)
+        alpha, (u, v) = _blob(rng, ys, xs, radius, rng.uniform(1.5, 3.0))
         texture = int(rng.integers(1, _NUM_OBJECT_CLASSES + 1))
-        image = image * (1 - alpha) + _textured(rng, texture, u, v, ys, xs) * alpha
+        image = image * (1 - alpha) + _textured(rng, texture, u, v, radius, ys, xs) * alpha
     return image
 
 
@@ -270,8 +277,7 @@ def _blob(
     rng: np.random.Generator,
     ys: np.ndarray,
     xs: np.ndarray,
-    side: float,
-    size: float,
+    radius: float,
     aspect: float,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """Anti-aliased alpha (H×W×1) of a rotated ellipse, which no class uses, and its local coords.
@@ -279,7 +285,6 @@ def _blob(
     Elongated ellipses carry class textures as distractors: matching the texture but not the
     shape, they teach the network that texture alone is not the class.
     """
-    radius = side * size / 2
     centre = (rng.uniform(0, ys.shape[0]), rng.uniform(0, xs.shape[1]))
     u, v = _local_coords(ys, xs, centre, radius, rng.uniform(0, 2 * np.pi))
     stretched = np.hypot(u, v * aspect)
@@ -287,11 +292,18 @@ def _blob(
     return alpha, (u, v)
 
 
+def _mute(rng: np.random.Generator, colour: np.ndarray) -> np.ndarray:
+    """A palette colour pulled part way to grey, so backgrounds are calmer than objects."""
+    return colour + (0.5 - colour) * rng.uniform(0.2, 0.6)
+
+
 def _smooth_noise(
     rng: np.random.Generator, height: int, width: int, cells: int, amplitude: float
 ) -> np.ndarray:
     """H×W×3 colour noise bilinearly interpolated from a coarse random grid."""
-    coarse = rng.normal(0.0, amplitude, (cells + 1, cells + 1, 3)).astype(np.float32)
+    coarse = rng.normal(0.0, amplitude, (cells + 1, cells + 1, 1)) + rng.normal(
+        0.0, amplitude / 3, (cells + 1, cells + 1, 3)
+    )
     rows, cols = _interp_matrix(height, cells), _interp_matrix(width, cells)
     return np.einsum("hi,ijc,wj->hwc", rows, coarse, cols)
 

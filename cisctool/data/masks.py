@@ -60,7 +60,7 @@ def read_image(path: Path) -> np.ndarray:
     """H×W×3 uint8 RGB image."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
     except FileNotFoundError:
         raise InputError(f"{path}: image file not found") from None
     except (OSError, ValueError, SyntaxError) as error:

@@ -36,8 +36,8 @@ def random_scale(
     scale = rng.uniform(*scale_range)
     height, width = mask.shape
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    scaled_image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-    scaled_mask = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
+    scaled_image = np.array(Image.fromarray(image).resize(size, Image.BILINEAR))
+    scaled_mask = np.array(Image.fromarray(mask).resize(size, Image.NEAREST))
     return scaled_image, scaled_mask
 
 

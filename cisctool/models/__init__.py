@@ -1,7 +1,6 @@
 """Segmentation models: DeepLabV3+ over ResNet-50/101, MobileNetV2 or a tiny CPU backbone."""
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import NamedTuple
 
 from torch import nn
@@ -16,7 +15,7 @@ from cisctool.models.tiny import TinyBackbone
 
 class _BackboneSpec(NamedTuple):
     build: Callable[[int], nn.Module]  # output_stride -> backbone
-    ignored_prefixes: tuple[str, ...] | None  # classifier keys in ImageNet files; None: no such file
+    ignored_prefixes: tuple[str, ...] | None  # ImageNet classifier keys; None: no ImageNet file
 
 
 _BACKBONES: dict[str, _BackboneSpec] = {
@@ -44,10 +43,10 @@ def build_model(
     arch: str = "deeplabv3plus",
     backbone: str = "resnet50",
     num_classes: int = 21,
-    pretrained: str | Path = "",
+    pretrained: str = "",
     output_stride: int = 16,
 ) -> DeepLabV3Plus:
-    """Build a freshly initialised model; a non-empty `pretrained` loads ImageNet weights into its backbone.
+    """A freshly initialised model; non-empty `pretrained` loads an ImageNet file into the backbone.
 
     `output_stride` (16 or 8) applies to resnet*/mobilenetv2; "tiny" is always at stride 8.
     Bad names or values raise InputError.
@@ -61,12 +60,12 @@ def build_model(
     if num_classes < 1:
         raise InputError(f"num_classes must be at least 1, got {num_classes}")
     spec = _BACKBONES[backbone]
-    if pretrained and spec.ignored_prefixes is None:
-        raise InputError(
-            f"backbone {backbone!r} has no pretrained weights; leave pretrained empty "
-            f"(got {str(pretrained)!r})"
-        )
     model = DeepLabV3Plus(spec.build(output_stride), num_classes)
     if pretrained:
+        if spec.ignored_prefixes is None:
+            raise InputError(
+                f"backbone {backbone!r} has no pretrained weights; leave pretrained empty "
+                f"(got {pretrained!r})"
+            )
         load_pretrained(model.backbone, pretrained, spec.ignored_prefixes)
     return model

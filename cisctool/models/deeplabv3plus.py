@@ -16,7 +16,7 @@ ASPP_CHANNELS = 256
 
 
 class SegmentationOutput(NamedTuple):
-    """logits: B×C×H×W at input size. features: B×D×ceil(H/4)×ceil(W/4), D = feature_dim, ≥ 0."""
+    """logits: B×C×H×W (input size). features: B×D×ceil(H/4)×ceil(W/4), D = feature_dim, ≥ 0."""
 
     logits: Tensor
     features: Tensor
@@ -106,7 +106,8 @@ class DeepLabV3Plus(nn.Module):
         self.backbone = backbone
         self.num_classes = num_classes
         self.feature_dim = decoder_channels
-        self.aspp = ASPP(backbone.high_level_channels, tuple(backbone.atrous_rates), dropout=dropout)
+        rates = tuple(backbone.atrous_rates)
+        self.aspp = ASPP(backbone.high_level_channels, rates, dropout=dropout)
         self.decoder = Decoder(backbone.low_level_channels, ASPP_CHANNELS, decoder_channels)
         self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
         self._init_weights()

@@ -1,4 +1,4 @@
-"""MobileNetV2 (width 1.0) backbone with torchvision-compatible keys, dilated to output stride 16 or 8.
+"""MobileNetV2 (width 1.0) backbone, torchvision-compatible keys, dilated to output stride 16 or 8.
 
 Once the running stride reaches the output stride, later stride-2 blocks keep stride 1
 and dilate their depthwise 3×3 instead; weight shapes are unchanged, so ImageNet
@@ -52,7 +52,7 @@ class ConvBNReLU6(nn.Sequential):
 
 
 class InvertedResidual(nn.Module):
-    """1×1 expand (skipped when t = 1), depthwise 3×3, linear 1×1 project; residual when shapes match.
+    """1×1 expand (none when t = 1), depthwise 3×3, linear 1×1 project; residual if shapes match.
 
     B×in×H×W -> B×out×H/stride×W/stride.
     """

@@ -38,7 +38,9 @@ def _state_dict_of(loaded: Any, path: Path) -> dict[str, Tensor]:
     return loaded
 
 
-def load_pretrained(backbone: nn.Module, path: str | Path, ignored_prefixes: tuple[str, ...]) -> None:
+def load_pretrained(
+    backbone: nn.Module, path: str | Path, ignored_prefixes: tuple[str, ...]
+) -> None:
     """Strictly load `path` into `backbone`, skipping keys under `ignored_prefixes` (e.g. "fc.").
 
     Missing BN `num_batches_tracked` counters (absent from old files) keep their current value.

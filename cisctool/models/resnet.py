@@ -51,7 +51,7 @@ class Bottleneck(nn.Module):
 def _make_stage(
     in_channels: int, width: int, blocks: int, stride: int, first_dilation: int, dilation: int
 ) -> nn.Sequential:
-    """One stage; its first block changes the channel count, so it always has a projection shortcut."""
+    """One stage; its first block changes the channel count, so it always gets a 1×1 shortcut."""
     out_channels = width * Bottleneck.expansion
     downsample = nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),

@@ -1,0 +1,67 @@
+"""Every backbone through build_model: shapes, non-negative features, gradients, determinism."""
+
+import math
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from cisctool.models import BACKBONE_NAMES, build_model
+from cisctool.models.mobilenetv2 import MobileNetV2
+from cisctool.models.resnet import resnet50
+
+NUM_CLASSES = 5
+HEIGHT, WIDTH = 41, 37  # not multiples of 16 on purpose; small for CPU speed
+
+
+@pytest.mark.parametrize("backbone", BACKBONE_NAMES)
+def test_forward_backward_and_eval(backbone: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(backbone=backbone, num_classes=NUM_CLASSES)
+    assert model.num_classes == NUM_CLASSES and model.feature_dim == 256
+    images = torch.randn(2, 3, HEIGHT, WIDTH)
+
+    output = model(images)
+    assert output.logits.shape == (2, NUM_CLASSES, HEIGHT, WIDTH)
+    assert output.features.shape == (2, 256, math.ceil(HEIGHT / 4), math.ceil(WIDTH / 4))
+    assert output.features.min() >= 0
+
+    (output.logits.mean() + output.features.mean()).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+    backbone_grads = [p.grad.abs().sum() for p in model.backbone.parameters()]
+    assert sum(backbone_grads) > 0
+    assert model.classifier.weight.grad.abs().sum() > 0
+    assert model.aspp.project[0][0].weight.grad.abs().sum() > 0
+
+    model.eval()
+    with torch.no_grad():
+        first, second = model(images), model(images)
+    assert torch.equal(first.logits, second.logits)
+    assert torch.equal(first.features, second.features)
+
+
+@pytest.mark.parametrize("make_backbone", [resnet50, MobileNetV2], ids=["resnet50", "mobilenetv2"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_output_stride(make_backbone: Callable[[int], nn.Module], output_stride: int) -> None:
+    backbone = make_backbone(output_stride).eval()
+    with torch.no_grad():
+        low, high = backbone(torch.randn(1, 3, HEIGHT, WIDTH))
+    low_size = (math.ceil(HEIGHT / 4), math.ceil(WIDTH / 4))
+    assert low.shape == (1, backbone.low_level_channels, *low_size)
+    assert high.shape == (
+        1,
+        backbone.high_level_channels,
+        math.ceil(HEIGHT / output_stride),
+        math.ceil(WIDTH / output_stride),
+    )
+    assert backbone.atrous_rates == ((6, 12, 18) if output_stride == 16 else (12, 24, 36))
+
+
+def test_tiny_is_small_and_at_stride_8() -> None:
+    model = build_model(backbone="tiny", num_classes=NUM_CLASSES)
+    assert sum(p.numel() for p in model.backbone.parameters()) < 400_000
+    with torch.no_grad():
+        _, high = model.backbone.eval()(torch.randn(1, 3, 96, 96))
+    assert high.shape == (1, 128, 12, 12)

@@ -1,0 +1,136 @@
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cisctool.cli import main
+from cisctool.data.masks import write_mask
+
+FAST_FLAGS = ["--max-steps", "2", "--device", "cpu"]
+FAST_KEYS = """
+[train]
+max_steps = 2
+batch_size = 4
+crop_size = 64
+workers = 0
+"""
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands write runs/ under the current directory, like a training script."""
+    monkeypatch.chdir(tmp_path)
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture
+def project(demo_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny demo data with fast training keys appended to its config."""
+    data = tmp_path / "data"
+    shutil.copytree(demo_dir, data)
+    config = data / "cisctool.toml"
+    config.write_text(re.sub(r"\[train\][^\[]*", FAST_KEYS.lstrip() + "\n", config.read_text()))
+    return data
+
+
+def test_make_demo_check_train_eval(project: Path, tmp_path: Path):
+    config = str(project / "cisctool.toml")
+    result = run("--config", config, "data", "check")
+    assert result.exit_code == 0, result.output
+    assert "labeled" in result.output and "all splits" in result.output
+
+    result = run("--config", config, "train", *FAST_FLAGS)
+    assert result.exit_code == 0, result.output
+    assert "mIoU" in result.output and "runs/demo/round0/model.pt" in result.output
+    assert (tmp_path / "runs/demo/round0/metrics.json").exists()
+
+    result = run("--config", config, "eval", "--json", "scores.json", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert set(scores["per_class_iou"]) == {"background", *scores["per_class_iou"]} and scores["images"] == 4
+
+
+def break_missing_root(data: Path) -> str:
+    text = (data / "cisctool.toml").read_text().replace('root = "."', 'root = "nowhere"')
+    (data / "cisctool.toml").write_text(text)
+    return "nowhere: data root folder not found"
+
+
+def break_missing_image(data: Path) -> str:
+    first = (data / "splits/labeled.txt").read_text().split()[0]
+    (data / first).unlink()
+    return f"{first}: image file not found"
+
+
+def break_mask_size(data: Path) -> str:
+    mask = (data / "splits/labeled.txt").read_text().split()[1]
+    write_mask(data / mask, np.zeros((7, 9), dtype=np.uint8))
+    return f"{mask}: mask size 9×7 differs from image size"
+
+
+def break_label_value(data: Path) -> str:
+    mask_path = data / (data / "splits/labeled.txt").read_text().split()[1]
+    mask = np.array(Image.open(mask_path))
+    mask[0, 0] = 17
+    write_mask(mask_path, mask)
+    return "label value 17 ≥ num_classes (6)"
+
+
+def break_empty_split(data: Path) -> str:
+    (data / "splits/labeled.txt").write_text("\n")
+    return "labeled.txt: split is empty"
+
+
+def break_unknown_key(data: Path) -> str:
+    (data / "cisctool.toml").write_text((data / "cisctool.toml").read_text() + "\n[index]\nfactroy = 1\n")
+    return "unknown key 'index.factroy'; valid keys in [index]:"
+
+
+def break_corrupt_image(data: Path) -> str:
+    first = (data / "splits/labeled.txt").read_text().split()[0]
+    (data / first).write_bytes(b"not a png")
+    return f"{first}: cannot read image"
+
+
+@pytest.mark.parametrize(
+    "breaker",
+    [break_missing_root, break_missing_image, break_mask_size, break_label_value,
+     break_empty_split, break_unknown_key, break_corrupt_image],
+)  # fmt: skip
+@pytest.mark.parametrize("command", [["train", *FAST_FLAGS], ["data", "check"]])
+def test_bad_input_is_one_line_exit_2(project: Path, tmp_path: Path, breaker, command):
+    expected = breaker(project)
+    result = run("--config", str(project / "cisctool.toml"), *command)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and expected in lines[-1], result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs/demo/round0/model.pt").exists()
+
+
+def test_missing_config_and_round_without_rectify(tmp_path: Path):
+    result = run("train")
+    assert result.exit_code == 2 and "cisctool.toml: config file not found" in result.output
+    result = run("--config", "x.toml", "train", "--round", "1")
+    assert result.exit_code == 2 and "--round 1" in result.output
+
+
+def test_installed_entry_point_runs_make_demo(tmp_path: Path):
+    executable = Path(sys.executable).parent / "cisctool"
+    completed = subprocess.run(
+        [str(executable), "data", "make-demo", "d", "--labeled", "4", "--unlabeled", "2", "--val", "2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr
+    assert (tmp_path / "d/cisctool.toml").exists()
+    assert len((tmp_path / "d/splits/labeled.txt").read_text().splitlines()) == 4

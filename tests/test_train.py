@@ -1,0 +1,73 @@
+import json
+import math
+
+import pytest
+import torch
+
+from cisctool.checkpoint import load_checkpoint, load_model
+from cisctool.config import with_overrides
+from cisctool.errors import InputError
+from cisctool.pipeline import train_and_evaluate
+from cisctool.runs import RunLayout
+from cisctool.train import build_optimizer, masked_cross_entropy, poly_lr, train_round0
+
+
+def test_resume_after_a_crash_equals_an_uninterrupted_run(demo_config, tmp_path):
+    whole = train_round0(with_overrides(demo_config, {"workdir": str(tmp_path / "whole")}))
+    assert whole.steps == 4 and whole.model_path.exists()
+
+    crashed_config = with_overrides(demo_config, {"workdir": str(tmp_path / "crashed")})
+    crashed = train_round0(crashed_config, stop_at_step=3)  # last periodic checkpoint: step 2
+    assert crashed.model_path is None and not RunLayout.of(crashed_config).model(0).exists()
+    assert load_checkpoint(RunLayout.of(crashed_config).last(0))["step"] == 2
+    resumed = train_round0(crashed_config, resume=True)
+    assert resumed.resumed_from == 2 and resumed.steps == 4
+
+    expected = load_checkpoint(whole.model_path)["model"]
+    actual = load_checkpoint(resumed.model_path)["model"]
+    for key, tensor in expected.items():
+        torch.testing.assert_close(actual[key], tensor, rtol=0, atol=0, msg=key)
+
+
+def test_resume_refuses_other_settings(demo_config, tmp_path):
+    train_round0(demo_config, stop_at_step=2)
+    changed = with_overrides(demo_config, {"train.lr": 0.5})
+    with pytest.raises(InputError, match="last.pt: written with other"):
+        train_round0(changed, resume=True)
+
+
+def test_train_and_evaluate_writes_metrics_and_a_loadable_model(demo_config):
+    outcome, result = train_and_evaluate(demo_config, "cpu", resume=False)
+    layout = RunLayout.of(demo_config)
+    metrics = json.loads(layout.metrics(0).read_text())
+    assert metrics["steps"] == 4 and metrics["val"]["images"] == 4
+    assert 0 <= result.mean_iou <= 1 and len(result.per_class_iou) == demo_config.data.num_classes
+    assert layout.resolved_config.exists() and "step 4/4" in layout.train_log(0).read_text()
+    model, trained = load_model(outcome.model_path, expected=demo_config)
+    assert trained.model.backbone == "tiny" and not model.training
+
+
+def test_consistency_off_changes_only_the_loss(demo_config, tmp_path):
+    on = train_round0(with_overrides(demo_config, {"workdir": str(tmp_path / "on")}))
+    off = train_round0(with_overrides(demo_config, {"workdir": str(tmp_path / "off"), "train.consistency_weight": 0.0}))
+    assert math.isfinite(on.final_loss) and math.isfinite(off.final_loss)
+    assert on.final_loss != off.final_loss
+
+
+def test_poly_schedule_and_head_learning_rate(demo_config):
+    assert poly_lr(0.01, 0, 100) == 0.01 and poly_lr(0.01, 100, 100) == 0
+    assert math.isclose(poly_lr(0.01, 50, 100), 0.01 * 0.5**0.9)
+    from cisctool.models import build_model
+
+    model = build_model("deeplabv3plus", "tiny", 3)
+    groups = build_optimizer(model, demo_config).param_groups
+    assert [group["lr_mult"] for group in groups] == [1.0, demo_config.train.head_lr_mult]
+    assert sum(len(group["params"]) for group in groups) == len(list(model.parameters()))
+
+
+def test_masked_cross_entropy_ignores_pixels_and_never_nans():
+    logits = torch.randn(1, 3, 2, 2)
+    masks = torch.tensor([[[0, 1], [255, 255]]])
+    expected = torch.nn.functional.cross_entropy(logits, masks, ignore_index=255)
+    torch.testing.assert_close(masked_cross_entropy(logits, masks, 255), expected)
+    assert masked_cross_entropy(logits, torch.full_like(masks, 255), 255) == 0
