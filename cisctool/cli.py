@@ -5,6 +5,7 @@ errors are one line naming the file or key and the problem.
 """
 
 import sys
+import tomllib
 import traceback
 from pathlib import Path
 from typing import Any
@@ -57,22 +58,40 @@ def _fail(message: str, code: int) -> None:
     "--config", "config_path", type=click.Path(path_type=Path), default=None,
     help="TOML config file [default: ./cisctool.toml].",
 )  # fmt: skip
+@click.option(
+    "--set", "settings", multiple=True, metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set train.lr=0.01 (TOML values; repeatable).",
+)  # fmt: skip
 @click.option("-v", "--verbose", "verbosity", flag_value=1, help="More detail; tracebacks on failure.")
 @click.option("-q", "--quiet", "verbosity", flag_value=-1, help="No progress bars or tables.")
 @click.version_option(__version__, prog_name="cisctool")
 @click.pass_context
-def main(ctx: click.Context, config_path: Path | None, verbosity: int | None) -> None:
+def main(
+    ctx: click.Context, config_path: Path | None, settings: tuple[str, ...], verbosity: int | None
+) -> None:
     """cisctool: rectify pseudo labels with cross-image semantic consistency (CISC-R)."""
     set_verbosity(verbosity or 0)
-    ctx.obj = {"config_path": config_path}
+    ctx.obj = {"config_path": config_path, "settings": dict(_parse_setting(item) for item in settings)}
+
+
+def _parse_setting(item: str) -> tuple[str, Any]:
+    """`key=value` with a TOML value (`0.01`, `true`, `[0]`); a bare word is a string."""
+    key, separator, text = item.partition("=")
+    if not separator or not key.strip():
+        raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+    try:
+        value = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    return key.strip(), value
 
 
 def _config(ctx: click.Context, overrides: dict[str, Any] | None = None) -> Config:
     path = ctx.obj["config_path"] or DEFAULT_CONFIG
     if ctx.obj["config_path"] is None and not path.exists():
         raise InputError(f"{path}: config file not found (pass --config, or run `cisctool demo`)")
-    clean = {key: value for key, value in (overrides or {}).items() if value is not None}
-    return load_config(path, clean)
+    flags = {key: value for key, value in (overrides or {}).items() if value is not None}
+    return load_config(path, {**ctx.obj["settings"], **flags})
 
 
 def _device(requested: str | None) -> str:

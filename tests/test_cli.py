@@ -134,3 +134,13 @@ def test_installed_entry_point_runs_make_demo(tmp_path: Path):
     assert completed.returncode == 0, completed.stderr
     assert (tmp_path / "d/cisctool.toml").exists()
     assert len((tmp_path / "d/splits/labeled.txt").read_text().splitlines()) == 4
+
+
+def test_set_overrides_config_keys(project: Path, tmp_path: Path):
+    config = str(project / "cisctool.toml")
+    result = run("--config", config, "--set", "name=other", "--set", "train.max_steps=1", "train",
+                 "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "1/1" in result.output and (tmp_path / "runs/other/round0/model.pt").exists()
+    result = run("--config", config, "--set", "train.lr='fast'", "train")
+    assert result.exit_code == 2 and "train.lr must be float" in result.output

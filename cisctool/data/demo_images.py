@@ -181,30 +181,35 @@ def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 _SHAPES = {1: _disc, 2: _square, 3: _triangle, 4: _ring, 5: _cross}
 
 
-# Two-tone textures in [0, 1] for the classes; `freq` is cycles per object radius.
+# Ink coverage in [0, 1] of the class textures; `freq` is cycles per object radius and
+# `phase` two offsets in cycles. Each has its own local statistics (bands, 50 % tiles,
+# random grain, sparse dots, thin lines) so texture is learnable from a few hundred steps.
 def _rings(u: np.ndarray, v: np.ndarray, freq: float, phase: np.ndarray) -> np.ndarray:
-    return _soft_sign(np.cos(2 * np.pi * freq * np.hypot(u, v) + phase[0]))
+    return _soft_sign(np.cos(2 * np.pi * (freq * np.hypot(u, v) + phase[0])))
 
 
 def _checker(u: np.ndarray, v: np.ndarray, freq: float, phase: np.ndarray) -> np.ndarray:
-    return _soft_sign(np.sin(np.pi * freq * u + phase[0]) * np.sin(np.pi * freq * v + phase[1]))
+    a, b = 2 * np.pi * (freq * u + phase[0]), 2 * np.pi * (freq * v + phase[1])
+    return _soft_sign(np.sin(a) * np.sin(b))
 
 
-def _stripes(u: np.ndarray, v: np.ndarray, freq: float, phase: np.ndarray) -> np.ndarray:
-    return _soft_sign(np.sin(2 * np.pi * freq * (u + v) * 0.7071 + phase[0]))
+def _speckle(u: np.ndarray, v: np.ndarray, freq: float, phase: np.ndarray) -> np.ndarray:
+    """Random blocks a third of a period wide: a hash of the block index, rotating with the object."""
+    rows = np.floor(3 * freq * u + 1000 * phase[0]).astype(np.int64)
+    cols = np.floor(3 * freq * v + 1000 * phase[1]).astype(np.int64)
+    hashed = ((rows * 73856093) ^ (cols * 19349663)) % 1009
+    return (hashed < 0.45 * 1009).astype(np.float32)
 
 
 def _dots(u: np.ndarray, v: np.ndarray, freq: float, phase: np.ndarray) -> np.ndarray:
-    fu = (freq * u + phase[0] / (2 * np.pi)) % 1.0 - 0.5
-    fv = (freq * v + phase[1] / (2 * np.pi)) % 1.0 - 0.5
-    return _soft_sign(0.3 - np.hypot(fu, fv), 12.0)
+    a, b = (freq * u + phase[0]) % 1.0 - 0.5, (freq * v + phase[1]) % 1.0 - 0.5
+    return _soft_sign(0.28 - np.hypot(a, b), 12.0)
 
 
 def _grid(u: np.ndarray, v: np.ndarray, freq: float, phase: np.ndarray) -> np.ndarray:
-    fine = 1.6 * freq
-    fu = np.abs((fine * u + phase[0] / (2 * np.pi)) % 1.0 - 0.5)
-    fv = np.abs((fine * v + phase[1] / (2 * np.pi)) % 1.0 - 0.5)
-    return _soft_sign(np.maximum(fu, fv) - 0.36, 12.0)
+    a = np.abs((1.4 * freq * u + phase[0]) % 1.0 - 0.5)
+    b = np.abs((1.4 * freq * v + phase[1]) % 1.0 - 0.5)
+    return _soft_sign(np.maximum(a, b) - 0.36, 12.0)
 
 
 def _soft_sign(x: np.ndarray, sharpness: float = 3.0) -> np.ndarray:
@@ -212,17 +217,18 @@ def _soft_sign(x: np.ndarray, sharpness: float = 3.0) -> np.ndarray:
     return np.clip(0.5 + sharpness * x, 0.0, 1.0)
 
 
-_TEXTURES = {1: _rings, 2: _checker, 3: _stripes, 4: _dots, 5: _grid}
+_TEXTURES = {1: _rings, 2: _checker, 3: _speckle, 4: _dots, 5: _grid}
 
 
 def _two_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two palette colours of clearly different brightness, so textures stay visible."""
+    """A lighter "paper" and a darker "ink" palette colour, far enough apart to show texture."""
     while True:
         first, second = rng.choice(len(_PALETTE), 2, replace=False)
-        if abs(_LUMA[first] - _LUMA[second]) >= 0.2:
+        if abs(_LUMA[first] - _LUMA[second]) >= 0.25:
             break
+    paper, ink = (first, second) if _LUMA[first] > _LUMA[second] else (second, first)
     jitter = rng.normal(0.0, 0.04, (2, 3)).astype(np.float32)
-    return _PALETTE[first] + jitter[0], _PALETTE[second] + jitter[1]
+    return _PALETTE[paper] + jitter[0], _PALETTE[ink] + jitter[1]
 
 
 def _textured(
@@ -235,10 +241,10 @@ def _textured(
     xs: np.ndarray,
 ) -> np.ndarray:
     """H×W×3 colours of a class texture with random period (pixels), phase, colours and shading."""
-    freq = radius / float(rng.uniform(5.0, 14.0))
-    pattern = _TEXTURES[texture](u, v, freq, rng.uniform(0, 2 * np.pi, 2))[..., None]
-    first, second = _two_colours(rng)
-    return (first * (1 - pattern) + second * pattern) * _shading(rng, ys, xs)
+    freq = radius / float(rng.uniform(6.0, 12.0))
+    ink = _TEXTURES[texture](u, v, freq, rng.random(2))[..., None]
+    paper_colour, ink_colour = _two_colours(rng)
+    return (paper_colour * (1 - ink) + ink_colour * ink) * _shading(rng, ys, xs)
 
 
 def _shading(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
