@@ -1,0 +1,80 @@
+import numpy as np
+import torch
+
+from cisctool.data.datasets import (
+    InferenceDataset,
+    LabeledPairDataset,
+    PairSettings,
+    SeededSampler,
+    pad_collate,
+    present_classes,
+)
+from cisctool.data.splits import read_split
+
+
+def labeled_dataset(config, excluded=(0,)):
+    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    settings = PairSettings(
+        num_classes=config.data.num_classes,
+        ignore_index=255,
+        crop_size=64,
+        scale_range=(0.5, 2.0),
+        min_area=0.03,
+        excluded_classes=excluded,
+    )
+    return LabeledPairDataset(entries, settings)
+
+
+def test_pairs_share_a_class_and_never_pair_an_image_with_itself(demo_config):
+    dataset = labeled_dataset(demo_config)
+    assert not dataset.presence[:, 0].any()  # background excluded from pairing
+    rng = np.random.default_rng(0)
+    for index in range(len(dataset)):
+        for _ in range(5):
+            partner, shared = dataset.choose_partner(index, rng)
+            assert partner != index
+            if shared >= 0:
+                assert dataset.presence[index, shared] and dataset.presence[partner, shared]
+
+
+def test_items_have_crop_shapes_and_valid_labels(demo_config):
+    dataset = labeled_dataset(demo_config)
+    item = dataset[(0, 123)]
+    assert item["image"].shape == (3, 64, 64) and item["partner_image"].shape == (3, 64, 64)
+    assert item["mask"].shape == (64, 64) and item["mask"].dtype == torch.long
+    labels = set(item["mask"].unique().tolist()) | set(item["partner_mask"].unique().tolist())
+    assert labels <= set(range(demo_config.data.num_classes)) | {255}
+    again = dataset[(0, 123)]
+    assert torch.equal(item["image"], again["image"]) and torch.equal(item["mask"], again["mask"])
+
+
+def test_seeded_sampler_resumes_the_same_stream():
+    whole = list(SeededSampler(7, seed=3, start=0, stop=30))
+    tail = list(SeededSampler(7, seed=3, start=12, stop=30))
+    assert tail == whole[12:]
+    first_epoch = sorted(index for index, _ in whole[:7])
+    assert first_epoch == list(range(7))
+    assert [index for index, _ in whole[:7]] != [index for index, _ in whole[7:14]]
+
+
+def test_present_classes_uses_min_area_of_valid_pixels():
+    mask = np.zeros((10, 10), dtype=np.uint8)
+    mask[0, :2] = 1  # 2 % of pixels
+    mask[1:4] = 2  # 30 %
+    mask[9] = 255
+    present = present_classes(mask, 4, 255, 0.03)
+    assert present.tolist() == [True, False, True, False]
+
+
+def test_inference_batches_pad_images_and_masks(demo_config):
+    entries = read_split(demo_config.data_root / demo_config.data.val, demo_config.data_root, True)
+    dataset = InferenceDataset(entries, demo_config.data.num_classes, 255, with_masks=True)
+    batch = pad_collate([dataset[0], dataset[1]], 255)
+    sizes = batch["sizes"]
+    assert batch["image"].shape[-2:] == tuple(sizes.max(dim=0).values.tolist())
+    for slot in range(2):
+        height, width = sizes[slot].tolist()
+        assert (batch["mask"][slot, height:, :] == 255).all() and (batch["mask"][slot, :, width:] == 255).all()
+        assert (batch["mask"][slot, :height, :width] != 255).all()
+    unlabeled = InferenceDataset(entries, demo_config.data.num_classes, 255, with_masks=False)
+    assert (unlabeled[0]["mask"] == 255).all()
