@@ -74,6 +74,7 @@ def load_model(path: Path, expected: Config | None = None) -> tuple[nn.Module, C
         trained.model.backbone,
         trained.data.num_classes,
         output_stride=trained.model.output_stride,
+        head_channels=trained.model.head_channels,
     )
     try:
         model.load_state_dict(payload["model"])

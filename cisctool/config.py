@@ -35,12 +35,16 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Segmenter: DeepLabV3+ on a backbone; `pretrained` is a local ImageNet file."""
+    """Segmenter: DeepLabV3+ on a backbone; `pretrained` is a local ImageNet file.
+
+    `head_channels` is the ASPP/decoder width, hence the CISC feature dim D.
+    """
 
     arch: str = "deeplabv3plus"
     backbone: str = "resnet50"
     pretrained: str = ""
     output_stride: int = 16
+    head_channels: int = 256
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,7 @@ def train_round0(
         config.data.num_classes,
         pretrained=config.model.pretrained,
         output_stride=config.model.output_stride,
+        head_channels=config.model.head_channels,
     ).to(device, memory_format=memory_format)
     optimizer = build_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)

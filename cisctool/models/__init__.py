@@ -45,10 +45,12 @@ def build_model(
     num_classes: int = 21,
     pretrained: str = "",
     output_stride: int = 16,
+    head_channels: int = 256,
 ) -> DeepLabV3Plus:
     """A freshly initialised model; non-empty `pretrained` loads an ImageNet file into the backbone.
 
     `output_stride` (16 or 8) applies to resnet*/mobilenetv2; "tiny" is always at stride 8.
+    `head_channels` is the width of ASPP and decoder, i.e. the feature dim D (256 in DeepLabV3+).
     Bad names or values raise InputError.
     """
     if arch not in ARCH_NAMES:
@@ -60,7 +62,9 @@ def build_model(
     if num_classes < 1:
         raise InputError(f"num_classes must be at least 1, got {num_classes}")
     spec = _BACKBONES[backbone]
-    model = DeepLabV3Plus(spec.build(output_stride), num_classes)
+    if head_channels < 1:
+        raise InputError(f"head_channels must be at least 1, got {head_channels}")
+    model = DeepLabV3Plus(spec.build(output_stride), num_classes, head_channels)
     if pretrained:
         if spec.ignored_prefixes is None:
             raise InputError(

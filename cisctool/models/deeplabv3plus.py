@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 LOW_LEVEL_PROJECTION = 48
-ASPP_CHANNELS = 256
 
 
 class SegmentationOutput(NamedTuple):
@@ -47,7 +46,7 @@ class ASPP(nn.Module):
         self,
         in_channels: int,
         atrous_rates: tuple[int, ...],
-        out_channels: int = ASPP_CHANNELS,
+        out_channels: int = 256,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
@@ -99,17 +98,17 @@ class DeepLabV3Plus(nn.Module):
         self,
         backbone: nn.Module,
         num_classes: int,
-        decoder_channels: int = 256,
+        head_channels: int = 256,
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.num_classes = num_classes
-        self.feature_dim = decoder_channels
+        self.feature_dim = head_channels
         rates = tuple(backbone.atrous_rates)
-        self.aspp = ASPP(backbone.high_level_channels, rates, dropout=dropout)
-        self.decoder = Decoder(backbone.low_level_channels, ASPP_CHANNELS, decoder_channels)
-        self.classifier = nn.Conv2d(decoder_channels, num_classes, 1)
+        self.aspp = ASPP(backbone.high_level_channels, rates, head_channels, dropout=dropout)
+        self.decoder = Decoder(backbone.low_level_channels, head_channels, head_channels)
+        self.classifier = nn.Conv2d(head_channels, num_classes, 1)
         self._init_weights()
 
     def _init_weights(self) -> None:

@@ -65,3 +65,11 @@ def test_tiny_is_small_and_at_stride_8() -> None:
     with torch.no_grad():
         _, high = model.backbone.eval()(torch.randn(1, 3, 96, 96))
     assert high.shape == (1, 128, 12, 12)
+
+
+def test_head_channels_set_the_feature_dim() -> None:
+    model = build_model(backbone="tiny", num_classes=NUM_CLASSES, head_channels=32).eval()
+    with torch.no_grad():
+        output = model(torch.randn(1, 3, HEIGHT, WIDTH))
+    assert model.feature_dim == 32
+    assert output.features.shape == (1, 32, math.ceil(HEIGHT / 4), math.ceil(WIDTH / 4))
