@@ -1,16 +1,19 @@
 """Procedural demo data set: textured shapes on cluttered backgrounds, no download.
 
-Each object class is a pairing of a shape with a texture (disc/rings, square/checkerboard,
-triangle/stripes, ring/dots, cross/grid). Colours come from one palette shared by all
-classes, and the background carries distractors that reuse the class textures on shapes
-no class has, so neither colour nor texture alone names a class: a network has to learn
-shape and texture together. Scales, texture frequencies, colours and backgrounds vary
-more than 30 labeled images can cover, which leaves room for unlabeled images to help.
+Each object class pairs a shape with a texture: disc/concentric rings, square/checkerboard,
+triangle/random speckle, ring (annulus)/dots, cross/fine grid. Every object is a "paper"
+colour from one continuum of palette blends shared by all classes, with its pattern inked
+darker, so colour says nothing about the class. Backgrounds carry gradients, smooth noise,
+flat patches in the same colours and small elongated distractors that reuse the class
+textures on a shape no class has, so texture alone is not enough either. Object scale,
+texture period, phase and proportions, colours, backgrounds and photometry vary more than
+30 labeled images can cover, which leaves room for unlabeled images to help.
 
 Every image is drawn from its own generator seeded by (seed, split, index), so a split's
 images do not change when another split's size does.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,8 @@ from cisctool.data.masks import voc_palette, write_mask
 DEMO_CLASS_NAMES: tuple[str, ...] = ("background", "disc", "square", "triangle", "ring", "cross")
 
 _NUM_OBJECT_CLASSES = len(DEMO_CLASS_NAMES) - 1
+_OBJECT_SIZE = (0.25, 0.75)  # object diameter range, as a fraction of the shorter image side
+_OBJECT_COUNT_PROBS = (0.1, 0.4, 0.5)  # P(1, 2 or 3 objects)
 _MIN_LABELED_IMAGES_PER_CLASS = 3
 
 # Shared by objects, distractors and background patches, so colour never names a class.
@@ -72,7 +77,8 @@ def generate_demo_dataset(
 
 
 def _draw_count(rng: np.random.Generator) -> int:
-    return int(rng.choice([1, 2, 3], p=[0.3, 0.4, 0.3]))
+    """Objects in one image; mostly 2–3, so objects are a fair share of the pixels."""
+    return int(rng.choice([1, 2, 3], p=_OBJECT_COUNT_PROBS))
 
 
 def _draw_classes(rng: np.random.Generator) -> list[int]:
@@ -83,9 +89,10 @@ def _draw_classes(rng: np.random.Generator) -> list[int]:
 def _balanced_class_plan(rng: np.random.Generator, num_images: int) -> list[list[int]]:
     """Classes per labeled image, each image taking the least-used classes so far.
 
-    A random draw of 30 images can leave a class in one or two of them; this keeps the
-    counts within one of each other, so every class reaches the minimum once there are
-    enough object slots, and in any case every class appears when there are five or more.
+    A random draw of 30 images can leave a class in one or two of them. Object counts are
+    raised (up to 3 per image) until there are enough slots for every class to reach the
+    minimum, and taking the least-used classes keeps per-class counts within one of each
+    other, so with two or more labeled images every class appears.
     """
     counts = [_draw_count(rng) for _ in range(num_images)]
     total, needed = sum(counts), _NUM_OBJECT_CLASSES * _MIN_LABELED_IMAGES_PER_CLASS
@@ -107,22 +114,25 @@ def _balanced_class_plan(rng: np.random.Generator, num_images: int) -> list[list
 def _render(
     rng: np.random.Generator, classes: list[int], min_size: int, max_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One image (H×W×3 uint8) and its class mask (H×W uint8); later objects occlude earlier."""
+    """One image (H×W×3 uint8) and its class mask (H×W uint8).
+
+    Objects are drawn largest first, so a smaller object is never hidden behind a larger one
+    and every planned class stays visible.
+    """
     height, width = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
-    image = _background(rng, height, width, ys, xs)
-    mask = np.zeros((height, width), dtype=np.uint8)
     side = float(min(height, width))
+    image = _background(rng, height, width)
+    mask = np.zeros((height, width), dtype=np.uint8)
+    sizes = np.sort(np.exp(rng.uniform(*np.log(_OBJECT_SIZE), len(classes))))[::-1]
     centres: list[tuple[float, float]] = []
-    for cls in classes:
-        radius = side * float(np.exp(rng.uniform(np.log(0.2), np.log(0.6)))) / 2
-        centre = _place(rng, height, width, radius, centres)
-        centres.append(centre)
-        u, v = _local_coords(ys, xs, centre, radius, rng.uniform(0, 2 * np.pi))
+    for cls, size in zip(classes, sizes, strict=True):
+        radius = side * float(size) / 2
+        centres.append(_place(rng, height, width, radius, centres))
+        window, u, v = _frame(rng, centres[-1], radius, 1.25 * radius, height, width)
         distance = _SHAPES[cls](u, v)
         alpha = np.clip(0.5 - distance * radius, 0.0, 1.0)[..., None]
-        image = image * (1 - alpha) + _textured(rng, cls, u, v, radius, ys, xs) * alpha
-        mask[distance <= 0] = cls
+        image[window] = image[window] * (1 - alpha) + _textured(rng, cls, u, v, radius) * alpha
+        mask[window][distance <= 0] = cls
     return _photometric(rng, image), mask
 
 
@@ -145,13 +155,26 @@ def _place(
     return float(best[0]), float(best[1])
 
 
-def _local_coords(
-    ys: np.ndarray, xs: np.ndarray, centre: tuple[float, float], radius: float, angle: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Rotated coordinates in units of the object's radius, so shape and texture scale together."""
+def _frame(
+    rng: np.random.Generator,
+    centre: tuple[float, float],
+    radius: float,
+    reach: float,
+    height: int,
+    width: int,
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray]:
+    """The window of pixels within `reach` of `centre`, and its coordinates rotated at random
+    and in units of `radius`, so a shape and its texture scale and turn together.
+
+    Working in the window, not the whole image, keeps small layers cheap.
+    """
+    top, left = max(int(centre[0] - reach), 0), max(int(centre[1] - reach), 0)
+    bottom, right = min(int(centre[0] + reach) + 2, height), min(int(centre[1] + reach) + 2, width)
+    ys, xs = np.mgrid[top:bottom, left:right].astype(np.float32) + 0.5
     dy, dx = (ys - centre[0]) / radius, (xs - centre[1]) / radius
-    cos, sin = np.cos(angle), np.sin(angle)
-    return cos * dx + sin * dy, -sin * dx + cos * dy
+    angle = rng.uniform(0, 2 * np.pi)
+    cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+    return (slice(top, bottom), slice(left, right)), cos * dx + sin * dy, -sin * dx + cos * dy
 
 
 # Signed distances (in radius units, negative inside) of the class shapes.
@@ -181,35 +204,44 @@ def _cross(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 _SHAPES = {1: _disc, 2: _square, 3: _triangle, 4: _ring, 5: _cross}
 
 
-# Ink coverage in [0, 1] of the class textures; `freq` is cycles per object radius and
-# `phase` two offsets in cycles. Each has its own local statistics (bands, 50 % tiles,
-# random grain, sparse dots, thin lines) so texture is learnable from a few hundred steps.
-def _rings(u: np.ndarray, v: np.ndarray, freq: float, phase: np.ndarray) -> np.ndarray:
-    return _soft_sign(np.cos(2 * np.pi * (freq * np.hypot(u, v) + phase[0])))
+# Ink coverage in [0, 1] of the class textures; `freq` is cycles per object radius. Each
+# class keeps its own local statistics (bands, tiles, random grain, sparse dots, thin lines)
+# so texture is learnable, while phase, duty cycle and proportions vary per object so a
+# few labeled images do not cover every variant.
+_Texture = Callable[[np.random.Generator, np.ndarray, np.ndarray, float], np.ndarray]
 
 
-def _checker(u: np.ndarray, v: np.ndarray, freq: float, phase: np.ndarray) -> np.ndarray:
-    a, b = 2 * np.pi * (freq * u + phase[0]), 2 * np.pi * (freq * v + phase[1])
+def _rings(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, freq: float) -> np.ndarray:
+    duty = rng.uniform(-0.4, 0.4)
+    return _soft_sign(np.cos(2 * np.pi * (freq * np.hypot(u, v) + rng.random())) + duty)
+
+
+def _checker(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, freq: float) -> np.ndarray:
+    stretch = rng.uniform(0.75, 1.35)
+    a = 2 * np.pi * (freq * stretch * u + rng.random())
+    b = 2 * np.pi * (freq / stretch * v + rng.random())
     return _soft_sign(np.sin(a) * np.sin(b))
 
 
-def _speckle(u: np.ndarray, v: np.ndarray, freq: float, phase: np.ndarray) -> np.ndarray:
-    """Random blocks a third of a period wide: a hash of the block index, rotating with the object."""
-    rows = np.floor(3 * freq * u + 1000 * phase[0]).astype(np.int64)
-    cols = np.floor(3 * freq * v + 1000 * phase[1]).astype(np.int64)
+def _speckle(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, freq: float) -> np.ndarray:
+    """Random blocks a fraction of a period wide: a hash of the block index, turning with the object."""
+    grain = rng.uniform(2.5, 4.0) * freq
+    rows = np.floor(grain * u + rng.integers(1 << 20)).astype(np.int64)
+    cols = np.floor(grain * v + rng.integers(1 << 20)).astype(np.int64)
     hashed = ((rows * 73856093) ^ (cols * 19349663)) % 1009
-    return (hashed < 0.45 * 1009).astype(np.float32)
+    return (hashed < rng.uniform(0.3, 0.55) * 1009).astype(np.float32)
 
 
-def _dots(u: np.ndarray, v: np.ndarray, freq: float, phase: np.ndarray) -> np.ndarray:
-    a, b = (freq * u + phase[0]) % 1.0 - 0.5, (freq * v + phase[1]) % 1.0 - 0.5
-    return _soft_sign(0.28 - np.hypot(a, b), 12.0)
+def _dots(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, freq: float) -> np.ndarray:
+    a = (freq * u + rng.random()) % 1.0 - 0.5
+    b = (freq * v + rng.random()) % 1.0 - 0.5
+    return _soft_sign(rng.uniform(0.18, 0.34) - np.hypot(a, b), 12.0)
 
 
-def _grid(u: np.ndarray, v: np.ndarray, freq: float, phase: np.ndarray) -> np.ndarray:
-    a = np.abs((1.4 * freq * u + phase[0]) % 1.0 - 0.5)
-    b = np.abs((1.4 * freq * v + phase[1]) % 1.0 - 0.5)
-    return _soft_sign(np.maximum(a, b) - 0.36, 12.0)
+def _grid(rng: np.random.Generator, u: np.ndarray, v: np.ndarray, freq: float) -> np.ndarray:
+    a = np.abs((1.4 * freq * u + rng.random()) % 1.0 - 0.5)
+    b = np.abs((1.4 * freq * v + rng.random()) % 1.0 - 0.5)
+    return _soft_sign(np.maximum(a, b) - rng.uniform(0.3, 0.42), 12.0)
 
 
 def _soft_sign(x: np.ndarray, sharpness: float = 3.0) -> np.ndarray:
@@ -217,85 +249,73 @@ def _soft_sign(x: np.ndarray, sharpness: float = 3.0) -> np.ndarray:
     return np.clip(0.5 + sharpness * x, 0.0, 1.0)
 
 
-_TEXTURES = {1: _rings, 2: _checker, 3: _speckle, 4: _dots, 5: _grid}
+_TEXTURES: dict[int, _Texture] = {1: _rings, 2: _checker, 3: _speckle, 4: _dots, 5: _grid}
 
 
-def _two_colours(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """A lighter "paper" and a darker "ink" palette colour, far enough apart to show texture."""
-    while True:
-        first, second = rng.choice(len(_PALETTE), 2, replace=False)
-        if abs(_LUMA[first] - _LUMA[second]) >= 0.25:
-            break
-    paper, ink = (first, second) if _LUMA[first] > _LUMA[second] else (second, first)
-    jitter = rng.normal(0.0, 0.04, (2, 3)).astype(np.float32)
-    return _PALETTE[paper] + jitter[0], _PALETTE[ink] + jitter[1]
+def _palette_colour(rng: np.random.Generator, min_luma: float = 0.0) -> np.ndarray:
+    """A random blend of two palette colours at least `min_luma` bright: varied, yet shared."""
+    first, second = _PALETTE[rng.choice(np.flatnonzero(_LUMA >= min_luma), 2)]
+    return first + (second - first) * rng.uniform(0.0, 0.5)
 
 
 def _textured(
-    rng: np.random.Generator,
-    texture: int,
-    u: np.ndarray,
-    v: np.ndarray,
-    radius: float,
-    ys: np.ndarray,
-    xs: np.ndarray,
+    rng: np.random.Generator, texture: int, u: np.ndarray, v: np.ndarray, radius: float
 ) -> np.ndarray:
-    """H×W×3 colours of a class texture with random period (pixels), phase, colours and shading."""
-    freq = radius / float(rng.uniform(6.0, 12.0))
-    ink = _TEXTURES[texture](u, v, freq, rng.random(2))[..., None]
-    paper_colour, ink_colour = _two_colours(rng)
-    return (paper_colour * (1 - ink) + ink_colour * ink) * _shading(rng, ys, xs)
+    """Colours (…×3) of a class texture: a palette "paper" colour with the pattern inked darker.
+
+    Keeping the ink a darkened paper makes texture a consistent luminance pattern that a small
+    network picks up in a few hundred steps, while colour still says nothing about the class.
+    The period is drawn in pixels, so big objects carry more repeats, not coarser ones.
+    """
+    freq = radius / float(rng.uniform(5.0, 14.0))
+    ink = _TEXTURES[texture](rng, u, v, freq)[..., None]
+    paper = _palette_colour(rng, min_luma=0.4)
+    direction = rng.normal(size=2).astype(np.float32)
+    light = 1.0 + 0.1 * (direction[0] * u + direction[1] * v)[..., None]
+    return paper * (1 - ink * rng.uniform(0.45, 0.85)) * light
 
 
-def _shading(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """A mild linear light falloff in a random direction, H×W×1."""
-    direction = rng.normal(size=2)
-    direction /= np.linalg.norm(direction) + 1e-6
-    extent = float(max(ys.shape))
-    ramp = (direction[0] * ys + direction[1] * xs) / extent
-    return (1.0 + rng.uniform(0.1, 0.3) * (ramp - ramp.mean()))[..., None]
-
-
-def _background(
-    rng: np.random.Generator, height: int, width: int, ys: np.ndarray, xs: np.ndarray
-) -> np.ndarray:
-    """Gradient + low-frequency colour noise + flat palette blobs + textured distractors."""
-    first, second = (_mute(rng, colour) for colour in _two_colours(rng))
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Gradient + low-frequency noise + flat palette blobs + small textured distractors."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32) + 0.5
+    first, second = (_mute(rng, _palette_colour(rng)) for _ in range(2))
     direction = rng.uniform(0, 2 * np.pi)
     ramp = np.cos(direction) * xs / width + np.sin(direction) * ys / height
     ramp = ((ramp - ramp.min()) / (np.ptp(ramp) + 1e-6))[..., None]
     image = first * (1 - ramp) + second * ramp
-    image = image + _smooth_noise(rng, height, width, int(rng.integers(3, 8)), 0.06)
+    image += _smooth_noise(rng, height, width, int(rng.integers(3, 8)), rng.uniform(0.03, 0.1))
     side = float(min(height, width))
-    for _ in range(int(rng.integers(1, 5))):
-        alpha, _ = _blob(rng, ys, xs, side * rng.uniform(0.08, 0.22), rng.uniform(1.0, 2.5))
-        colour = _mute(rng, _PALETTE[rng.integers(len(_PALETTE))])
-        image = image * (1 - alpha) + colour * alpha
-    for _ in range(int(rng.integers(1, 5))):
-        radius = side * rng.uniform(0.04, 0.11)
-        alpha, (u, v) = _blob(rng, ys, xs, radius, rng.uniform(1.5, 3.0))
+    for _ in range(int(rng.integers(1, 6))):
+        window, alpha, _, _ = _ellipse(rng, height, width, side * rng.uniform(0.08, 0.22), 1.0, 2.5)
+        colour = _mute(rng, _palette_colour(rng))
+        image[window] = image[window] * (1 - alpha) + colour * alpha
+    for _ in range(int(rng.integers(1, 7))):
+        radius = side * rng.uniform(0.06, 0.16)
+        window, alpha, u, v = _ellipse(rng, height, width, radius, 1.6, 3.0)
         texture = int(rng.integers(1, _NUM_OBJECT_CLASSES + 1))
-        image = image * (1 - alpha) + _textured(rng, texture, u, v, radius, ys, xs) * alpha
+        image[window] = image[window] * (1 - alpha) + _textured(rng, texture, u, v, radius) * alpha
     return image
 
 
-def _blob(
+def _ellipse(
     rng: np.random.Generator,
-    ys: np.ndarray,
-    xs: np.ndarray,
+    height: int,
+    width: int,
     radius: float,
-    aspect: float,
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
-    """Anti-aliased alpha (H×W×1) of a rotated ellipse, which no class uses, and its local coords.
+    min_aspect: float,
+    max_aspect: float,
+) -> tuple[tuple[slice, slice], np.ndarray, np.ndarray, np.ndarray]:
+    """A randomly placed, turned and stretched ellipse: window, anti-aliased alpha (…×1), coords.
 
-    Elongated ellipses carry class textures as distractors: matching the texture but not the
-    shape, they teach the network that texture alone is not the class.
+    No class is an ellipse, so elongated ones carrying class textures are distractors that
+    match the texture but not the shape: texture alone is not the class.
     """
-    centre = (rng.uniform(0, ys.shape[0]), rng.uniform(0, xs.shape[1]))
-    u, v = _local_coords(ys, xs, centre, radius, rng.uniform(0, 2 * np.pi))
+    aspect = rng.uniform(min_aspect, max_aspect)
+    centre = (rng.uniform(0, height), rng.uniform(0, width))
+    window, u, v = _frame(rng, centre, radius, radius, height, width)
     stretched = np.hypot(u, v * aspect)
     alpha = np.clip(0.5 - (stretched - 1.0) * radius / aspect, 0.0, 1.0)[..., None]
-    return alpha, (u, v)
+    return window, alpha, u, v
 
 
 def _mute(rng: np.random.Generator, colour: np.ndarray) -> np.ndarray:
@@ -311,7 +331,8 @@ def _smooth_noise(
         0.0, amplitude / 3, (cells + 1, cells + 1, 3)
     )
     rows, cols = _interp_matrix(height, cells), _interp_matrix(width, cells)
-    return np.einsum("hi,ijc,wj->hwc", rows, coarse, cols)
+    by_channel = rows @ coarse.transpose(2, 0, 1).astype(np.float32) @ cols.T
+    return by_channel.transpose(1, 2, 0)
 
 
 def _interp_matrix(length: int, cells: int) -> np.ndarray:
@@ -322,9 +343,10 @@ def _interp_matrix(length: int, cells: int) -> np.ndarray:
 
 
 def _photometric(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
-    """Per-image contrast, brightness and colour cast plus pixel noise, then 8-bit."""
+    """Per-image gamma, contrast, brightness and colour cast plus pixel noise, then 8-bit."""
+    image = np.clip(image, 0.0, 1.0) ** rng.uniform(0.75, 1.35)
     mean = image.mean(axis=(0, 1), keepdims=True)
-    image = (image - mean) * rng.uniform(0.7, 1.2) + mean + rng.uniform(-0.12, 0.12)
-    image = image * rng.uniform(0.9, 1.1, 3).astype(np.float32)
-    image = image + rng.normal(0.0, rng.uniform(0.01, 0.06), image.shape).astype(np.float32)
+    image = (image - mean) * rng.uniform(0.65, 1.2) + mean + rng.uniform(-0.12, 0.12)
+    image = image * rng.uniform(0.88, 1.12, 3).astype(np.float32)
+    image = image + rng.normal(0.0, rng.uniform(0.01, 0.07), image.shape).astype(np.float32)
     return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
