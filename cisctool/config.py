@@ -49,10 +49,11 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """SGD with poly decay; `batch_size` counts images per step (pairs when consistency is on)."""
+    """SGD (or AdamW for small nets from scratch) with poly decay; `batch_size` counts images per step."""
 
     epochs: int = 80
     max_steps: int = 0
+    optimizer: str = "sgd"
     batch_size: int = 8
     lr: float = 0.001
     head_lr_mult: float = 10.0
@@ -145,6 +146,7 @@ SECTIONS: dict[str, type] = {
 TOP_LEVEL_KEYS = ("name", "dataset", "workdir")
 CHOICES: dict[str, tuple[str, ...]] = {
     "eval.mode": ("whole", "slide"),
+    "train.optimizer": ("sgd", "adamw"),
     "index.use_gpu": ("auto", "true", "false"),
     "rectify.guide": ("nearest", "random"),
     "rectify.weight_mode": ("official", "mean"),

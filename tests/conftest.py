@@ -8,6 +8,8 @@ from cisctool.config import Config, load_config
 from cisctool.data.demo import make_demo
 
 FAST_TRAINING = {
+    "model.backbone": "tiny",
+    "model.pretrained": "",
     "train.max_steps": 4,
     "train.batch_size": 4,
     "train.crop_size": 64,

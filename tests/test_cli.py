@@ -39,7 +39,8 @@ def project(demo_dir: Path, tmp_path: Path) -> Path:
     data = tmp_path / "data"
     shutil.copytree(demo_dir, data)
     config = data / "cisctool.toml"
-    config.write_text(re.sub(r"\[train\][^\[]*", FAST_KEYS.lstrip() + "\n", config.read_text()))
+    text = re.sub(r"\[train\][^\[]*", FAST_KEYS.lstrip() + "\n", config.read_text())
+    config.write_text(re.sub(r"\[model\][^\[]*", '[model]\nbackbone = "tiny"\n\n', text))
     return data
 
 

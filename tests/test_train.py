@@ -63,6 +63,8 @@ def test_poly_schedule_and_head_learning_rate(demo_config):
     groups = build_optimizer(model, demo_config).param_groups
     assert [group["lr_mult"] for group in groups] == [1.0, demo_config.train.head_lr_mult]
     assert sum(len(group["params"]) for group in groups) == len(list(model.parameters()))
+    adamw = build_optimizer(model, with_overrides(demo_config, {"train.optimizer": "adamw"}))
+    assert isinstance(adamw, torch.optim.AdamW) and len(adamw.param_groups) == 2
 
 
 def test_masked_cross_entropy_ignores_pixels_and_never_nans():

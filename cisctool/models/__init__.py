@@ -49,7 +49,7 @@ def build_model(
 ) -> DeepLabV3Plus:
     """A freshly initialised model; non-empty `pretrained` loads an ImageNet file into the backbone.
 
-    `output_stride` (16 or 8) applies to resnet*/mobilenetv2; "tiny" is always at stride 8.
+    `output_stride` (16 or 8) applies to resnet*/mobilenetv2; "tiny" is always at stride 16.
     `head_channels` is the width of ASPP and decoder, i.e. the feature dim D (256 in DeepLabV3+).
     Bad names or values raise InputError.
     """

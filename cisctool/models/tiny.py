@@ -1,6 +1,7 @@
-"""A ~0.26M-parameter backbone for demos and tests: trains in minutes on a CPU.
+"""A small backbone for demos and tests: trains in a minute or two on a CPU.
 
-It has no ImageNet weights; it exists so the whole pipeline can run end to end on
+Eight conv-BN-ReLU layers, low level at stride 4 and high level at stride 16.
+It has no ImageNet weights; it exists so the whole pipeline runs end to end on
 small (96–128 px) images without a GPU.
 """
 
@@ -17,28 +18,30 @@ def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Se
 
 
 class TinyBackbone(nn.Module):
-    """Six conv-BN-ReLU layers; forward(x) -> (low, high).
+    """forward(x) -> (low, high).
 
-    x: B×3×H×W. low: B×32×ceil(H/4)×ceil(W/4). high: B×128×ceil(H/8)×ceil(W/8).
+    x: B×3×H×W. low: B×24×ceil(H/4)×ceil(W/4). high: B×96×ceil(H/16)×ceil(W/16).
     """
 
-    low_level_channels = 32
-    high_level_channels = 128
-    output_stride = 8
-    # Its 12–16 px high-level maps (96–128 px inputs) are too small for the usual rates.
+    low_level_channels = 24
+    high_level_channels = 96
+    output_stride = 16
+    # Its 6–8 px high-level maps (96–128 px inputs) are too small for the usual rates.
     atrous_rates = (2, 4, 6)
 
     def __init__(self) -> None:
         super().__init__()
         self.low_level = nn.Sequential(
-            _conv_bn_relu(3, 24, stride=2),
-            _conv_bn_relu(24, 32, stride=2),
-            _conv_bn_relu(32, 32),
+            _conv_bn_relu(3, 16, stride=2),
+            _conv_bn_relu(16, 16),
+            _conv_bn_relu(16, 24, stride=2),
+            _conv_bn_relu(24, 24),
         )
         self.high_level = nn.Sequential(
-            _conv_bn_relu(32, 64, stride=2),
-            _conv_bn_relu(64, 128),
-            _conv_bn_relu(128, 128),
+            _conv_bn_relu(24, 48, stride=2),
+            _conv_bn_relu(48, 48),
+            _conv_bn_relu(48, 96, stride=2),
+            _conv_bn_relu(96, 96),
         )
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -79,3 +79,17 @@ def test_same_seed_same_bytes_other_seed_differs(small_demo: Path, tmp_path: Pat
     other = _files(tmp_path / "other")
     assert other.keys() == _files(small_demo).keys()
     assert other["images/lab_0000.png"] != _files(small_demo)["images/lab_0000.png"]
+
+
+def test_demo_config_uses_imagenet_mobilenet_when_installed(tmp_path):
+    from cisctool.config import load_config
+    from cisctool.data.demo import find_mobilenet_weights, make_demo
+
+    config = load_config(make_demo(tmp_path, num_labeled=6, num_unlabeled=2, num_val=2))
+    weights = find_mobilenet_weights()
+    if weights is None:
+        assert config.model.backbone == "tiny" and config.model.pretrained == ""
+    else:
+        assert config.model.backbone == "mobilenetv2" and config.model.pretrained == weights.as_posix()
+    lines = (tmp_path / "splits/oracle.txt").read_text().splitlines()
+    assert len(lines) == 8 and all(len(line.split()) == 2 for line in lines)

@@ -59,12 +59,12 @@ def test_output_stride(make_backbone: Callable[[int], nn.Module], output_stride:
     assert backbone.atrous_rates == ((6, 12, 18) if output_stride == 16 else (12, 24, 36))
 
 
-def test_tiny_is_small_and_at_stride_8() -> None:
+def test_tiny_is_small_and_at_stride_16() -> None:
     model = build_model(backbone="tiny", num_classes=NUM_CLASSES)
     assert sum(p.numel() for p in model.backbone.parameters()) < 400_000
     with torch.no_grad():
         _, high = model.backbone.eval()(torch.randn(1, 3, 96, 96))
-    assert high.shape == (1, 128, 12, 12)
+    assert high.shape == (1, 96, 6, 6)
 
 
 def test_head_channels_set_the_feature_dim() -> None:
