@@ -13,7 +13,7 @@ from torch import nn
 
 from cisctool import __version__
 from cisctool.config import Config, from_dict, to_dict
-from cisctool.errors import InputError
+from cisctool.errors import InputError, first_line
 from cisctool.models import build_model
 from cisctool.runs import atomic_write
 
@@ -41,8 +41,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise InputError(f"{path}: not a readable cisctool checkpoint ({reason[:200]})") from None
+        raise InputError(f"{path}: not a readable cisctool checkpoint ({first_line(error)[:200]})") from None
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise InputError(f"{path}: not a cisctool checkpoint (no model weights and config)")
     return payload
@@ -79,6 +78,5 @@ def load_model(path: Path, expected: Config | None = None) -> tuple[nn.Module, C
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0]
-        raise InputError(f"{path}: weights do not fit the model ({first})") from None
+        raise InputError(f"{path}: weights do not fit the model ({first_line(error)})") from None
     return model.eval(), trained

@@ -3,3 +3,9 @@
 
 class InputError(Exception):
     """Bad user input (file, key or value); the message names it and says what is wrong."""
+
+
+def first_line(error: BaseException) -> str:
+    """`Type: first line of the message`, for wrapping a library's error into one line."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

@@ -159,7 +159,7 @@ def train_round0(
     )
     started = time.perf_counter()
     step, loss_value = start_step, float("nan")
-    log = open(layout.train_log(0), "a")
+    log = open(layout.train_log(0), "a" if start_step else "w")
     columns = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("lr {task.fields[lr]:.2e}"))
     try:
         with progress_bar(*columns) as bar:

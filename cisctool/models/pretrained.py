@@ -6,14 +6,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cisctool.errors import InputError
+from cisctool.errors import InputError, first_line
 
 SHOWN_KEYS = 3
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def _few(items: list[str]) -> str:
@@ -51,7 +46,7 @@ def load_pretrained(
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated, non-torch or unsafe files fail in many ways
-        raise InputError(f"{path}: cannot read pretrained weights ({_first_line(error)})") from None
+        raise InputError(f"{path}: cannot read pretrained weights ({first_line(error)})") from None
     state = {
         key: value
         for key, value in _state_dict_of(loaded, path).items()
