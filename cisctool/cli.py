@@ -17,7 +17,7 @@ from cisctool import __version__
 from cisctool.config import Config, load_config
 from cisctool.console import console, set_verbosity, verbose
 from cisctool.errors import InputError
-from cisctool.reports import eval_table, train_table
+from cisctool.reports import eval_table, index_table, train_table
 
 DEFAULT_CONFIG = Path("cisctool.toml")
 
@@ -199,6 +199,42 @@ def eval_command(
     if json_path is not None:
         atomic_write_json(json_path, result.as_dict())
         console.print(f"wrote {json_path}")
+
+
+# ---------------------------------------------------------------- index
+@main.group()
+def index() -> None:
+    """FAISS index of the labeled images' class prototypes."""
+
+
+@index.command("build")
+@click.option("--round", "round_index", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--factory", default=None, help="FAISS factory string [default: index.factory].")
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.pass_context
+def index_build_command(ctx: click.Context, round_index: int, factory: str | None, device: str | None) -> None:
+    """Embed every labeled image's present classes with round N's model and index them."""
+    from cisctool.index_build import build_round_index
+    from cisctool.runs import RunLayout
+
+    config = _config(ctx)
+    prototype_index, _ = build_round_index(config, round_index, _device(device), factory)
+    console.print(index_table(prototype_index, list(config.class_names)))
+    index_path, meta_path = RunLayout.of(config).index_files(round_index)
+    console.print(f"wrote {index_path} and {meta_path}")
+
+
+@index.command("info")
+@click.option("--round", "round_index", type=click.IntRange(0), default=0, show_default=True)
+@click.pass_context
+def index_info_command(ctx: click.Context, round_index: int) -> None:
+    """Vectors per class, dim, checkpoint hash and staleness of round N's index."""
+    from cisctool.index_build import open_round_index
+
+    config = _config(ctx)
+    prototype_index, stale = open_round_index(config, round_index)
+    console.print(index_table(prototype_index, list(config.class_names), stale))
+    console.print(f"checkpoint sha256 {prototype_index.metadata.get('checkpoint_sha256', '?')}")
 
 
 @main.command()

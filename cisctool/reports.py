@@ -5,6 +5,7 @@ import math
 from rich.table import Table
 
 from cisctool.evaluate import EvalResult
+from cisctool.index import PrototypeIndex
 from cisctool.train import TrainOutcome
 
 
@@ -39,4 +40,22 @@ def train_table(outcome: TrainOutcome) -> Table:
         f"{outcome.seconds:.1f}",
         f"{rate:.2f}",
     )
+    return table
+
+
+def index_table(prototype_index: PrototypeIndex, class_names: list[str], stale: bool | None = None) -> Table:
+    """Vectors per class, then dim, factory, build time, recall@1 and staleness."""
+    meta = prototype_index.metadata
+    table = Table(title=f"index of round {meta.get('round', '?')} ({meta['factory']})")
+    table.add_column("class")
+    table.add_column("vectors", justify="right")
+    for name, count in zip(class_names, prototype_index.vectors_per_class(len(class_names)), strict=True):
+        table.add_row(name, str(count) if count else "[red]0 (no guide)")
+    table.add_section()
+    table.add_row("total / dim", f"{meta['vectors']} / {meta['dim']}")
+    table.add_row("build seconds", f"{meta['build_seconds']:.3f}")
+    recall = meta.get("recall_at_1")
+    table.add_row("recall@1 vs exact", "exact (Flat)" if recall is None else f"{recall:.3f}")
+    if stale is not None:
+        table.add_row("stale", "[red]yes: model changed since" if stale else "no")
     return table

@@ -55,6 +55,15 @@ class RunLayout:
     def train_log(self, round_index: int) -> Path:
         return self.round_dir(round_index) / "train.log"
 
+    @property
+    def index_dir(self) -> Path:
+        return self.workdir / "indexes" / self.name
+
+    def index_files(self, round_index: int) -> tuple[Path, Path]:
+        """(`.faiss`, `.json`) of the index built from round N's model."""
+        stem = self.index_dir / f"round{round_index}"
+        return stem.with_suffix(".faiss"), stem.with_suffix(".json")
+
 
 def temporary_path(path: Path) -> Path:
     """A hidden sibling name for writing `path` before renaming it into place."""

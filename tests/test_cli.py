@@ -145,3 +145,20 @@ def test_set_overrides_config_keys(project: Path, tmp_path: Path):
     assert "1/1" in result.output and (tmp_path / "runs/other/round0/model.pt").exists()
     result = run("--config", config, "--set", "train.lr='fast'", "train")
     assert result.exit_code == 2 and "train.lr must be float" in result.output
+
+
+def test_index_build_and_info(project: Path, tmp_path: Path):
+    config = str(project / "cisctool.toml")
+    result = run("--config", config, "index", "build")
+    assert result.exit_code == 2 and "no model for round 0" in result.output
+    assert run("--config", config, "train", *FAST_FLAGS).exit_code == 0
+    result = run("--config", config, "index", "build", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "indexes/demo/round0.faiss" in result.output and "background" in result.output
+    result = run("--config", config, "index", "info")
+    assert result.exit_code == 0 and "stale" in result.output and "no" in result.output
+    result = run("--config", config, "index", "build", "--factory", "IVF4096,Flat", "--device", "cpu")
+    assert result.exit_code == 2 and "4096 inverted lists need at least 4096" in result.output
+    assert run("--config", config, "train", *FAST_FLAGS, "--consistency-weight", "0").exit_code == 0
+    result = run("--config", config, "index", "info")
+    assert result.exit_code == 0 and "yes: model changed since" in result.output

@@ -1,0 +1,120 @@
+"""`cisctool index build / info`: embed every labeled image's present classes with a round's model.
+
+Prototypes come from the ground-truth masks (DESIGN §1.2): one batched forward,
+then masked average pooling of the decoder features for every class at once.
+"""
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cisctool.checkpoint import load_model
+from cisctool.cisc import class_areas, class_prototypes
+from cisctool.config import Config, config_hash
+from cisctool.console import progress_bar
+from cisctool.data.datasets import InferenceDataset, pad_collate
+from cisctool.data.splits import read_split
+from cisctool.errors import InputError
+from cisctool.index import PrototypeIndex, build_index, load_index, save_index, search_by_class
+from cisctool.runs import RunLayout, sha256_file
+
+RECALL_SAMPLE = 1000
+
+
+@dataclass
+class LabeledPrototypes:
+    """N present (image, class) prototypes of the labeled split."""
+
+    vectors: np.ndarray  # N×D, L2-normalised
+    rows: np.ndarray  # N, labeled-image row
+    classes: np.ndarray  # N
+    areas: np.ndarray  # N, fraction of the image's valid pixels
+    image_ids: list[str]
+
+
+@torch.inference_mode()
+def labeled_prototypes(config: Config, model: torch.nn.Module, device: str) -> LabeledPrototypes:
+    """Run the model over the labeled split and pool each present class (≥ index.min_area)."""
+    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    num_classes, ignore = config.data.num_classes, config.data.ignore_index
+    dataset = InferenceDataset(entries, num_classes, ignore, with_masks=True)
+    loader = DataLoader(
+        dataset,
+        batch_size=config.rectify.batch_size,
+        num_workers=min(config.train.workers, 2),
+        collate_fn=functools.partial(pad_collate, ignore_index=ignore),
+    )
+    model.eval().to(device)
+    parts: list[tuple[np.ndarray, ...]] = []
+    with progress_bar() as bar:
+        task = bar.add_task("labeled prototypes", total=len(dataset))
+        for batch in loader:
+            masks = batch["mask"].to(device)
+            features = model(batch["image"].to(device)).features
+            prototypes, _ = class_prototypes(features, masks, num_classes, ignore)
+            areas = class_areas(masks, num_classes, ignore)
+            image_slot, cls = torch.nonzero(areas >= config.index.min_area, as_tuple=True)
+            parts.append((
+                prototypes[image_slot, cls].cpu().numpy(),
+                batch["index"].to(device)[image_slot].cpu().numpy(),
+                cls.cpu().numpy(),
+                areas[image_slot, cls].cpu().numpy(),
+            ))  # fmt: skip
+            bar.advance(task, len(batch["index"]))
+    vectors, rows, classes, areas = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return LabeledPrototypes(vectors, rows, classes, areas, [entry.id for entry in entries])
+
+
+def exact_recall_at_1(prototype_index: PrototypeIndex, prototypes: LabeledPrototypes) -> float:
+    """recall@1 of the index against exact class-restricted search, on a sample of its own vectors."""
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(prototypes.vectors), min(RECALL_SAMPLE, len(prototypes.vectors)), replace=False)
+    exact = build_index(prototypes.vectors, prototypes.rows, prototypes.classes, prototypes.areas, [], "Flat")
+    queries, query_classes = prototypes.vectors[sample], prototypes.classes[sample]
+    expected = search_by_class(exact, queries, query_classes, 1)[1][:, 0]
+    found = search_by_class(prototype_index, queries, query_classes, 1)[1][:, 0]
+    return float((found == expected).mean())
+
+
+def build_round_index(
+    config: Config, round_index: int, device: str, factory: str | None = None
+) -> tuple[PrototypeIndex, float | None]:
+    """Build and save `indexes/<name>/round<N>.{faiss,json}`; returns it and recall@1 (None for Flat)."""
+    layout = RunLayout.of(config)
+    model_path = layout.model(round_index)
+    if not model_path.is_file():
+        raise InputError(f"{model_path}: no model for round {round_index} (run `cisctool train` first)")
+    model, _ = load_model(model_path, expected=config)
+    prototypes = labeled_prototypes(config, model, device)
+    factory = factory or config.index.factory
+    prototype_index = build_index(
+        prototypes.vectors, prototypes.rows, prototypes.classes, prototypes.areas,
+        prototypes.image_ids, factory,
+    )  # fmt: skip
+    recall = None if factory == "Flat" else exact_recall_at_1(prototype_index, prototypes)
+    prototype_index.metadata.update(
+        round=round_index,
+        checkpoint=str(model_path),
+        checkpoint_sha256=sha256_file(model_path),
+        config_hash=config_hash(config),
+        num_classes=config.data.num_classes,
+        class_names=list(config.class_names),
+        min_area=config.index.min_area,
+        recall_at_1=recall,
+    )
+    save_index(prototype_index, *layout.index_files(round_index))
+    return prototype_index, recall
+
+
+def open_round_index(config: Config, round_index: int) -> tuple[PrototypeIndex, bool]:
+    """Load round N's index; the bool says whether it is stale (its model changed since)."""
+    layout = RunLayout.of(config)
+    prototype_index = load_index(*layout.index_files(round_index))
+    model_path = layout.model(round_index)
+    stale = not model_path.is_file() or sha256_file(model_path) != prototype_index.metadata.get(
+        "checkpoint_sha256"
+    )
+    return prototype_index, stale
