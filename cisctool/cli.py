@@ -237,6 +237,44 @@ def index_info_command(ctx: click.Context, round_index: int) -> None:
     console.print(f"checkpoint sha256 {prototype_index.metadata.get('checkpoint_sha256', '?')}")
 
 
+@index.command("query")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--round", "round_index", type=click.IntRange(0), default=0, show_default=True)
+@click.option("-k", "k", type=click.IntRange(1), default=None, help="Guides per class [default: index.topk].")
+@click.option("--save", "save_path", type=click.Path(path_type=Path), default=None,
+              help="Write a PNG: image, prediction, top guide per class with its mask.")  # fmt: skip
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.pass_context
+def index_query_command(
+    ctx: click.Context, image: Path, round_index: int, k: int | None, save_path: Path | None, device: str | None
+) -> None:
+    """Show the labeled guides IMAGE would get: per predicted class, the top-k prototypes."""
+    from rich.table import Table
+
+    from cisctool.data.datasets import load_pair
+    from cisctool.data.splits import read_split
+    from cisctool.index_build import query_image
+    from cisctool.pictures import blend, colorize, save_panels
+
+    config = _config(ctx)
+    hits, pixels, prediction = query_image(config, round_index, image, k or config.index.topk, _device(device))
+    names = config.class_names
+    table = Table(title=f"guides for {image.name} (round {round_index} index)")
+    for column in ("class", "area %", "rank", "guide image", "cosine"):
+        table.add_column(column, justify="right" if column in ("area %", "rank", "cosine") else "left")
+    for hit in hits:
+        table.add_row(names[hit.cls], f"{100 * hit.area:.1f}", str(hit.rank + 1), hit.image_id, f"{hit.score:.3f}")
+    console.print(table)
+    if save_path is not None:
+        entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+        panels = [pixels, colorize(prediction)]
+        for hit in (hit for hit in hits if hit.rank == 0):
+            guide_image, guide_mask = load_pair(entries[hit.row], config.data.num_classes, config.data.ignore_index)
+            panels.append(blend(guide_image, guide_mask, highlight=hit.cls))
+        save_panels(save_path, panels)
+        console.print(f"wrote {save_path}")
+
+
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_data"), show_default=True)
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")

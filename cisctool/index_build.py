@@ -6,6 +6,7 @@ then masked average pooling of the decoder features for every class at once.
 
 import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +17,9 @@ from cisctool.cisc import class_areas, class_prototypes
 from cisctool.config import Config, config_hash
 from cisctool.console import progress_bar
 from cisctool.data.datasets import InferenceDataset, pad_collate
+from cisctool.data.masks import read_image
 from cisctool.data.splits import read_split
+from cisctool.data.transforms import normalize
 from cisctool.errors import InputError
 from cisctool.index import PrototypeIndex, build_index, load_index, save_index, search_by_class
 from cisctool.runs import RunLayout, sha256_file
@@ -118,3 +121,46 @@ def open_round_index(config: Config, round_index: int) -> tuple[PrototypeIndex, 
         "checkpoint_sha256"
     )
     return prototype_index, stale
+
+
+@dataclass
+class GuideHit:
+    """One retrieved guide of a query class: labeled row, its image id, cosine."""
+
+    cls: int
+    area: float
+    rank: int
+    row: int
+    image_id: str
+    score: float
+
+
+@torch.inference_mode()
+def query_image(
+    config: Config, round_index: int, image_path: Path, k: int, device: str
+) -> tuple[list[GuideHit], np.ndarray, np.ndarray]:
+    """Predict an image, pool its predicted classes, and retrieve top-k guides per present class.
+
+    Returns the hits, the image H×W×3 and its prediction H×W.
+    """
+    prototype_index, stale = open_round_index(config, round_index)
+    index_path = RunLayout.of(config).index_files(round_index)[0]
+    if stale:
+        raise InputError(f"{index_path}: stale (round {round_index}'s model changed); rebuild it")
+    model, _ = load_model(RunLayout.of(config).model(round_index), expected=config)
+    image = read_image(image_path)
+    output = model.eval().to(device)(normalize(image)[None].to(device))
+    prediction = output.logits.argmax(dim=1)
+    num_classes, ignore = config.data.num_classes, config.data.ignore_index
+    prototypes, _ = class_prototypes(output.features, prediction, num_classes, ignore)
+    areas = class_areas(prediction, num_classes, ignore)[0]
+    present = torch.nonzero(areas >= config.index.min_area).flatten().cpu().numpy()
+    scores, ids = search_by_class(
+        prototype_index, prototypes[0, present].cpu().numpy(), present, k
+    )
+    hits = [
+        GuideHit(int(cls), float(areas[cls]), rank, int(prototype_index.rows[ids[slot, rank]]),
+                 prototype_index.image_ids[prototype_index.rows[ids[slot, rank]]], float(scores[slot, rank]))
+        for slot, cls in enumerate(present) for rank in range(k) if ids[slot, rank] >= 0
+    ]  # fmt: skip
+    return hits, image, prediction[0].cpu().numpy().astype(np.uint8)

@@ -162,3 +162,24 @@ def test_index_build_and_info(project: Path, tmp_path: Path):
     assert run("--config", config, "train", *FAST_FLAGS, "--consistency-weight", "0").exit_code == 0
     result = run("--config", config, "index", "info")
     assert result.exit_code == 0 and "yes: model changed since" in result.output
+
+
+def test_index_query_prints_guides_and_saves_a_picture(project: Path, tmp_path: Path):
+    config = str(project / "cisctool.toml")
+    assert run("--config", config, "train", *FAST_FLAGS).exit_code == 0
+    image = project / (project / "splits/unlabeled.txt").read_text().split()[0]
+    result = run("--config", config, "index", "query", str(image), "--device", "cpu")
+    assert result.exit_code == 2 and "round0.faiss: index file not found" in result.output
+    assert run("--config", config, "index", "build", "--device", "cpu").exit_code == 0
+    result = run("--config", config, "index", "query", str(image), "-k", "2", "--save", "q.png",
+                 "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "guide image" in result.output and "lab_" in result.output
+    from PIL import Image
+
+    with Image.open(tmp_path / "q.png") as picture:
+        assert picture.height == 160 and picture.width > 2 * 160
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"nope")
+    result = run("--config", config, "index", "query", str(broken), "--device", "cpu")
+    assert result.exit_code == 2 and "broken.png: cannot read image" in result.output

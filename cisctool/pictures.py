@@ -1,0 +1,36 @@
+"""Pictures a person looks at: label overlays side by side (PIL only)."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cisctool.data.masks import voc_palette
+
+PANEL_HEIGHT = 160
+
+
+def colorize(mask: np.ndarray) -> np.ndarray:
+    """H×W class indices → H×W×3 palette colours."""
+    palette = np.asarray(voc_palette(), dtype=np.uint8).reshape(-1, 3)
+    return palette[mask]
+
+
+def blend(image: np.ndarray, mask: np.ndarray, highlight: int | None = None) -> np.ndarray:
+    """Image with the label colours at 50 % (only class `highlight` when given)."""
+    colours = colorize(mask).astype(np.float32)
+    shown = np.ones(mask.shape, dtype=bool) if highlight is None else mask == highlight
+    mixed = image.astype(np.float32)
+    mixed[shown] = 0.5 * mixed[shown] + 0.5 * colours[shown]
+    return mixed.astype(np.uint8)
+
+
+def save_panels(path: Path, panels: list[np.ndarray]) -> None:
+    """Scale H×W×3 panels to one height and write them left to right, 4 px apart."""
+    scaled = []
+    for panel in panels:
+        width = max(1, round(panel.shape[1] * PANEL_HEIGHT / panel.shape[0]))
+        scaled.append(np.asarray(Image.fromarray(panel).resize((width, PANEL_HEIGHT), Image.NEAREST)))
+        scaled.append(np.full((PANEL_HEIGHT, 4, 3), 255, dtype=np.uint8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.concatenate(scaled[:-1], axis=1)).save(path)
