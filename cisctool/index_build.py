@@ -21,7 +21,14 @@ from cisctool.data.masks import read_image
 from cisctool.data.splits import read_split
 from cisctool.data.transforms import normalize
 from cisctool.errors import InputError
-from cisctool.index import PrototypeIndex, build_index, load_index, save_index, search_by_class
+from cisctool.index import (
+    PrototypeIndex,
+    build_index,
+    load_index,
+    resolve_use_gpu,
+    save_index,
+    search_by_class,
+)
 from cisctool.runs import RunLayout, sha256_file
 
 RECALL_SAMPLE = 1000
@@ -95,7 +102,7 @@ def build_round_index(
     factory = factory or config.index.factory
     prototype_index = build_index(
         prototypes.vectors, prototypes.rows, prototypes.classes, prototypes.areas,
-        prototypes.image_ids, factory,
+        prototypes.image_ids, factory, use_gpu=resolve_use_gpu(config.index.use_gpu),
     )  # fmt: skip
     recall = None if factory == "Flat" else exact_recall_at_1(prototype_index, prototypes)
     prototype_index.metadata.update(

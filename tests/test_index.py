@@ -91,3 +91,19 @@ def test_bad_factories_are_clear_errors():
         build_index(vectors, rows, classes, areas, [], "NotAnIndex")
     with pytest.raises(InputError, match="256 inverted lists need at least 256 prototypes"):
         build_index(vectors, rows, classes, areas, [], "IVF256,Flat")
+
+
+def test_gpu_setting_is_resolved_against_what_faiss_sees(monkeypatch):
+    import cisctool.index as index_module
+    from cisctool.index import resolve_use_gpu
+
+    monkeypatch.setattr(index_module, "gpu_count", lambda: 0)
+    assert resolve_use_gpu("auto") is False and resolve_use_gpu("false") is False
+    with pytest.raises(InputError, match="index.use_gpu = true, but the installed faiss sees no GPU"):
+        resolve_use_gpu("true")
+    monkeypatch.setattr(index_module, "gpu_count", lambda: 2)
+    assert resolve_use_gpu("auto") is True and resolve_use_gpu("false") is False
+    vectors, rows, classes, areas = clustered_prototypes(100)
+    monkeypatch.setattr(index_module, "gpu_count", lambda: 0)
+    built = build_index(vectors, rows, classes, areas, [], "Flat", use_gpu=True)
+    assert built.metadata["built_on_gpu"] is False  # asked, but this faiss has no GPU: CPU build
