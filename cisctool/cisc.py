@@ -31,6 +31,11 @@ def class_areas(masks: torch.Tensor, num_classes: int, ignore_index: int) -> tor
     return counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
+def present_classes(areas: torch.Tensor, min_area: float) -> torch.Tensor:
+    """B×C area fractions → B×C bools: the class covers ≥ min_area and at least one pixel."""
+    return (areas >= min_area) & (areas > 0)
+
+
 def class_prototypes(
     features: torch.Tensor, masks: torch.Tensor, num_classes: int, ignore_index: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

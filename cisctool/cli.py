@@ -17,7 +17,7 @@ from cisctool import __version__
 from cisctool.config import Config, load_config
 from cisctool.console import console, set_verbosity, verbose
 from cisctool.errors import InputError
-from cisctool.reports import eval_table, index_table, train_table
+from cisctool.reports import eval_table, guides_table, index_table, train_table
 
 DEFAULT_CONFIG = Path("cisctool.toml")
 
@@ -218,7 +218,7 @@ def index_build_command(ctx: click.Context, round_index: int, factory: str | Non
     from cisctool.runs import RunLayout
 
     config = _config(ctx)
-    prototype_index, _ = build_round_index(config, round_index, _device(device), factory)
+    prototype_index = build_round_index(config, round_index, _device(device), factory)
     console.print(index_table(prototype_index, list(config.class_names)))
     index_path, meta_path = RunLayout.of(config).index_files(round_index)
     console.print(f"wrote {index_path} and {meta_path}")
@@ -249,29 +249,14 @@ def index_query_command(
     ctx: click.Context, image: Path, round_index: int, k: int | None, save_path: Path | None, device: str | None
 ) -> None:
     """Show the labeled guides IMAGE would get: per predicted class, the top-k prototypes."""
-    from rich.table import Table
-
-    from cisctool.data.datasets import load_pair
-    from cisctool.data.splits import read_split
-    from cisctool.index_build import query_image
-    from cisctool.pictures import blend, colorize, save_panels
+    from cisctool.index_build import query_image, save_guide_picture
 
     config = _config(ctx)
     hits, pixels, prediction = query_image(config, round_index, image, k or config.index.topk, _device(device))
-    names = config.class_names
-    table = Table(title=f"guides for {image.name} (round {round_index} index)")
-    for column in ("class", "area %", "rank", "guide image", "cosine"):
-        table.add_column(column, justify="right" if column in ("area %", "rank", "cosine") else "left")
-    for hit in hits:
-        table.add_row(names[hit.cls], f"{100 * hit.area:.1f}", str(hit.rank + 1), hit.image_id, f"{hit.score:.3f}")
-    console.print(table)
+    title = f"guides for {image.name} (round {round_index} index)"
+    console.print(guides_table(hits, config.class_names, title))
     if save_path is not None:
-        entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
-        panels = [pixels, colorize(prediction)]
-        for hit in (hit for hit in hits if hit.rank == 0):
-            guide_image, guide_mask = load_pair(entries[hit.row], config.data.num_classes, config.data.ignore_index)
-            panels.append(blend(guide_image, guide_mask, highlight=hit.cls))
-        save_panels(save_path, panels)
+        save_guide_picture(config, hits, pixels, prediction, save_path)
         console.print(f"wrote {save_path}")
 
 

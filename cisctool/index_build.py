@@ -13,10 +13,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from cisctool.checkpoint import load_model
-from cisctool.cisc import class_areas, class_prototypes
+from cisctool.cisc import class_areas, class_prototypes, present_classes
 from cisctool.config import Config, config_hash
 from cisctool.console import progress_bar
-from cisctool.data.datasets import InferenceDataset, pad_collate
+from cisctool.data.datasets import InferenceDataset, load_pair, pad_collate
 from cisctool.data.masks import read_image
 from cisctool.data.splits import read_split
 from cisctool.data.transforms import normalize
@@ -29,6 +29,7 @@ from cisctool.index import (
     save_index,
     search_by_class,
 )
+from cisctool.pictures import blend, colorize, save_panels
 from cisctool.runs import RunLayout, sha256_file
 
 RECALL_SAMPLE = 1000
@@ -66,10 +67,10 @@ def labeled_prototypes(config: Config, model: torch.nn.Module, device: str) -> L
             features = model(batch["image"].to(device)).features
             prototypes, _ = class_prototypes(features, masks, num_classes, ignore)
             areas = class_areas(masks, num_classes, ignore)
-            image_slot, cls = torch.nonzero(areas >= config.index.min_area, as_tuple=True)
+            image_slot, cls = torch.nonzero(present_classes(areas, config.index.min_area), as_tuple=True)
             parts.append((
                 prototypes[image_slot, cls].cpu().numpy(),
-                batch["index"].to(device)[image_slot].cpu().numpy(),
+                batch["index"][image_slot.cpu()].numpy(),
                 cls.cpu().numpy(),
                 areas[image_slot, cls].cpu().numpy(),
             ))  # fmt: skip
@@ -91,8 +92,8 @@ def exact_recall_at_1(prototype_index: PrototypeIndex, prototypes: LabeledProtot
 
 def build_round_index(
     config: Config, round_index: int, device: str, factory: str | None = None
-) -> tuple[PrototypeIndex, float | None]:
-    """Build and save `indexes/<name>/round<N>.{faiss,json}`; returns it and recall@1 (None for Flat)."""
+) -> PrototypeIndex:
+    """Build and save `indexes/<name>/round<N>.{faiss,json}`; recall@1 (None for Flat) in its metadata."""
     layout = RunLayout.of(config)
     model_path = layout.model(round_index)
     if not model_path.is_file():
@@ -116,7 +117,7 @@ def build_round_index(
         recall_at_1=recall,
     )
     save_index(prototype_index, *layout.index_files(round_index))
-    return prototype_index, recall
+    return prototype_index
 
 
 def open_round_index(config: Config, round_index: int) -> tuple[PrototypeIndex, bool]:
@@ -161,7 +162,7 @@ def query_image(
     num_classes, ignore = config.data.num_classes, config.data.ignore_index
     prototypes, _ = class_prototypes(output.features, prediction, num_classes, ignore)
     areas = class_areas(prediction, num_classes, ignore)[0]
-    present = torch.nonzero(areas >= config.index.min_area).flatten().cpu().numpy()
+    present = torch.nonzero(present_classes(areas, config.index.min_area)).flatten().cpu().numpy()
     scores, ids = search_by_class(
         prototype_index, prototypes[0, present].cpu().numpy(), present, k
     )
@@ -171,3 +172,15 @@ def query_image(
         for slot, cls in enumerate(present) for rank in range(k) if ids[slot, rank] >= 0
     ]  # fmt: skip
     return hits, image, prediction[0].cpu().numpy().astype(np.uint8)
+
+
+def save_guide_picture(
+    config: Config, hits: list[GuideHit], image: np.ndarray, prediction: np.ndarray, path: Path
+) -> None:
+    """PNG: the image, its prediction, and each class's top guide with that class highlighted."""
+    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    panels = [image, colorize(prediction)]
+    for hit in (hit for hit in hits if hit.rank == 0):
+        guide_image, guide_mask = load_pair(entries[hit.row], config.data.num_classes, config.data.ignore_index)
+        panels.append(blend(guide_image, guide_mask, highlight=hit.cls))
+    save_panels(path, panels)

@@ -1,12 +1,18 @@
 """Rich tables of results; plain text when output is not a terminal."""
 
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from cisctool.evaluate import EvalResult
-from cisctool.index import PrototypeIndex
 from cisctool.train import TrainOutcome
+
+if TYPE_CHECKING:  # faiss loads only for the index commands
+    from cisctool.index import PrototypeIndex
+    from cisctool.index_build import GuideHit
 
 
 def _percent(value: float) -> str:
@@ -58,4 +64,19 @@ def index_table(prototype_index: PrototypeIndex, class_names: list[str], stale: 
     table.add_row("recall@1 vs exact", "exact (Flat)" if recall is None else f"{recall:.3f}")
     if stale is not None:
         table.add_row("stale", "[red]yes: model changed since" if stale else "no")
+    return table
+
+
+def guides_table(hits: list[GuideHit], class_names: tuple[str, ...], title: str) -> Table:
+    """One row per retrieved guide: class, its predicted area, rank, labeled image id, cosine."""
+    table = Table(title=title)
+    table.add_column("class")
+    for column in ("area %", "rank"):
+        table.add_column(column, justify="right")
+    table.add_column("guide image")
+    table.add_column("cosine", justify="right")
+    for hit in hits:
+        table.add_row(
+            class_names[hit.cls], f"{100 * hit.area:.1f}", str(hit.rank + 1), hit.image_id, f"{hit.score:.3f}"
+        )
     return table

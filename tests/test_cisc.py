@@ -77,3 +77,11 @@ def test_consistency_loss_skips_unshared_pairs():
     partner_masks = torch.zeros(2, 8, 8, dtype=torch.long)  # class 1 missing from partner 1
     none_shared = torch.tensor([-1, 1])
     assert consistency_loss(features, masks, features, partner_masks, none_shared, 2, IGNORE) == 0
+
+
+def test_present_classes_need_min_area_and_a_pixel():
+    from cisctool.cisc import present_classes
+
+    areas = torch.tensor([[0.0, 0.02, 0.5]])
+    assert present_classes(areas, 0.03).tolist() == [[False, False, True]]
+    assert present_classes(areas, 0.0).tolist() == [[False, True, True]]
