@@ -5,6 +5,8 @@ Shapes: B images, C classes, D feature channels, h×w feature resolution
 count as a class. No Python loop runs over images or classes.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -120,3 +122,105 @@ def _one_direction(
     per_image = (pixel_loss * valid).sum(dim=(1, 2)) / valid.sum(dim=(1, 2)).clamp_min(1.0)
     counts = (shared_class >= 0) & (guide_counts[batch, target_class] > 0)
     return per_image, (counts & own_present).float()
+
+
+# ---------------------------------------------------------------- rectification (§1.4–1.6)
+# K guide slots per image: slot_classes B×K holds the class each slot's guide
+# stands for, −1 for an empty slot (images of a batch have different class counts).
+
+
+def upsample_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """B×K×h×w CISC maps → B×K×H×W, bilinear (they are similarities, not labels)."""
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+def slot_regions(prediction: torch.Tensor, slot_classes: torch.Tensor) -> torch.Tensor:
+    """B×H×W labels, B×K slot classes → B×K×H×W bools M_c(x) = [ŷ(x) = c] (false for empty slots)."""
+    return prediction.unsqueeze(1) == slot_classes[:, :, None, None]
+
+
+def predicted_class_similarity(
+    maps: torch.Tensor, prediction: torch.Tensor, slot_classes: torch.Tensor
+) -> torch.Tensor:
+    """cisc(x) = S_ŷ(x)(x), B×H×W; NaN where the predicted class has no guide."""
+    regions = slot_regions(prediction, slot_classes)
+    similarity = (maps * regions).sum(dim=1)
+    return torch.where(regions.any(dim=1), similarity, torch.full_like(similarity, math.nan))
+
+
+def agreement(maps: torch.Tensor, prediction: torch.Tensor, slot_classes: torch.Tensor) -> torch.Tensor:
+    """a_c(x) = 1 − |M_c(x) − S_c(x)| per slot, B×K×H×W (S clamped to [0, 1])."""
+    regions = slot_regions(prediction, slot_classes).to(maps.dtype)
+    return 1.0 - (regions - maps.clamp(0.0, 1.0)).abs()
+
+
+def pixel_weight(
+    agreements: torch.Tensor, slot_classes: torch.Tensor, mode: str, chosen_slot: torch.Tensor
+) -> torch.Tensor:
+    """Loss weight per pixel, B×H×W; 1 in images without any guided class.
+
+    mode "official": the agreement of one slot per image (`chosen_slot` B, −1 = none),
+    as the paper's code; "mean": the mean agreement over every guided slot.
+    """
+    guided = (slot_classes >= 0).to(agreements.dtype)[:, :, None, None]
+    if mode == "mean":
+        total = (agreements * guided).sum(dim=1)
+        count = guided.sum(dim=1)
+        return torch.where(count > 0, total / count.clamp_min(1.0), torch.ones_like(total))
+    if mode != "official":
+        raise ValueError(f"unknown weight mode {mode!r}")
+    slot = chosen_slot.clamp_min(0)[:, None, None, None].expand(-1, 1, *agreements.shape[-2:])
+    picked = agreements.gather(1, slot).squeeze(1)
+    return torch.where((chosen_slot >= 0)[:, None, None], picked, torch.ones_like(picked))
+
+
+def relabel(
+    labels: torch.Tensor,
+    maps: torch.Tensor,
+    probabilities: torch.Tensor,
+    slot_classes: torch.Tensor,
+    cisc: torch.Tensor,
+    margin: float,
+    p_min: float,
+) -> torch.Tensor:
+    """Move a pixel to guided class c' when S_c' − S_ŷ > margin and P_c' ≥ p_min (largest gap wins).
+
+    labels B×H×W, maps B×K×H×W, probabilities B×C×H×W, cisc B×H×W (NaN = ŷ unguided:
+    such pixels are compared against S_ŷ = 0).
+    """
+    if math.isinf(margin):
+        return labels
+    slot_probability = probabilities.gather(
+        1, slot_classes.clamp_min(0)[:, :, None, None].expand(-1, -1, *labels.shape[-2:])
+    )
+    gap = maps - torch.nan_to_num(cisc, nan=0.0).unsqueeze(1)
+    eligible = (gap > margin) & (slot_probability >= p_min) & (slot_classes >= 0)[:, :, None, None]
+    gap = torch.where(eligible, gap, torch.full_like(gap, -math.inf))
+    best_gap, best_slot = gap.max(dim=1)
+    new_class = slot_classes.gather(1, best_slot.flatten(1)).view_as(labels)
+    return torch.where(torch.isfinite(best_gap), new_class, labels)
+
+
+def drop(
+    labels: torch.Tensor,
+    cisc: torch.Tensor,
+    confidence: torch.Tensor,
+    cisc_min: float,
+    conf_min: float,
+    ignore_index: int,
+) -> torch.Tensor:
+    """ignore_index where cisc < cisc_min (guided pixels only) or confidence < conf_min."""
+    dropped = (cisc < cisc_min) | (confidence < conf_min)  # NaN < x is false: unguided pixels stay
+    return torch.where(dropped, torch.full_like(labels, ignore_index), labels)
+
+
+def reliability(cisc: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Image score mean_x BCE(clamp(S_ŷ(x), 0, 1), 1) over valid guided pixels, B (lower = better).
+
+    NaN for an image with no guided pixel (no evidence either way).
+    """
+    counted = valid & ~torch.isnan(cisc)
+    loss = -torch.log(torch.nan_to_num(cisc, nan=1.0).clamp(0.0, 1.0)).clamp(max=100.0)
+    total = (loss * counted).sum(dim=(1, 2))
+    count = counted.sum(dim=(1, 2))
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))

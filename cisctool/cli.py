@@ -176,7 +176,8 @@ def train(
 @click.option("--round", "round_index", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--mode", type=click.Choice(["whole", "slide"]), default=None,
               help="Inference mode [default: eval.mode].")  # fmt: skip
-@click.option("--split", type=click.Choice(["val"]), default="val", show_default=True)
+@click.option("--split", type=click.Choice(["val", "pseudo"]), default="val", show_default=True,
+              help="val: the round's model on val; pseudo: round N's pseudo labels vs unlabeled masks.")
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Also write the scores as JSON.")  # fmt: skip
@@ -189,16 +190,40 @@ def eval_command(
     device: str | None,
     json_path: Path | None,
 ) -> None:
-    """Per-class IoU and mIoU of a round's model on the val split."""
-    from cisctool.pipeline import evaluate_round
+    """Per-class IoU and mIoU of a round's model on val, or of its pseudo labels (--split pseudo)."""
+    from cisctool.pipeline import evaluate_round, score_pseudo_labels
+    from cisctool.reports import quality_tables
     from cisctool.runs import atomic_write_json
 
     config = _config(ctx, {"eval.mode": mode})
-    result = evaluate_round(config, round_index, _device(device))
-    console.print(eval_table(result, f"round {round_index} on {split} ({result.mode})"))
+    if split == "pseudo":
+        scores = score_pseudo_labels(config, round_index)
+        for table in quality_tables(scores, f"pseudo labels for round {round_index}"):
+            console.print(table)
+    else:
+        result = evaluate_round(config, round_index, _device(device))
+        console.print(eval_table(result, f"round {round_index} on {split} ({result.mode})"))
+        scores = result.as_dict()
     if json_path is not None:
-        atomic_write_json(json_path, result.as_dict())
+        atomic_write_json(json_path, scores)
         console.print(f"wrote {json_path}")
+
+
+@main.command()
+@click.option("--round", "round_index", type=click.IntRange(1), required=True)
+@click.option("--format", "file_format", type=click.Choice(["png"]), default="png", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--overlay", is_flag=True, help="Also write overlay/<id>.png: image, labels, CISC, weight.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images.")
+@click.pass_context
+def export(
+    ctx: click.Context, round_index: int, file_format: str, out: Path, overlay: bool, limit: int | None
+) -> None:
+    """Round N's pseudo labels as palette PNGs (<id>.png, 255 = ignore), as ST++/UniMatch read them."""
+    from cisctool.export import export_round
+
+    count = export_round(_config(ctx), round_index, out, overlay, limit)
+    console.print(f"wrote {count} {file_format.upper()} masks to {out}/" + (f" and overlays to {out}/overlay/" if overlay else ""))
 
 
 # ---------------------------------------------------------------- index
@@ -258,6 +283,51 @@ def index_query_command(
     if save_path is not None:
         save_guide_picture(config, hits, pixels, prediction, save_path)
         console.print(f"wrote {save_path}")
+
+
+# ---------------------------------------------------------------- rectify
+@main.command()
+@click.option("--round", "round_index", type=click.IntRange(1), required=True,
+              help="Make the pseudo labels FOR round N (with round N-1's model and index).")
+@click.option("--batch-size", type=click.IntRange(1), default=None, help="Override rectify.batch_size.")
+@click.option("--guide", type=click.Choice(["nearest", "random"]), default=None,
+              help="Guide choice [default: rectify.guide]; random = the official code.")
+@click.option("--weight-mode", type=click.Choice(["official", "mean"]), default=None,
+              help="Stored loss weight [default: rectify.weight_mode].")
+@click.option("--tta", is_flag=True, help="Average predictions over scales and flips (slower).")
+@click.option("--resume", is_flag=True, help="Continue an unfinished run; only images not done are computed.")
+@click.option("--force", is_flag=True, help="Recompute even if a finished pseudo.h5 exists.")
+@click.option("--compression", type=click.Choice(["lzf", "gzip", "none"]), default="lzf", show_default=True)
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.pass_context
+def rectify(
+    ctx: click.Context,
+    round_index: int,
+    batch_size: int | None,
+    guide: str | None,
+    weight_mode: str | None,
+    tta: bool,
+    resume: bool,
+    force: bool,
+    compression: str,
+    device: str | None,
+) -> None:
+    """Predict, guide, and rectify pseudo labels for the unlabeled split; write pseudo.h5 and a report."""
+    from cisctool.rectify import rectify_round
+    from cisctool.reports import quality_tables
+    from cisctool.runs import RunLayout
+
+    config = _config(
+        ctx,
+        {"rectify.batch_size": batch_size, "rectify.guide": guide, "rectify.weight_mode": weight_mode},
+    )
+    outcome = rectify_round(config, round_index, _device(device), resume, force, tta, compression)
+    for table in quality_tables(outcome.report, f"pseudo labels for round {round_index}"):
+        console.print(table)
+    console.print(
+        f"{outcome.computed} images in {outcome.seconds:.1f} s ({outcome.images_per_second:.1f} img/s); "
+        f"wrote {outcome.path} and {RunLayout.of(config).pseudo_quality(round_index)}"
+    )
 
 
 @main.command()

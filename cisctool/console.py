@@ -5,10 +5,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 console = Console(highlight=False)
 VERBOSITY = {"level": 0}
@@ -24,7 +27,7 @@ def verbose() -> bool:
     return VERBOSITY["level"] > 0
 
 
-def progress_bar(*extra_columns: TextColumn) -> Progress:
+def progress_bar(*extra_columns: ProgressColumn) -> Progress:
     """A progress bar with count, elapsed and remaining time; plain when output is not a TTY."""
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -37,3 +40,15 @@ def progress_bar(*extra_columns: TextColumn) -> Progress:
         transient=False,
         disable=console.quiet,
     )
+
+
+class RateColumn(ProgressColumn):
+    """Items per second of a task, e.g. `12.3 img/s`."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} {self.unit}/s" if speed else f"– {self.unit}/s")

@@ -10,6 +10,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -32,6 +33,13 @@ class ConfusionMatrix:
         codes = target[valid].long() * self.num_classes + prediction[valid].long()
         counts = torch.bincount(codes.cpu(), minlength=self.num_classes**2)
         self.matrix += counts.view(self.num_classes, self.num_classes)
+
+    def update_numpy(self, prediction: np.ndarray, target: np.ndarray) -> None:
+        """As `update`, for numpy arrays (the writer thread's per-image path)."""
+        valid = target != self.ignore_index
+        codes = target[valid].astype(np.int64) * self.num_classes + prediction[valid].astype(np.int64)
+        counts = np.bincount(codes, minlength=self.num_classes**2)
+        self.matrix += torch.from_numpy(counts).view(self.num_classes, self.num_classes)
 
     def iou(self) -> list[float]:
         """Per-class IoU; NaN for a class absent from both prediction and ground truth."""

@@ -147,6 +147,14 @@ def search_by_class(
     return scores, ids
 
 
+def stored_vectors(prototype_index: PrototypeIndex) -> np.ndarray:
+    """All N×D vectors back from the index (guides are means of hits; IVF needs its direct map)."""
+    ivf = _ivf_of(prototype_index.index)
+    if ivf is not None:
+        ivf.make_direct_map()
+    return prototype_index.index.reconstruct_n(0, prototype_index.index.ntotal)
+
+
 def save_index(prototype_index: PrototypeIndex, index_path: Path, meta_path: Path) -> None:
     """Write `.faiss` and `.json` atomically (JSON last: its presence marks a whole pair)."""
     atomic_write(index_path, lambda tmp: faiss.write_index(prototype_index.index, str(tmp)))

@@ -34,3 +34,18 @@ def save_panels(path: Path, panels: list[np.ndarray]) -> None:
         scaled.append(np.full((PANEL_HEIGHT, 4, 3), 255, dtype=np.uint8))
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(scaled[:-1], axis=1)).save(path)
+
+
+HEAT_ANCHORS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], np.float32)
+UNDEFINED_GREY = 128
+
+
+def heatmap(values: np.ndarray) -> np.ndarray:
+    """H×W values in [0, 1] → H×W×3 (dark = low, yellow = high; NaN = grey)."""
+    undefined = np.isnan(values)
+    scaled = np.clip(np.nan_to_num(values.astype(np.float32)), 0.0, 1.0) * (len(HEAT_ANCHORS) - 1)
+    low = np.floor(scaled).astype(np.int64).clip(max=len(HEAT_ANCHORS) - 2)
+    fraction = (scaled - low)[..., None]
+    colours = HEAT_ANCHORS[low] * (1 - fraction) + HEAT_ANCHORS[low + 1] * fraction
+    colours[undefined] = UNDEFINED_GREY
+    return colours.astype(np.uint8)

@@ -1,9 +1,15 @@
-"""Steps that span modules: train a round then score it on val; score a saved round."""
+"""Steps that span modules: train a round then score it on val; score a saved round or its pseudo labels."""
+
+import numpy as np
 
 from cisctool.checkpoint import load_model
 from cisctool.config import Config
+from cisctool.console import progress_bar
+from cisctool.data.masks import read_mask
 from cisctool.data.splits import read_split
 from cisctool.evaluate import EvalResult, evaluate
+from cisctool.pseudo_store import PseudoLabels
+from cisctool.quality import QualityAccumulator
 from cisctool.runs import RunLayout, atomic_write_json
 from cisctool.train import TrainOutcome, train_round0
 
@@ -48,3 +54,25 @@ def train_and_evaluate(
     }
     atomic_write_json(RunLayout.of(config).metrics(0), metrics)
     return outcome, result
+
+
+def score_pseudo_labels(config: Config, round_index: int) -> dict[str, object]:
+    """The quality report of a finished `pseudo.h5` from its stored signals (`eval --split pseudo`)."""
+    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    masks = {entry.id: entry.mask for entry in entries}
+    signals = ["confidence", "cisc", "weight", "confidence_x_weight"]
+    quality = QualityAccumulator(list(config.class_names), config.data.ignore_index, signals)
+    with PseudoLabels(RunLayout.of(config).pseudo(round_index)) as stored, progress_bar() as bar:
+        task = bar.add_task(f"score round {round_index} pseudo labels", total=len(stored))
+        for index, image_id in enumerate(stored.ids):
+            image = stored.image(index)
+            mask_path = masks.get(image_id)
+            truth = read_mask(mask_path) if mask_path is not None else None
+            confidence, weight = image.confidence.astype(np.float32), image.weight.astype(np.float32)
+            values = {"confidence": confidence, "cisc": image.cisc.astype(np.float32), "weight": weight,
+                      "confidence_x_weight": confidence * weight}  # fmt: skip
+            quality.add(image.raw_label, image.label, weight, image.reliability, values, truth)
+            bar.advance(task)
+        report = quality.report()
+        report.update(round=round_index, guide=stored.attrs.get("guide"), weight_mode=stored.attrs.get("weight_mode"))
+    return report

@@ -80,3 +80,62 @@ def guides_table(hits: list[GuideHit], class_names: tuple[str, ...], title: str)
             class_names[hit.cls], f"{100 * hit.area:.1f}", str(hit.rank + 1), hit.image_id, f"{hit.score:.3f}"
         )
     return table
+
+
+def _maybe_percent(value: float | None) -> str:
+    return "—" if value is None else _percent(value)
+
+
+def quality_tables(report: dict, title: str) -> list[Table]:
+    """The pseudo-label quality report: raw vs rectified per class, what changed, signal AUROCs."""
+    names = list(report["label_share"])[:-1]
+    summary = Table(title=title)
+    summary.add_column("measure")
+    summary.add_column("value", justify="right")
+    summary.add_row("images", str(report["images"]))
+    summary.add_row("mean weight", f"{report['mean_weight']:.3f}")
+    summary.add_row("dropped pixels %", _percent(report["label_share"]["(dropped)"]))
+    quantiles = report["reliability"]["quantiles"]
+    summary.add_row("reliability median (lower = better)", _maybe_number(quantiles["0.50"]))
+    summary.add_row("images without CISC evidence", str(report["reliability"]["images_without_evidence"]))
+    if "queries" in report:
+        queries = report["queries"]
+        summary.add_row(
+            "class queries: guided / fallback / no guide",
+            f"{queries['guided']} / {queries['fallback']} / {queries['unguided']}",
+        )
+    if not report["with_masks"]:
+        shares = Table(title="pseudo-label class share (no masks: no mIoU)")
+        shares.add_column("class")
+        shares.add_column("pixels %", justify="right")
+        for name, share in report["label_share"].items():
+            shares.add_row(name, _percent(share))
+        return [summary, shares]
+    summary.add_row("[bold]raw mIoU %", f"[bold]{_percent(report['raw_miou'])}")
+    summary.add_row("[bold]rectified mIoU % (kept pixels)", f"[bold]{_percent(report['rectified_miou'])}")
+    summary.add_row("relabeled pixels %", _percent(report["relabeled_fraction"]))
+    summary.add_row(
+        "relabeled: right before → after %",
+        f"{_maybe_percent(report['relabeled_right_before'])} → {_maybe_percent(report['relabeled_right_after'])}",
+    )
+    summary.add_row("dropped pixels that were wrong %", _maybe_percent(report["dropped_that_were_wrong"]))
+    per_class = Table(title="pseudo-label IoU % per class")
+    for column, justify in (("class", "left"), ("raw", "right"), ("rectified", "right")):
+        per_class.add_column(column, justify=justify)
+    for name, raw, rectified in zip(
+        names, report["raw_per_class_iou"], report["rectified_per_class_iou"], strict=True
+    ):
+        per_class.add_row(name, _maybe_percent(raw), _maybe_percent(rectified))
+    signals = Table(title="which signal tells right from wrong pixels (AUROC; 0.5 = none)")
+    for column in ("signal", "pooled", "mean over classes", "undefined px %"):
+        signals.add_column(column, justify="left" if column == "signal" else "right")
+    for name, scores in report["auroc"].items():
+        signals.add_row(
+            name, _maybe_number(scores["pooled"]), _maybe_number(scores["class_mean"]),
+            _percent(scores["undefined_pixels"]),
+        )  # fmt: skip
+    return [summary, per_class, signals]
+
+
+def _maybe_number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"

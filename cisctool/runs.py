@@ -2,7 +2,7 @@
 
 Layout (DESIGN §4), relative to `workdir`:
     runs/<name>/config.resolved.toml
-    runs/<name>/round<N>/{model.pt, last.pt, metrics.json, train.log, pseudo.h5}
+    runs/<name>/round<N>/{model.pt, last.pt, metrics.json, train.log, pseudo.h5, pseudo_quality.json}
     indexes/<name>/round<N>.faiss + round<N>.json
 Every file is written to a temporary name beside its target and renamed into
 place, so a killed process never leaves a file that looks whole.
@@ -54,6 +54,14 @@ class RunLayout:
 
     def train_log(self, round_index: int) -> Path:
         return self.round_dir(round_index) / "train.log"
+
+    def pseudo(self, round_index: int) -> Path:
+        """Pseudo labels *for* round N (made with round N−1's model and index)."""
+        return self.round_dir(round_index) / "pseudo.h5"
+
+    def pseudo_quality(self, round_index: int) -> Path:
+        """The quality report of round N's pseudo labels, beside `pseudo.h5`."""
+        return self.round_dir(round_index) / "pseudo_quality.json"
 
     @property
     def index_dir(self) -> Path:

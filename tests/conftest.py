@@ -6,6 +6,8 @@ import pytest
 
 from cisctool.config import Config, load_config
 from cisctool.data.demo import make_demo
+from cisctool.index_build import build_round_index
+from cisctool.train import train_round0
 
 FAST_TRAINING = {
     "model.backbone": "tiny",
@@ -31,3 +33,13 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_config(demo_dir: Path, tmp_path: Path) -> Config:
     """The demo's own cisctool.toml, with outputs under tmp_path and a few fast steps."""
     return load_config(demo_dir / "cisctool.toml", {"workdir": str(tmp_path), **FAST_TRAINING})
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workdir holding round 0 trained for a few steps and its index; copy it before writing."""
+    workdir = tmp_path_factory.mktemp("trained")
+    config = load_config(demo_dir / "cisctool.toml", {"workdir": str(workdir), **FAST_TRAINING})
+    train_round0(config, device="cpu", resume=False)
+    build_round_index(config, 0, "cpu")
+    return workdir

@@ -1,7 +1,22 @@
+import math
+
 import torch
 import torch.nn.functional as F
 
-from cisctool.cisc import class_areas, class_prototypes, cisc_maps, consistency_loss, one_hot_masks
+from cisctool.cisc import (
+    agreement,
+    class_areas,
+    class_prototypes,
+    cisc_maps,
+    consistency_loss,
+    drop,
+    one_hot_masks,
+    pixel_weight,
+    predicted_class_similarity,
+    relabel,
+    reliability,
+    upsample_maps,
+)
 
 IGNORE = 255
 
@@ -85,3 +100,85 @@ def test_present_classes_need_min_area_and_a_pixel():
     areas = torch.tensor([[0.0, 0.02, 0.5]])
     assert present_classes(areas, 0.03).tolist() == [[False, False, True]]
     assert present_classes(areas, 0.0).tolist() == [[False, True, True]]
+
+
+# ---------------------------------------------------------------- rectification
+
+
+def rectify_inputs(seed: int = 0):
+    """3 images, 4 classes, 2 guide slots; image 2 has no guided slot at all."""
+    generator = torch.Generator().manual_seed(seed)
+    maps = torch.rand(3, 2, 5, 6, generator=generator)
+    prediction = torch.randint(0, 4, (3, 5, 6), generator=generator)
+    slot_classes = torch.tensor([[1, 3], [2, -1], [-1, -1]])
+    probabilities = torch.rand(3, 4, 5, 6, generator=generator).softmax(dim=1)
+    return maps, prediction, slot_classes, probabilities
+
+
+def test_predicted_class_similarity_and_agreement_equal_pixel_loops():
+    maps, prediction, slot_classes, _ = rectify_inputs()
+    cisc = predicted_class_similarity(maps, prediction, slot_classes)
+    agreements = agreement(maps, prediction, slot_classes)
+    for image in range(3):
+        for y in range(5):
+            for x in range(6):
+                predicted = int(prediction[image, y, x])
+                slots = [k for k in range(2) if int(slot_classes[image, k]) == predicted]
+                if slots:
+                    assert cisc[image, y, x] == maps[image, slots[0], y, x]
+                else:
+                    assert torch.isnan(cisc[image, y, x])
+                for k in range(2):
+                    inside = float(int(slot_classes[image, k]) == predicted)
+                    expected = 1 - abs(inside - min(max(float(maps[image, k, y, x]), 0.0), 1.0))
+                    assert abs(float(agreements[image, k, y, x]) - expected) < 1e-6
+
+
+def test_pixel_weight_modes_equal_loops():
+    maps, prediction, slot_classes, _ = rectify_inputs(1)
+    agreements = agreement(maps, prediction, slot_classes)
+    chosen = torch.tensor([1, 0, -1])
+    official = pixel_weight(agreements, slot_classes, "official", chosen)
+    mean = pixel_weight(agreements, slot_classes, "mean", chosen)
+    torch.testing.assert_close(official[0], agreements[0, 1])
+    torch.testing.assert_close(official[1], agreements[1, 0])
+    torch.testing.assert_close(mean[0], (agreements[0, 0] + agreements[0, 1]) / 2)
+    torch.testing.assert_close(mean[1], agreements[1, 0])  # the empty slot does not count
+    assert torch.equal(official[2], torch.ones(5, 6)) and torch.equal(mean[2], torch.ones(5, 6))
+
+
+def test_relabel_moves_only_pixels_past_margin_and_p_min():
+    maps, prediction, slot_classes, probabilities = rectify_inputs(2)
+    cisc = predicted_class_similarity(maps, prediction, slot_classes)
+    margin, p_min = 0.2, 0.25
+    labels = relabel(prediction, maps, probabilities, slot_classes, cisc, margin, p_min)
+    for image in range(3):
+        for y in range(5):
+            for x in range(6):
+                own = 0.0 if torch.isnan(cisc[image, y, x]) else float(cisc[image, y, x])
+                best, best_class = -math.inf, int(prediction[image, y, x])
+                for k in range(2):
+                    cls = int(slot_classes[image, k])
+                    gap = float(maps[image, k, y, x]) - own
+                    if cls >= 0 and gap > margin and float(probabilities[image, cls, y, x]) >= p_min and gap > best:
+                        best, best_class = gap, cls
+                assert int(labels[image, y, x]) == best_class
+    assert torch.equal(relabel(prediction, maps, probabilities, slot_classes, cisc, math.inf, 0.0), prediction)
+
+
+def test_drop_and_reliability():
+    cisc = torch.tensor([[[0.9, 0.1], [math.nan, 0.5]]])
+    confidence = torch.tensor([[[0.9, 0.9], [0.2, 0.9]]])
+    labels = torch.tensor([[[1, 2], [3, 1]]])
+    dropped = drop(labels, cisc, confidence, cisc_min=0.3, conf_min=0.5, ignore_index=IGNORE)
+    assert dropped.tolist() == [[[1, IGNORE], [IGNORE, 1]]]
+    valid = torch.ones(1, 2, 2, dtype=torch.bool)
+    expected = -(math.log(0.9) + math.log(0.1) + math.log(0.5)) / 3  # the NaN pixel does not count
+    assert abs(float(reliability(cisc, valid)[0]) - expected) < 1e-6
+    assert torch.isnan(reliability(torch.full((1, 2, 2), math.nan), valid)[0])
+
+
+def test_upsample_maps_is_bilinear_to_label_size():
+    maps = torch.rand(2, 3, 4, 4)
+    assert upsample_maps(maps, (16, 12)).shape == (2, 3, 16, 12)
+    torch.testing.assert_close(upsample_maps(maps, (4, 4)), maps)

@@ -49,11 +49,11 @@ def read_mask(path: Path) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def write_mask(path: Path, mask: np.ndarray, palette: list[int] | None = None) -> None:
-    """Write H×W class indices as a palette PNG (palette index = class)."""
+def write_mask(path: Path, mask: np.ndarray, palette: list[int] | None = None, fmt: str | None = None) -> None:
+    """Write H×W class indices as a palette PNG (palette index = class); `fmt` for temp names."""
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     image.putpalette(palette if palette is not None else voc_palette())
-    image.save(path)
+    image.save(path, format=fmt)
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -65,3 +65,16 @@ def read_image(path: Path) -> np.ndarray:
         raise InputError(f"{path}: image file not found") from None
     except (OSError, ValueError, SyntaxError) as error:
         raise InputError(f"{path}: cannot read image ({error})") from None
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the file header alone; unreadable files give a one-line InputError."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            image.verify()
+    except FileNotFoundError:
+        raise InputError(f"{path}: image file not found") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise InputError(f"{path}: cannot read image ({error})") from None
+    return height, width

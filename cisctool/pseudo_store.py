@@ -1,0 +1,220 @@
+"""`pseudo.h5` (DESIGN §4, version 1): rectified pseudo labels of any image sizes in one file.
+
+Per-pixel arrays of all images are concatenated (image i owns pixels
+offsets[i]:offsets[i+1], row-major H×W), chunked and compressed; `done[i]`
+is set only after image i's data is written, and the file is flushed after
+every batch, so a killed run resumes from the `done` flags. While incomplete
+the file lives under a temporary name (`pseudo.partial.h5`) and is renamed to
+`pseudo.h5` once every image is done: a file under the final name is whole.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from cisctool.errors import InputError, first_line
+
+PSEUDO_FORMAT = "cisctool-pseudo"
+PSEUDO_VERSION = 1
+PIXEL_DTYPES = {
+    "label": np.uint8,
+    "raw_label": np.uint8,
+    "confidence": np.float16,
+    "cisc": np.float16,
+    "weight": np.float16,
+}
+PIXEL_CHUNK = 1 << 16
+CHUNK_CACHE_BYTES = 64 << 20
+COMPRESSIONS = ("lzf", "gzip", "none")
+
+
+@dataclass
+class PseudoImage:
+    """One image's rectified pseudo label and the signals behind it (H×W arrays)."""
+
+    label: np.ndarray
+    raw_label: np.ndarray
+    confidence: np.ndarray
+    cisc: np.ndarray
+    weight: np.ndarray
+    guides: np.ndarray  # C labeled-image rows, −1 = none
+    reliability: float
+
+
+def partial_path(final_path: Path) -> Path:
+    """Where an unfinished `pseudo.h5` lives until every image is done."""
+    return final_path.with_name(final_path.stem + ".partial" + final_path.suffix)
+
+
+class PseudoWriter:
+    """Writes images into a pre-sized file in any order; each `write` ends with a flush."""
+
+    def __init__(self, handle: h5py.File) -> None:
+        self.handle = handle
+        self.offsets = handle["offsets"][:]
+        self.done = handle["done"][:]
+
+    @classmethod
+    def create(
+        cls,
+        path: Path,
+        ids: Sequence[str],
+        shapes: np.ndarray,
+        num_classes: int,
+        attrs: dict[str, Any],
+        compression: str = "lzf",
+    ) -> "PseudoWriter":
+        """A new file for `ids` with image sizes `shapes` (N×2 H, W); attrs as §4 lists them."""
+        if compression not in COMPRESSIONS:
+            raise InputError(f"compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            handle = h5py.File(path, "w", rdcc_nbytes=CHUNK_CACHE_BYTES)
+        except OSError as error:
+            raise InputError(f"{path}: cannot create the pseudo-label file ({first_line(error)})") from None
+        count = len(ids)
+        pixels = shapes[:, 0].astype(np.int64) * shapes[:, 1]
+        offsets = np.concatenate([[0], np.cumsum(pixels)]).astype(np.int64)
+        handle.create_dataset("ids", data=list(ids), dtype=h5py.string_dtype())
+        handle.create_dataset("shapes", data=shapes.astype(np.int32))
+        handle.create_dataset("offsets", data=offsets)
+        total = max(int(offsets[-1]), 1)
+        options = {} if compression == "none" else {"compression": compression}
+        for name, dtype in PIXEL_DTYPES.items():
+            handle.create_dataset(
+                name, shape=(int(offsets[-1]),), dtype=dtype, chunks=(min(PIXEL_CHUNK, total),), **options
+            )
+        handle.create_dataset("guides", data=np.full((count, num_classes), -1, dtype=np.int32))
+        handle.create_dataset("reliability", data=np.full(count, np.nan, dtype=np.float32))
+        handle.create_dataset("done", data=np.zeros(count, dtype=bool))
+        handle.attrs.update(
+            {"format": PSEUDO_FORMAT, "version": PSEUDO_VERSION, "num_classes": num_classes, **attrs}
+        )
+        handle.flush()
+        return cls(handle)
+
+    @classmethod
+    def reopen(cls, path: Path, expected: dict[str, Any], ids: Sequence[str]) -> "PseudoWriter":
+        """Continue an unfinished file; its attrs (checkpoint, index, config) and ids must match."""
+        try:
+            handle = h5py.File(path, "r+", rdcc_nbytes=CHUNK_CACHE_BYTES)
+        except OSError as error:
+            raise InputError(
+                f"{path}: unfinished pseudo-label file is unreadable ({first_line(error)}); "
+                "rerun without --resume to start over"
+            ) from None
+        try:
+            _check_header(path, handle)
+            for key, value in expected.items():
+                if _plain(handle.attrs.get(key)) != _plain(value):
+                    raise InputError(
+                        f"{path}: was started with another {key}; rerun without --resume to start over"
+                    )
+            if [text.decode() for text in handle["ids"][:]] != list(ids):
+                raise InputError(f"{path}: was started for other images; rerun without --resume")
+        except InputError:
+            handle.close()
+            raise
+        return cls(handle)
+
+    def pending(self) -> np.ndarray:
+        """Indices of images not yet done."""
+        return np.flatnonzero(~self.done)
+
+    def write(self, indices: Sequence[int], images: Sequence[PseudoImage]) -> None:
+        """Store images at their split positions, mark them done, flush."""
+        handle = self.handle
+        for index, image in zip(indices, images, strict=True):
+            start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+            for name, dtype in PIXEL_DTYPES.items():
+                handle[name][start:stop] = getattr(image, name).reshape(-1).astype(dtype, copy=False)
+            handle["guides"][index] = image.guides
+            handle["reliability"][index] = image.reliability
+        ordered = np.sort(np.asarray(indices, dtype=np.int64))
+        self.done[ordered] = True
+        handle["done"][ordered] = True
+        handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _plain(value: Any) -> Any:
+    """attrs come back as numpy scalars/arrays: compare them as Python values."""
+    if isinstance(value, np.ndarray):
+        return [_plain(item) for item in value.tolist()]
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _check_header(path: Path, handle: h5py.File) -> None:
+    if handle.attrs.get("format") != PSEUDO_FORMAT:
+        raise InputError(f"{path}: not a cisctool pseudo-label file")
+    version = _plain(handle.attrs.get("version"))
+    if version != PSEUDO_VERSION:
+        raise InputError(f"{path}: pseudo-label file version {version}; this cisctool reads {PSEUDO_VERSION}")
+
+
+class PseudoLabels:
+    """Read-only view of a finished `pseudo.h5`; refuses foreign, other-version or unfinished files."""
+
+    def __init__(self, path: Path, require_complete: bool = True) -> None:
+        self.path = path
+        if not path.is_file():
+            raise InputError(f"{path}: pseudo-label file not found (run `cisctool rectify`)")
+        try:
+            self.handle = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+        except OSError as error:
+            raise InputError(f"{path}: not a readable HDF5 file ({first_line(error)})") from None
+        try:
+            _check_header(path, self.handle)
+            self.done = self.handle["done"][:]
+            if require_complete and not self.done.all():
+                raise InputError(
+                    f"{path}: unfinished ({int(self.done.sum())}/{len(self.done)} images done); "
+                    "finish it with `cisctool rectify --resume`"
+                )
+            self.ids = [text.decode() for text in self.handle["ids"][:]]
+            self.shapes = self.handle["shapes"][:]
+            self.offsets = self.handle["offsets"][:]
+            self.reliability = self.handle["reliability"][:]
+            self.guides = self.handle["guides"][:]
+        except KeyError as error:
+            self.handle.close()
+            raise InputError(f"{path}: dataset {error} missing; the file is damaged") from None
+        except InputError:
+            self.handle.close()
+            raise
+        self.attrs = {key: _plain(value) for key, value in self.handle.attrs.items()}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def pixels(self, name: str, index: int) -> np.ndarray:
+        """One per-pixel array (`label`, `raw_label`, `confidence`, `cisc`, `weight`) of image i, H×W."""
+        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+        return self.handle[name][start:stop].reshape(tuple(self.shapes[index]))
+
+    def image(self, index: int) -> PseudoImage:
+        arrays = {name: self.pixels(name, index) for name in PIXEL_DTYPES}
+        return PseudoImage(
+            **arrays, guides=self.guides[index], reliability=float(self.reliability[index])
+        )
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> "PseudoLabels":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

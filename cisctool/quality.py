@@ -1,0 +1,167 @@
+"""How good are pseudo labels, and which per-pixel signal tells right from wrong (DESIGN §1.5).
+
+Streaming and memory-bounded: per-image updates into confusion matrices and
+fixed-bin histograms, so the report over 100k images costs what one image
+costs. AUROC comes from 1000-bin histograms of each signal on right and wrong
+pixels, pooled and per predicted class (then averaged over classes that have
+both), which is what the design's prototype findings compare.
+Without ground-truth masks: class histogram, mean weight, reliability spread.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cisctool.evaluate import ConfusionMatrix
+
+BINS = 1000
+
+
+def histogram_auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    """AUROC = P(score of a right pixel > score of a wrong one), ties count half; from bin counts."""
+    positives, negatives = positive.sum(), negative.sum()
+    if positives == 0 or negatives == 0:
+        return math.nan
+    below = np.cumsum(negative) - negative
+    return float((positive * (below + 0.5 * negative)).sum() / (positives * negatives))
+
+
+@dataclass
+class SignalHistograms:
+    """Per predicted class, histograms over [0, 1] of a signal on right (0) and wrong (1) pixels."""
+
+    num_classes: int
+    counts: np.ndarray = field(init=False)
+    undefined: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = np.zeros((self.num_classes, 2, BINS), dtype=np.int64)
+
+    def add(self, values: np.ndarray, predicted: np.ndarray, right: np.ndarray) -> None:
+        """values, predicted, right: flat arrays over valid pixels; NaN values are counted apart."""
+        defined = ~np.isnan(values)
+        self.undefined += int((~defined).sum())
+        bins = np.clip((values[defined] * BINS).astype(np.int64), 0, BINS - 1)
+        codes = (predicted[defined] * 2 + (~right[defined])) * BINS + bins
+        self.counts += np.bincount(codes, minlength=self.counts.size).reshape(self.counts.shape)
+
+    def pooled_auroc(self) -> float:
+        pooled = self.counts.sum(axis=0)
+        return histogram_auroc(pooled[0], pooled[1])
+
+    def class_mean_auroc(self) -> float:
+        values = [histogram_auroc(item[0], item[1]) for item in self.counts]
+        defined = [value for value in values if not math.isnan(value)]
+        return float(np.mean(defined)) if defined else math.nan
+
+
+class QualityAccumulator:
+    """Everything the quality report needs, added image by image."""
+
+    def __init__(self, class_names: list[str], ignore_index: int, signal_names: list[str]) -> None:
+        self.class_names, self.ignore_index = class_names, ignore_index
+        num_classes = len(class_names)
+        self.raw = ConfusionMatrix(num_classes, ignore_index)
+        self.rectified = ConfusionMatrix(num_classes, ignore_index)
+        self.signals = {name: SignalHistograms(num_classes) for name in signal_names}
+        self.label_pixels = np.zeros(num_classes + 1, dtype=np.int64)  # last bin = dropped
+        self.weight_sum = 0.0
+        self.pixels = 0
+        self.scored_pixels = 0
+        self.dropped = self.dropped_wrong = 0
+        self.relabeled = self.relabeled_right_before = self.relabeled_right_after = 0
+        self.images = 0
+        self.reliabilities: list[float] = []
+
+    def add(
+        self,
+        raw: np.ndarray,
+        label: np.ndarray,
+        weight: np.ndarray,
+        reliability: float,
+        signals: dict[str, np.ndarray],
+        truth: np.ndarray | None,
+    ) -> None:
+        """One image: H×W raw and rectified labels, weight, signals by name; truth H×W or None."""
+        ignore = self.ignore_index
+        self.images += 1
+        self.reliabilities.append(reliability)
+        self.pixels += raw.size
+        self.weight_sum += float(weight.sum(dtype=np.float64))
+        kept = label != ignore
+        self.label_pixels += np.bincount(
+            np.where(kept, label, len(self.class_names)).ravel().astype(np.int64),
+            minlength=len(self.label_pixels),
+        )
+        if truth is None:
+            return
+        valid = truth != ignore
+        self.scored_pixels += int(valid.sum())
+        self.raw.update_numpy(raw[valid], truth[valid])
+        self.rectified.update_numpy(label[valid & kept], truth[valid & kept])
+        right = raw[valid] == truth[valid]
+        dropped = ~kept[valid]
+        self.dropped += int(dropped.sum())
+        self.dropped_wrong += int((dropped & ~right).sum())
+        changed = kept[valid] & (label[valid] != raw[valid])
+        self.relabeled += int(changed.sum())
+        self.relabeled_right_before += int((changed & right).sum())
+        self.relabeled_right_after += int((changed & (label[valid] == truth[valid])).sum())
+        predicted = raw[valid].astype(np.int64)
+        for name, values in signals.items():
+            self.signals[name].add(values[valid].astype(np.float32), predicted, right)
+
+    def report(self) -> dict[str, object]:
+        """Plain-JSON summary; `with_masks` says whether the mIoU/AUROC parts exist."""
+        reliabilities = np.asarray(self.reliabilities, dtype=np.float64)
+        defined = reliabilities[~np.isnan(reliabilities)]
+        names = [*self.class_names, "(dropped)"]
+        summary: dict[str, object] = {
+            "images": self.images,
+            "with_masks": self.scored_pixels > 0,
+            "mean_weight": self.weight_sum / max(self.pixels, 1),
+            "label_share": {
+                name: float(count) / max(self.pixels, 1) for name, count in zip(names, self.label_pixels)
+            },
+            "reliability": {
+                "images_without_evidence": int(np.isnan(reliabilities).sum()),
+                "quantiles": {
+                    f"{q:.2f}": float(np.quantile(defined, q)) if defined.size else None
+                    for q in (0.1, 0.25, 0.5, 0.75, 0.9)
+                },
+            },
+        }
+        if self.scored_pixels == 0:
+            return summary
+        valid = max(self.scored_pixels, 1)
+        summary.update(
+            raw_miou=self.raw.mean_iou(),
+            rectified_miou=self.rectified.mean_iou(),
+            raw_accuracy=self.raw.pixel_accuracy(),
+            rectified_accuracy=self.rectified.pixel_accuracy(),
+            raw_per_class_iou=_json_floats(self.raw.iou()),
+            rectified_per_class_iou=_json_floats(self.rectified.iou()),
+            dropped_fraction=self.dropped / valid,
+            dropped_that_were_wrong=self.dropped_wrong / self.dropped if self.dropped else None,
+            relabeled_fraction=self.relabeled / valid,
+            relabeled_right_before=self.relabeled_right_before / self.relabeled if self.relabeled else None,
+            relabeled_right_after=self.relabeled_right_after / self.relabeled if self.relabeled else None,
+            auroc={
+                name: {
+                    "pooled": _json_float(histograms.pooled_auroc()),
+                    "class_mean": _json_float(histograms.class_mean_auroc()),
+                    "undefined_pixels": histograms.undefined / valid,
+                }
+                for name, histograms in self.signals.items()
+            },
+        )
+        return summary
+
+
+def _json_float(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _json_floats(values: list[float]) -> list[float | None]:
+    return [_json_float(value) for value in values]

@@ -1,0 +1,466 @@
+"""`cisctool rectify --round N`: the batched pseudo-labelling pipeline (DESIGN §1.3–1.6, §5).
+
+DataLoader workers decode → one forward per batch (AMP on CUDA) → prototypes
+of every predicted class by einsum → one guide lookup per batch → CISC maps,
+weights, relabel/drop on the model's device → a writer thread crops each
+image, appends it to `pseudo.h5` and feeds the quality report while the next
+batch computes.
+
+Batches are fixed slices of the split (batch b = images b·B … b·B+B−1), so a
+resumed run pads and computes every image exactly as an uninterrupted run
+would; random choices hash (seed, image position, class).
+"""
+
+import functools
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cisctool.checkpoint import load_model
+from cisctool.cisc import (
+    agreement,
+    class_areas,
+    class_prototypes,
+    cisc_maps,
+    drop,
+    pixel_weight,
+    predicted_class_similarity,
+    present_classes,
+    relabel,
+    reliability,
+    upsample_maps,
+)
+from cisctool.config import Config, config_hash, to_toml
+from cisctool.console import RateColumn, progress_bar
+from cisctool.data.datasets import InferenceDataset, pad_collate
+from cisctool.data.masks import image_size
+from cisctool.data.splits import SplitEntry, read_split
+from cisctool.errors import InputError
+from cisctool.guides import GuideSource, official_slots
+from cisctool.index_build import open_round_index
+from cisctool.pseudo_store import PseudoImage, PseudoWriter, partial_path
+from cisctool.quality import QualityAccumulator
+from cisctool.runs import RunLayout, atomic_write_json, sha256_file
+
+TTA_SCALES = (0.75, 1.0, 1.25)
+WEIGHT_MODES = ("official", "mean")
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by the `crash_after` test hook once k batches are safely on disk."""
+
+
+@dataclass(frozen=True)
+class RectifySettings:
+    """The config keys the per-batch maths reads."""
+
+    num_classes: int
+    ignore_index: int
+    min_area: float
+    guide_exclude: tuple[int, ...]
+    weight_mode: str
+    margin: float
+    p_min: float
+    cisc_min: float
+    conf_min: float
+
+    @classmethod
+    def of(cls, config: Config) -> "RectifySettings":
+        rectify = config.rectify
+        return cls(
+            config.data.num_classes, config.data.ignore_index, config.index.min_area,
+            tuple(rectify.guide_exclude), rectify.weight_mode, rectify.margin, rectify.p_min,
+            rectify.cisc_min, rectify.conf_min,
+        )  # fmt: skip
+
+
+@dataclass
+class BatchSignals:
+    """What one batch's forward and guides give, before thresholds (padded B×H×W unless noted).
+
+    Kept on the model's device; `tune` applies many thresholds to one of these.
+    """
+
+    probabilities: torch.Tensor  # B×C×H×W
+    raw_label: torch.Tensor  # ignore on padding
+    confidence: torch.Tensor
+    maps: torch.Tensor  # B×K×H×W CISC maps of the guided slots
+    slot_classes: torch.Tensor  # B×K, −1 = empty slot
+    cisc: torch.Tensor  # S_ŷ, NaN where ŷ has no guide
+    weights: dict[str, torch.Tensor]  # per weight mode
+    reliability: torch.Tensor  # B
+    guide_rows: torch.Tensor  # B×C
+    queries: dict[str, int] = field(default_factory=dict)  # guided / fallback / unguided counts
+
+
+def predict(model: nn.Module, images: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities B×C×H×W (float32) and features B×D×h×w of the plain view.
+
+    With `tta`, probabilities average TTA_SCALES × {plain, flipped}, as the
+    official stage 2 predicts; features stay those of the plain image.
+    """
+    output = model(images)
+    probabilities = output.logits.float().softmax(dim=1)
+    if not tta:
+        return probabilities, output.features
+    size = images.shape[-2:]
+    views = 1
+    for scale in TTA_SCALES:
+        scaled = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear")
+        for flip in (False, True):
+            if scale == 1.0 and not flip:
+                continue
+            view = scaled.flip(-1) if flip else scaled
+            logits = model(view).logits.float()
+            logits = logits.flip(-1) if flip else logits
+            probabilities = probabilities + F.interpolate(logits, size=size, mode="bilinear").softmax(dim=1)
+            views += 1
+    return probabilities / views, output.features
+
+
+def batch_signals(
+    model: nn.Module,
+    images: torch.Tensor,
+    valid: torch.Tensor,
+    keys: np.ndarray,
+    own_rows: np.ndarray,
+    source: GuideSource,
+    settings: RectifySettings,
+    tta: bool = False,
+) -> BatchSignals:
+    """Predict and guide one padded batch: every signal the thresholds act on.
+
+    images B×3×H×W, valid B×H×W (false on padding), keys B split positions,
+    own_rows B labeled rows of the images themselves (−1 if not labeled).
+    """
+    num_classes, ignore = settings.num_classes, settings.ignore_index
+    probabilities, features = predict(model, images, tta)
+    confidence, raw = probabilities.max(dim=1)
+    raw = torch.where(valid, raw, torch.full_like(raw, ignore))
+    prototypes, _ = class_prototypes(features, raw, num_classes, ignore)
+    present = present_classes(class_areas(raw, num_classes, ignore), settings.min_area)
+    present[:, list(settings.guide_exclude)] = False
+    image_slot, cls = torch.nonzero(present, as_tuple=True)
+    slot_of = (present.cumsum(dim=1) - 1)[image_slot, cls]
+
+    cls_host, image_host = cls.cpu().numpy(), image_slot.cpu().numpy()
+    guides = source.choose(
+        prototypes[image_slot, cls].cpu().numpy(), cls_host, keys[image_host], own_rows[image_host]
+    )
+    batch, width = images.shape[0], max(int(present.sum(dim=1).max()), 1)
+    device = images.device
+    guided = torch.from_numpy(guides.guided).to(device)
+    slot_classes = torch.full((batch, width), -1, dtype=torch.long, device=device)
+    slot_classes[image_slot, slot_of] = torch.where(guided, cls, torch.full_like(cls, -1))
+    guide_vectors = torch.zeros(batch, width, features.shape[1], device=device)
+    guide_vectors[image_slot, slot_of] = torch.from_numpy(guides.vectors).to(device)
+    guide_rows = torch.full((batch, num_classes), -1, dtype=torch.long, device=device)
+    guide_rows[image_slot, cls] = torch.from_numpy(guides.rows).to(device)
+
+    maps = upsample_maps(cisc_maps(features, guide_vectors), tuple(images.shape[-2:]))
+    cisc = predicted_class_similarity(maps, raw, slot_classes)
+    agreements = agreement(maps, raw, slot_classes)
+    chosen = official_slots((slot_classes >= 0).cpu().numpy(), keys, source.seed)
+    chosen_slot = torch.from_numpy(chosen).to(device)
+    return BatchSignals(
+        probabilities=probabilities,
+        raw_label=raw,
+        confidence=confidence,
+        maps=maps,
+        slot_classes=slot_classes,
+        cisc=cisc,
+        weights={mode: pixel_weight(agreements, slot_classes, mode, chosen_slot) for mode in WEIGHT_MODES},
+        reliability=reliability(cisc, valid),
+        guide_rows=guide_rows,
+        queries={
+            "guided": int((guides.guided & ~guides.fallback).sum()),
+            "fallback": int(guides.fallback.sum()),
+            "unguided": int((~guides.guided).sum()),
+        },
+    )
+
+
+def rectified_labels(
+    signals: BatchSignals, margin: float, p_min: float, cisc_min: float, conf_min: float, ignore_index: int
+) -> torch.Tensor:
+    """Relabel, then drop (DESIGN §1.5); padding stays ignore (raw is ignore there)."""
+    label = relabel(
+        signals.raw_label, signals.maps, signals.probabilities, signals.slot_classes, signals.cisc, margin, p_min
+    )
+    label = drop(label, signals.cisc, signals.confidence, cisc_min, conf_min, ignore_index)
+    return torch.where(signals.raw_label == ignore_index, signals.raw_label, label)
+
+
+def host_arrays(signals: BatchSignals, label: torch.Tensor) -> dict[str, np.ndarray]:
+    """What the writer thread needs, on the host in one transfer per tensor."""
+    arrays = {
+        "label": label.to(torch.uint8),
+        "raw_label": signals.raw_label.to(torch.uint8),
+        "confidence": signals.confidence.half(),
+        "cisc": signals.cisc.half(),
+        "reliability": signals.reliability.float(),
+        "guide_rows": signals.guide_rows.int(),
+        **{f"weight_{mode}": weight.half() for mode, weight in signals.weights.items()},
+    }
+    return {name: tensor.cpu().numpy() for name, tensor in arrays.items()}
+
+
+class BackgroundWriter:
+    """Runs `consume(item)` on a thread, at most `depth` items behind; re-raises its failure."""
+
+    def __init__(self, consume: Callable[[Any], None], depth: int = 2) -> None:
+        self.consume = consume
+        self.items: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="pseudo-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.items.get()) is not None:
+            if self.error is None:
+                try:
+                    self.consume(item)
+                except BaseException as error:  # handed to the main thread at the next put/close
+                    self.error = error
+
+    def put(self, item: Any) -> None:
+        self._raise()
+        self.items.put(item)
+
+    def close(self) -> None:
+        """Wait until every item is consumed; raise what the thread raised."""
+        self.items.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+@dataclass
+class RectifyOutcome:
+    """What a rectify run did and measured."""
+
+    path: Path
+    images: int
+    computed: int
+    seconds: float
+    report: dict[str, Any]
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds > 0 else math.nan
+
+
+def fixed_batches(count: int, batch_size: int) -> list[list[int]]:
+    """Positions 0…count−1 cut into consecutive batches (the same cut on every run)."""
+    return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+
+
+def image_shapes(entries: list[SplitEntry]) -> np.ndarray:
+    """N×2 (H, W) from the image headers; an unreadable image stops the run before any work."""
+    return np.asarray([image_size(entry.image) for entry in entries], dtype=np.int32).reshape(-1, 2)
+
+
+def rectify_round(
+    config: Config,
+    round_index: int,
+    device: str,
+    resume: bool = False,
+    force: bool = False,
+    tta: bool = False,
+    compression: str = "lzf",
+    crash_after: int | None = None,
+) -> RectifyOutcome:
+    """Pseudo labels *for* round N from round N−1's model and index, into runs/<name>/roundN/pseudo.h5."""
+    if round_index < 1:
+        raise InputError("--round must be ≥ 1: round N's pseudo labels come from round N−1's model")
+    layout = RunLayout.of(config)
+    source_round = round_index - 1
+    model_path = layout.model(source_round)
+    if not model_path.is_file():
+        raise InputError(f"{model_path}: no model for round {source_round} (train it first)")
+    index_path = layout.index_files(source_round)[0]
+    prototype_index, stale = open_round_index(config, source_round)
+    if stale:
+        raise InputError(
+            f"{index_path}: stale (round {source_round}'s model changed since it was built); "
+            f"rerun `cisctool index build --round {source_round}`"
+        )
+    final_path = layout.pseudo(round_index)
+    if final_path.exists() and not force:
+        raise InputError(f"{final_path}: already exists; pass --force to recompute it")
+    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    with_masks = all(entry.mask is not None for entry in entries)
+    attrs = {
+        "round": round_index,
+        "ignore_index": config.data.ignore_index,
+        "class_names": list(config.class_names),
+        "checkpoint_sha256": sha256_file(model_path),
+        "index_sha256": sha256_file(index_path),
+        "config": to_toml(config),
+        "config_hash": config_hash(config),
+        "guide": config.rectify.guide,
+        "weight_mode": config.rectify.weight_mode,
+        "tta": tta,
+    }
+    work_path = partial_path(final_path)
+    ids = [entry.id for entry in entries]
+    if resume and work_path.exists():
+        writer = PseudoWriter.reopen(work_path, attrs, ids)
+    else:
+        shapes = image_shapes(entries)
+        work_path.unlink(missing_ok=True)
+        writer = PseudoWriter.create(work_path, ids, shapes, config.data.num_classes, attrs, compression)
+    try:
+        outcome = _run(config, source_round, entries, with_masks, writer, prototype_index, device, tta, crash_after)
+    finally:
+        writer.close()
+    os.replace(work_path, final_path)
+    outcome.path = final_path
+    outcome.report.update(
+        round=round_index, file=str(final_path), images_per_second=outcome.images_per_second,
+        seconds=outcome.seconds, computed_this_run=outcome.computed, tta=tta,
+        guide=config.rectify.guide, weight_mode=config.rectify.weight_mode,
+    )  # fmt: skip
+    atomic_write_json(layout.pseudo_quality(round_index), outcome.report)
+    return outcome
+
+
+SIGNALS = ["confidence", "cisc", *(f"weight_{mode}" for mode in WEIGHT_MODES),
+           *(f"confidence_x_weight_{mode}" for mode in WEIGHT_MODES)]  # fmt: skip
+
+
+def _run(
+    config: Config,
+    source_round: int,
+    entries: list[SplitEntry],
+    with_masks: bool,
+    writer: PseudoWriter,
+    prototype_index: Any,
+    device: str,
+    tta: bool,
+    crash_after: int | None,
+) -> RectifyOutcome:
+    settings = RectifySettings.of(config)
+    model, _ = load_model(RunLayout.of(config).model(source_round), expected=config)
+    model.eval().to(device)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    source = GuideSource(
+        prototype_index, settings.num_classes, config.rectify.guide, config.index.topk, config.train.seed
+    )
+    own_rows = source.labeled_rows([entry.id for entry in entries])
+    pending = set(writer.pending().tolist())
+    batches = [batch for batch in fixed_batches(len(entries), config.rectify.batch_size) if pending & set(batch)]
+    dataset = InferenceDataset(entries, settings.num_classes, settings.ignore_index, with_masks=with_masks)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=min(config.train.workers, 4),
+        collate_fn=functools.partial(pad_collate, ignore_index=settings.ignore_index),
+        pin_memory=device.startswith("cuda"),
+    )
+    quality = QualityAccumulator(list(config.class_names), settings.ignore_index, SIGNALS)
+    queries = {"guided": 0, "fallback": 0, "unguided": 0}
+    store = functools.partial(_store, writer, quality, pending, config.rectify.weight_mode, with_masks)
+    background = BackgroundWriter(store)
+    amp = config.train.amp and device.startswith("cuda")
+    started = time.perf_counter()
+    computed = 0
+    try:
+        with progress_bar(RateColumn("img")) as bar, torch.inference_mode(), torch.autocast(
+            device_type="cuda", enabled=amp
+        ):
+            task = bar.add_task(f"rectify for round {source_round + 1}", total=len(pending))
+            for done_batches, batch in enumerate(loader):
+                images = batch["image"].to(device, non_blocking=True)
+                if config.train.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                keys = batch["index"].numpy()
+                valid = _valid_pixels(batch["sizes"], images.shape[-2:]).to(device)
+                signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, tta)
+                label = rectified_labels(
+                    signals, settings.margin, settings.p_min, settings.cisc_min, settings.conf_min,
+                    settings.ignore_index,
+                )  # fmt: skip
+                for name, count in signals.queries.items():
+                    queries[name] += count
+                background.put((keys, batch["sizes"].numpy(), host_arrays(signals, label), batch["mask"].numpy()))
+                fresh = len(pending.intersection(keys.tolist()))
+                computed += fresh
+                bar.advance(task, fresh)
+                if crash_after is not None and done_batches + 1 >= crash_after:
+                    background.close()
+                    raise SimulatedCrash(f"simulated crash after {crash_after} batches")
+    finally:
+        if background.thread.is_alive():
+            background.close()
+    seconds = time.perf_counter() - started
+    report = quality.report()
+    report.update(
+        queries=queries,
+        images_total=len(entries),
+        guide_exclude=list(settings.guide_exclude),
+        thresholds={"margin": settings.margin, "p_min": settings.p_min,
+                    "cisc_min": settings.cisc_min, "conf_min": settings.conf_min},
+    )  # fmt: skip
+    return RectifyOutcome(Path(), len(entries), computed, seconds, report)
+
+
+def _valid_pixels(sizes: torch.Tensor, padded: torch.Size) -> torch.Tensor:
+    """B×H×W bools: inside each image's own H×W, false on the padding."""
+    rows = torch.arange(padded[0]).view(1, -1, 1) < sizes[:, 0].view(-1, 1, 1)
+    cols = torch.arange(padded[1]).view(1, 1, -1) < sizes[:, 1].view(-1, 1, 1)
+    return rows & cols
+
+
+def _store(
+    writer: PseudoWriter,
+    quality: QualityAccumulator,
+    pending: set[int],
+    weight_mode: str,
+    with_masks: bool,
+    item: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray],
+) -> None:
+    """Writer-thread side: crop each pending image out of its batch, write it, score it."""
+    keys, sizes, arrays, masks = item
+    positions, images = [], []
+    for slot, key in enumerate(keys.tolist()):
+        if key not in pending:
+            continue
+        height, width = (int(value) for value in sizes[slot])
+        crop = {name: value[slot, :height, :width] for name, value in arrays.items() if value.ndim == 3}
+        image = PseudoImage(
+            label=crop["label"],
+            raw_label=crop["raw_label"],
+            confidence=crop["confidence"],
+            cisc=crop["cisc"],
+            weight=crop[f"weight_{weight_mode}"],
+            guides=arrays["guide_rows"][slot],
+            reliability=float(arrays["reliability"][slot]),
+        )
+        positions.append(key)
+        images.append(image)
+        confidence = crop["confidence"].astype(np.float32)
+        signals = {"confidence": confidence, "cisc": crop["cisc"].astype(np.float32)}
+        for mode in WEIGHT_MODES:
+            weight = crop[f"weight_{mode}"].astype(np.float32)
+            signals[f"weight_{mode}"] = weight
+            signals[f"confidence_x_weight_{mode}"] = confidence * weight
+        truth = masks[slot, :height, :width] if with_masks else None
+        quality.add(image.raw_label, image.label, image.weight, image.reliability, signals, truth)
+    writer.write(positions, images)

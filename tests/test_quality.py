@@ -1,0 +1,59 @@
+import math
+
+import numpy as np
+import pytest
+
+from cisctool.quality import QualityAccumulator, SignalHistograms, histogram_auroc
+
+
+def exact_auroc(positive: np.ndarray, negative: np.ndarray) -> float:
+    greater = (positive[:, None] > negative[None, :]).mean()
+    ties = (positive[:, None] == negative[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def test_histogram_auroc_equals_pairwise_count_on_binned_scores():
+    rng = np.random.default_rng(0)
+    positive = rng.integers(0, 1000, 300)
+    negative = rng.integers(0, 1000, 200)
+    auroc = histogram_auroc(np.bincount(positive, minlength=1000), np.bincount(negative, minlength=1000))
+    assert auroc == pytest.approx(exact_auroc(positive, negative))
+    assert math.isnan(histogram_auroc(np.ones(5), np.zeros(5)))
+
+
+def test_signal_histograms_pool_and_average_classes():
+    histograms = SignalHistograms(num_classes=2)
+    values = np.array([0.9, 0.8, 0.1, 0.2, 0.6, 0.4, np.nan])
+    predicted = np.array([0, 0, 0, 0, 1, 1, 1])
+    right = np.array([True, True, False, False, False, True, True])
+    histograms.add(values, predicted, right)
+    assert histograms.undefined == 1
+    assert histograms.counts[0, 0].sum() == 2 and histograms.counts[1, 1].sum() == 1
+    assert histograms.class_mean_auroc() == pytest.approx((1.0 + 0.0) / 2)
+    assert histograms.pooled_auroc() == pytest.approx(exact_auroc(np.array([0.9, 0.8, 0.4]), np.array([0.1, 0.2, 0.6])))
+
+
+def test_report_counts_drops_relabels_and_miou():
+    quality = QualityAccumulator(["bg", "a", "b"], 255, ["confidence"])
+    truth = np.array([[0, 1, 1, 2]], dtype=np.uint8)
+    raw = np.array([[0, 1, 2, 2]], dtype=np.uint8)
+    label = np.array([[0, 255, 1, 2]], dtype=np.uint8)  # one right pixel dropped, one wrong relabeled right
+    confidence = np.array([[0.9, 0.8, 0.3, 0.7]], dtype=np.float32)
+    quality.add(raw, label, np.ones_like(confidence), 0.5, {"confidence": confidence}, truth)
+    report = quality.report()
+    assert report["raw_miou"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert report["rectified_miou"] == pytest.approx(1.0)
+    assert report["dropped_fraction"] == 0.25 and report["dropped_that_were_wrong"] == 0.0
+    assert report["relabeled_fraction"] == 0.25
+    assert (report["relabeled_right_before"], report["relabeled_right_after"]) == (0.0, 1.0)
+    assert report["auroc"]["confidence"]["pooled"] == 1.0
+
+
+def test_report_without_masks_has_no_miou():
+    quality = QualityAccumulator(["bg", "a"], 255, ["confidence"])
+    labels = np.array([[0, 1, 1, 255]], dtype=np.uint8)
+    quality.add(labels, labels, np.full((1, 4), 0.5, np.float32), math.nan, {}, None)
+    report = quality.report()
+    assert not report["with_masks"] and "raw_miou" not in report
+    assert report["label_share"] == {"bg": 0.25, "a": 0.5, "(dropped)": 0.25}
+    assert report["mean_weight"] == 0.5 and report["reliability"]["images_without_evidence"] == 1

@@ -1,0 +1,113 @@
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from cisctool.config import Config, with_overrides
+from cisctool.errors import InputError
+from cisctool.pseudo_store import PIXEL_DTYPES, PseudoLabels, partial_path
+from cisctool.rectify import SimulatedCrash, fixed_batches, rectify_round
+from cisctool.runs import RunLayout
+
+
+@pytest.fixture
+def config(demo_config: Config, trained_workdir: Path, tmp_path: Path) -> Config:
+    """The demo config over a private copy of the trained round 0 and its index."""
+    workdir = tmp_path / "work"
+    shutil.copytree(trained_workdir, workdir)
+    return with_overrides(demo_config, {"workdir": str(workdir), "rectify.batch_size": 2})
+
+
+def stored_arrays(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path, "r") as handle:
+        return {name: handle[name][:] for name in handle}
+
+
+def test_rectify_writes_a_whole_file_and_a_quality_report(config: Config):
+    outcome = rectify_round(config, 1, "cpu")
+    layout = RunLayout.of(config)
+    assert outcome.path == layout.pseudo(1) and not partial_path(outcome.path).exists()
+    with PseudoLabels(outcome.path) as stored:
+        assert len(stored) == 6 and stored.done.all()
+        assert stored.attrs["round"] == 1 and stored.attrs["guide"] == "nearest"
+        for index in range(len(stored)):
+            image = stored.image(index)
+            assert image.label.shape == tuple(stored.shapes[index])
+            assert image.weight.min() >= 0 and image.weight.max() <= 1
+            assert set(np.unique(image.raw_label)) <= set(range(6))
+    report = outcome.report
+    assert report["with_masks"] and 0 <= report["raw_miou"] <= 1
+    assert set(report["auroc"]) >= {"confidence", "cisc", "weight_official", "weight_mean"}
+    assert layout.pseudo_quality(1).is_file()
+
+
+def test_killed_run_resumes_to_the_same_file(config: Config, tmp_path: Path):
+    assert len(fixed_batches(6, 2)) == 3
+    with pytest.raises(SimulatedCrash):
+        rectify_round(config, 1, "cpu", crash_after=1)
+    final = RunLayout.of(config).pseudo(1)
+    assert not final.exists() and partial_path(final).exists()
+    with pytest.raises(InputError, match="unfinished .2/6 images done"):
+        PseudoLabels(partial_path(final))
+    resumed = rectify_round(config, 1, "cpu", resume=True)
+    assert resumed.computed == 4
+    other = with_overrides(config, {"workdir": str(tmp_path / "other")})
+    shutil.copytree(Path(config.workdir), tmp_path / "other")
+    shutil.rmtree(RunLayout.of(other).round_dir(1))
+    uninterrupted = rectify_round(other, 1, "cpu")
+    first, second = stored_arrays(final), stored_arrays(uninterrupted.path)
+    assert first.keys() == second.keys() >= set(PIXEL_DTYPES)
+    for name in first:
+        assert np.array_equal(first[name], second[name], equal_nan=first[name].dtype.kind == "f"), name
+
+
+def test_a_finished_file_is_kept_without_force(config: Config):
+    rectify_round(config, 1, "cpu")
+    path = RunLayout.of(config).pseudo(1)
+    before = path.read_bytes()
+    with pytest.raises(InputError, match="already exists; pass --force"):
+        rectify_round(config, 1, "cpu")
+    assert path.read_bytes() == before
+    rectify_round(with_overrides(config, {"rectify.guide": "random"}), 1, "cpu", force=True)
+    with PseudoLabels(path) as stored:
+        assert stored.attrs["guide"] == "random"
+
+
+def test_stale_or_missing_index_and_missing_model_are_refused(config: Config):
+    layout = RunLayout.of(config)
+    with layout.model(0).open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(InputError, match="stale"):
+        rectify_round(config, 1, "cpu")
+    for path in layout.index_files(0):
+        path.unlink()
+    with pytest.raises(InputError, match="index file not found"):
+        rectify_round(config, 1, "cpu")
+    with pytest.raises(InputError, match="no model for round 1"):
+        rectify_round(config, 2, "cpu")
+    assert not layout.pseudo(1).exists()
+
+
+def test_unlabeled_split_without_masks_reports_without_miou(config: Config, tmp_path: Path):
+    root = config.data_root
+    images = [line.split()[0] for line in (root / config.data.unlabeled).read_text().splitlines()]
+    split = tmp_path / "images_only.txt"
+    split.write_text("\n".join(str(root / image) for image in images) + "\n")
+    outcome = rectify_round(with_overrides(config, {"data.unlabeled": str(split)}), 1, "cpu")
+    assert not outcome.report["with_masks"] and "raw_miou" not in outcome.report
+    assert sum(outcome.report["label_share"].values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("keys", [{"rectify.weight_mode": "mean", "rectify.cisc_min": 0.5},
+                                  {"rectify.margin": 0.0, "rectify.p_min": 0.0}])
+def test_drop_and_relabel_settings_change_labels_not_raw(config: Config, keys: dict):
+    outcome = rectify_round(with_overrides(config, keys), 1, "cpu")
+    with PseudoLabels(outcome.path) as stored:
+        changed = sum(int((stored.pixels("label", i) != stored.pixels("raw_label", i)).sum()) for i in range(6))
+        dropped = sum(int((stored.pixels("label", i) == 255).sum()) for i in range(6))
+    if "rectify.cisc_min" in keys:
+        assert dropped == changed and outcome.report["dropped_fraction"] > 0
+    else:
+        assert dropped == 0 and (changed > 0) == (outcome.report["relabeled_fraction"] > 0)
