@@ -224,3 +224,16 @@ def reliability(cisc: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     total = (loss * counted).sum(dim=(1, 2))
     count = counted.sum(dim=(1, 2))
     return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
+
+
+def similarity_contrast(maps: torch.Tensor, prediction: torch.Tensor, slot_classes: torch.Tensor) -> torch.Tensor:
+    """S_ŷ(x) − max over the other guided classes S_c'(x), B×H×W.
+
+    The margin the relabel rule acts on; NaN where ŷ has no guide or no other
+    class of the image has one.
+    """
+    regions = slot_regions(prediction, slot_classes)
+    others = (slot_classes >= 0)[:, :, None, None] & ~regions
+    own = torch.where(regions.any(dim=1), (maps * regions).sum(dim=1), torch.full_like(maps[:, 0], math.nan))
+    best_other = torch.where(others, maps, torch.full_like(maps, -math.inf)).max(dim=1).values
+    return torch.where(torch.isfinite(best_other), own - best_other, torch.full_like(own, math.nan))

@@ -71,8 +71,8 @@ class PseudoWriter:
         """A new file for `ids` with image sizes `shapes` (N×2 H, W); attrs as §4 lists them."""
         if compression not in COMPRESSIONS:
             raise InputError(f"compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
-        path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             handle = h5py.File(path, "w", rdcc_nbytes=CHUNK_CACHE_BYTES)
         except OSError as error:
             raise InputError(f"{path}: cannot create the pseudo-label file ({first_line(error)})") from None

@@ -40,6 +40,7 @@ from cisctool.cisc import (
     present_classes,
     relabel,
     reliability,
+    similarity_contrast,
     upsample_maps,
 )
 from cisctool.config import Config, config_hash, to_toml
@@ -99,6 +100,7 @@ class BatchSignals:
     maps: torch.Tensor  # B×K×H×W CISC maps of the guided slots
     slot_classes: torch.Tensor  # B×K, −1 = empty slot
     cisc: torch.Tensor  # S_ŷ, NaN where ŷ has no guide
+    contrast: torch.Tensor  # S_ŷ − best other guided S (report only)
     weights: dict[str, torch.Tensor]  # per weight mode
     reliability: torch.Tensor  # B
     guide_rows: torch.Tensor  # B×C
@@ -181,6 +183,7 @@ def batch_signals(
         maps=maps,
         slot_classes=slot_classes,
         cisc=cisc,
+        contrast=similarity_contrast(maps, raw, slot_classes),
         weights={mode: pixel_weight(agreements, slot_classes, mode, chosen_slot) for mode in WEIGHT_MODES},
         reliability=reliability(cisc, valid),
         guide_rows=guide_rows,
@@ -210,6 +213,7 @@ def host_arrays(signals: BatchSignals, label: torch.Tensor) -> dict[str, np.ndar
         "raw_label": signals.raw_label.to(torch.uint8),
         "confidence": signals.confidence.half(),
         "cisc": signals.cisc.half(),
+        "contrast": signals.contrast.half(),
         "reliability": signals.reliability.float(),
         "guide_rows": signals.guide_rows.int(),
         **{f"weight_{mode}": weight.half() for mode, weight in signals.weights.items()},
@@ -318,6 +322,10 @@ def rectify_round(
         "tta": tta,
     }
     work_path = partial_path(final_path)
+    try:
+        final_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{final_path.parent}: cannot create the pseudo-label file's folder ({error})") from None
     ids = [entry.id for entry in entries]
     if resume and work_path.exists():
         writer = PseudoWriter.reopen(work_path, attrs, ids)
@@ -340,7 +348,8 @@ def rectify_round(
     return outcome
 
 
-SIGNALS = ["confidence", "cisc", *(f"weight_{mode}" for mode in WEIGHT_MODES),
+SIGNALS = ["confidence", "confidence_where_guided", "cisc", "cisc_contrast", "confidence_x_cisc",
+           *(f"weight_{mode}" for mode in WEIGHT_MODES),
            *(f"confidence_x_weight_{mode}" for mode in WEIGHT_MODES)]  # fmt: skip
 
 
@@ -456,7 +465,14 @@ def _store(
         positions.append(key)
         images.append(image)
         confidence = crop["confidence"].astype(np.float32)
-        signals = {"confidence": confidence, "cisc": crop["cisc"].astype(np.float32)}
+        cisc = crop["cisc"].astype(np.float32)
+        signals = {
+            "confidence": confidence,
+            "confidence_where_guided": np.where(np.isnan(cisc), np.nan, confidence),
+            "cisc": cisc,
+            "cisc_contrast": (crop["contrast"].astype(np.float32) + 1.0) / 2.0,  # [−1, 1] → [0, 1]
+            "confidence_x_cisc": confidence * np.nan_to_num(cisc, nan=1.0),  # unguided pixels: confidence
+        }
         for mode in WEIGHT_MODES:
             weight = crop[f"weight_{mode}"].astype(np.float32)
             signals[f"weight_{mode}"] = weight

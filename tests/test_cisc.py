@@ -15,6 +15,7 @@ from cisctool.cisc import (
     predicted_class_similarity,
     relabel,
     reliability,
+    similarity_contrast,
     upsample_maps,
 )
 
@@ -182,3 +183,19 @@ def test_upsample_maps_is_bilinear_to_label_size():
     maps = torch.rand(2, 3, 4, 4)
     assert upsample_maps(maps, (16, 12)).shape == (2, 3, 16, 12)
     torch.testing.assert_close(upsample_maps(maps, (4, 4)), maps)
+
+
+def test_similarity_contrast_equals_pixel_loop():
+    maps, prediction, slot_classes, _ = rectify_inputs(3)
+    contrast = similarity_contrast(maps, prediction, slot_classes)
+    for image in range(3):
+        for y in range(5):
+            for x in range(6):
+                predicted = int(prediction[image, y, x])
+                own = [float(maps[image, k, y, x]) for k in range(2) if int(slot_classes[image, k]) == predicted]
+                others = [float(maps[image, k, y, x]) for k in range(2)
+                          if int(slot_classes[image, k]) not in (-1, predicted)]
+                if own and others:
+                    assert abs(float(contrast[image, y, x]) - (own[0] - max(others))) < 1e-6
+                else:
+                    assert torch.isnan(contrast[image, y, x])

@@ -183,3 +183,69 @@ def test_index_query_prints_guides_and_saves_a_picture(project: Path, tmp_path: 
     broken.write_bytes(b"nope")
     result = run("--config", config, "index", "query", str(broken), "--device", "cpu")
     assert result.exit_code == 2 and "broken.png: cannot read image" in result.output
+
+
+@pytest.fixture
+def project_round0(project: Path) -> str:
+    """The project with round 0 trained and its index built; returns the config path."""
+    config = str(project / "cisctool.toml")
+    assert run("--config", config, "train", *FAST_FLAGS).exit_code == 0
+    assert run("--config", config, "index", "build", "--device", "cpu").exit_code == 0
+    return config
+
+
+def test_rectify_export_and_pseudo_eval(project_round0: str, tmp_path: Path):
+    config = project_round0
+    result = run("--config", config, "rectify", "--round", "1", "--batch-size", "4", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "raw mIoU %" in result.output and "confidence" in result.output and "img/s" in result.output
+    assert (tmp_path / "runs/demo/round1/pseudo.h5").is_file()
+    quality = json.loads((tmp_path / "runs/demo/round1/pseudo_quality.json").read_text())
+    assert quality["images"] == 6 and quality["guide"] == "nearest"
+
+    result = run("--config", config, "eval", "--round", "1", "--split", "pseudo", "--json", "p.json")
+    assert result.exit_code == 0, result.output
+    scored = json.loads((tmp_path / "p.json").read_text())
+    assert scored["raw_miou"] == pytest.approx(quality["raw_miou"])  # file and live report agree
+
+    result = run("--config", config, "export", "--round", "1", "--out", "png", "--overlay")
+    assert result.exit_code == 0, result.output
+    masks = sorted((tmp_path / "png").glob("*.png"))
+    assert len(masks) == 6 and len(list((tmp_path / "png/overlay").glob("*.png"))) == 6
+    from cisctool.data.masks import read_mask
+    from cisctool.pseudo_store import PseudoLabels
+
+    with PseudoLabels(tmp_path / "runs/demo/round1/pseudo.h5") as stored:
+        assert np.array_equal(read_mask(tmp_path / "png" / f"{stored.ids[0]}.png"), stored.pixels("label", 0))
+        with Image.open(masks[0]) as picture:
+            assert picture.mode == "P"
+
+
+def test_rectify_bad_inputs_exit_2_and_damage_nothing(project_round0: str, project: Path, tmp_path: Path):
+    config = project_round0
+    rectify = ["--config", config, "rectify", "--round", "1", "--device", "cpu"]
+    result = run("--config", config, "rectify", "--round", "2")
+    assert result.exit_code == 2 and "round1/model.pt: no model for round 1" in result.output
+    assert run(*rectify).exit_code == 0
+    pseudo = tmp_path / "runs/demo/round1/pseudo.h5"
+    before = pseudo.read_bytes()
+    result = run(*rectify)
+    assert result.exit_code == 2 and "already exists; pass --force" in result.output
+    unlabeled = (project / "splits/unlabeled.txt").read_text().split()[0]
+    image_bytes = (project / unlabeled).read_bytes()
+    (project / unlabeled).write_bytes(b"broken")
+    result = run(*rectify, "--force")
+    assert result.exit_code == 2 and f"{unlabeled}: cannot read image" in result.output.replace("\n", "")
+    assert pseudo.read_bytes() == before
+    (project / unlabeled).write_bytes(image_bytes)
+    shutil.rmtree(tmp_path / "runs/demo/round1")
+    (tmp_path / "runs/demo/round1").write_text("a file where the round folder should be")
+    result = run(*rectify)
+    assert result.exit_code == 2 and "cannot create the pseudo-label file's folder" in result.output.replace("\n", "")
+    assert run("--config", config, "train", *FAST_FLAGS, "--consistency-weight", "0").exit_code == 0
+    result = run(*rectify)
+    assert result.exit_code == 2 and "stale" in result.output
+    (tmp_path / "indexes/demo/round0.json").unlink()
+    result = run(*rectify)
+    assert result.exit_code == 2 and "round0.json: index file not found" in result.output.replace("\n", "")
+    assert "Traceback" not in result.output
