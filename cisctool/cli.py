@@ -14,7 +14,7 @@ import click
 import torch
 
 from cisctool import __version__
-from cisctool.config import Config, load_config
+from cisctool.config import Config, RectifyConfig, load_config
 from cisctool.console import console, set_verbosity, verbose
 from cisctool.errors import InputError
 from cisctool.reports import eval_table, guides_table, index_table, train_table
@@ -210,6 +210,25 @@ def eval_command(
 
 
 @main.command()
+@click.option("--folds", type=click.IntRange(2), default=3, show_default=True, help="K cross-fitting folds.")
+@click.option("--max-steps", type=click.IntRange(1), default=None, help="Training steps per fold model.")
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.pass_context
+def tune(ctx: click.Context, folds: int, max_steps: int | None, device: str | None) -> None:
+    """Choose rectify thresholds by K-fold cross-fitting on the labeled images (never the unlabeled masks)."""
+    from cisctool.reports import quality_tables, tune_table
+    from cisctool.tune import tune_thresholds
+
+    outcome = tune_thresholds(_config(ctx), _device(device), folds, max_steps)
+    console.print(quality_tables(outcome.signals, "held-out signals")[-1])
+    console.print(tune_table(outcome.results, outcome.recommended, folds))
+    defaults = RectifyConfig()
+    changes = [f"{key} = {value:g}" for key, value in outcome.recommended.items() if value != getattr(defaults, key)]
+    advice = "add to [rectify]: " + "; ".join(changes) if changes else "leave relabel and drop off (the defaults)"
+    console.print(f"wrote {outcome.path} ({outcome.seconds:.0f} s); {advice}")
+
+
+@main.command()
 @click.option("--round", "round_index", type=click.IntRange(1), required=True)
 @click.option("--format", "file_format", type=click.Choice(["png"]), default="png", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
@@ -334,20 +353,41 @@ def rectify(
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_data"), show_default=True)
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
 def demo(out: Path, device: str | None) -> None:
-    """Make the demo data (if missing), train round 0 on it, evaluate, print the table."""
+    """Demo data (if missing) → train round 0 → index → rectify pseudo labels for round 1, with tables.
+
+    Each step whose outputs exist and are current is skipped; a killed step resumes.
+    """
     from cisctool.data.demo import make_demo
+    from cisctool.index_build import build_round_index, open_round_index
     from cisctool.pipeline import train_and_evaluate
+    from cisctool.rectify import rectify_round
+    from cisctool.reports import quality_tables
+    from cisctool.runs import RunLayout
 
     config_path = out / "cisctool.toml"
     if not config_path.exists():
         make_demo(out)
         console.print(f"demo data written to {out}/")
     config = load_config(config_path)
-    outcome, result = train_and_evaluate(config, _device(device), resume=True)
+    device = _device(device)
+    layout = RunLayout.of(config)
+    outcome, result = train_and_evaluate(config, device, resume=True)
     console.print(train_table(outcome))
     if result is not None:
         console.print(eval_table(result, f"demo: round 0 on val ({result.mode})"))
-    console.print(f"outputs in {outcome.model_path.parent}/")
+    try:
+        stale = open_round_index(config, 0)[1]
+    except InputError:
+        stale = True
+    if stale:
+        console.print(index_table(build_round_index(config, 0, device), list(config.class_names)))
+    if layout.pseudo(1).exists():
+        console.print(f"{layout.pseudo(1)} exists; `cisctool eval --round 1 --split pseudo` reports on it")
+    else:
+        rectified = rectify_round(config, 1, device, resume=True)
+        for table in quality_tables(rectified.report, "demo: pseudo labels for round 1"):
+            console.print(table)
+    console.print(f"outputs in {layout.run_dir}/ and {layout.index_dir}/")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,7 +348,7 @@ def rectify_round(
     return outcome
 
 
-SIGNALS = ["confidence", "confidence_where_guided", "cisc", "cisc_contrast", "confidence_x_cisc",
+SIGNALS = ["confidence", "confidence_where_guided", "cisc", "cisc_calibrated", "cisc_contrast", "confidence_x_cisc",
            *(f"weight_{mode}" for mode in WEIGHT_MODES),
            *(f"confidence_x_weight_{mode}" for mode in WEIGHT_MODES)]  # fmt: skip
 
@@ -365,49 +365,30 @@ def _run(
     crash_after: int | None,
 ) -> RectifyOutcome:
     settings = RectifySettings.of(config)
-    model, _ = load_model(RunLayout.of(config).model(source_round), expected=config)
-    model.eval().to(device)
-    if config.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    source = GuideSource(
-        prototype_index, settings.num_classes, config.rectify.guide, config.index.topk, config.train.seed
-    )
-    own_rows = source.labeled_rows([entry.id for entry in entries])
+    model, source = guided_model(config, RunLayout.of(config).model(source_round), prototype_index, device)
     pending = set(writer.pending().tolist())
     batches = [batch for batch in fixed_batches(len(entries), config.rectify.batch_size) if pending & set(batch)]
-    dataset = InferenceDataset(entries, settings.num_classes, settings.ignore_index, with_masks=with_masks)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=min(config.train.workers, 4),
-        collate_fn=functools.partial(pad_collate, ignore_index=settings.ignore_index),
-        pin_memory=device.startswith("cuda"),
-    )
     quality = QualityAccumulator(list(config.class_names), settings.ignore_index, SIGNALS)
     queries = {"guided": 0, "fallback": 0, "unguided": 0}
-    store = functools.partial(_store, writer, quality, pending, config.rectify.weight_mode, with_masks)
+    calibration = class_calibration(config, model, source, device) if with_masks else None
+    store = functools.partial(
+        _store, writer, quality, pending, config.rectify.weight_mode, with_masks, calibration
+    )
     background = BackgroundWriter(store)
-    amp = config.train.amp and device.startswith("cuda")
     started = time.perf_counter()
     computed = 0
+    stream = signal_stream(config, model, source, entries, batches, device, tta, with_masks)
     try:
-        with progress_bar(RateColumn("img")) as bar, torch.inference_mode(), torch.autocast(
-            device_type="cuda", enabled=amp
-        ):
+        with progress_bar(RateColumn("img")) as bar, torch.inference_mode():
             task = bar.add_task(f"rectify for round {source_round + 1}", total=len(pending))
-            for done_batches, batch in enumerate(loader):
-                images = batch["image"].to(device, non_blocking=True)
-                if config.train.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                keys = batch["index"].numpy()
-                valid = _valid_pixels(batch["sizes"], images.shape[-2:]).to(device)
-                signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, tta)
+            for done_batches, (batch, signals) in enumerate(stream):
                 label = rectified_labels(
                     signals, settings.margin, settings.p_min, settings.cisc_min, settings.conf_min,
                     settings.ignore_index,
                 )  # fmt: skip
                 for name, count in signals.queries.items():
                     queries[name] += count
+                keys = batch["index"].numpy()
                 background.put((keys, batch["sizes"].numpy(), host_arrays(signals, label), batch["mask"].numpy()))
                 fresh = len(pending.intersection(keys.tolist()))
                 computed += fresh
@@ -430,11 +411,127 @@ def _run(
     return RectifyOutcome(Path(), len(entries), computed, seconds, report)
 
 
+def guided_model(
+    config: Config, model_path: Path, prototype_index: Any, device: str
+) -> tuple[nn.Module, GuideSource]:
+    """The model in eval mode on `device` and the guide source over its index."""
+    model, _ = load_model(model_path, expected=config)
+    model.eval().to(device)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    source = GuideSource(
+        prototype_index, config.data.num_classes, config.rectify.guide, config.index.topk, config.train.seed
+    )
+    return model, source
+
+
+def signal_stream(
+    config: Config,
+    model: nn.Module,
+    source: GuideSource,
+    entries: list[SplitEntry],
+    batches: list[list[int]],
+    device: str,
+    tta: bool,
+    with_masks: bool,
+) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
+    """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each."""
+    settings = RectifySettings.of(config)
+    own_rows = source.labeled_rows([entry.id for entry in entries])
+    dataset = InferenceDataset(entries, settings.num_classes, settings.ignore_index, with_masks=with_masks)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=min(config.train.workers, 4),
+        collate_fn=functools.partial(pad_collate, ignore_index=settings.ignore_index),
+        pin_memory=device.startswith("cuda"),
+    )
+    amp = config.train.amp and device.startswith("cuda")
+    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+    for batch in loader:
+        with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=amp):
+            images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            keys = batch["index"].numpy()
+            valid = _valid_pixels(batch["sizes"], images.shape[-2:]).to(device)
+            signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, tta)
+        yield batch, signals
+
+
 def _valid_pixels(sizes: torch.Tensor, padded: torch.Size) -> torch.Tensor:
     """B×H×W bools: inside each image's own H×W, false on the padding."""
     rows = torch.arange(padded[0]).view(1, -1, 1) < sizes[:, 0].view(-1, 1, 1)
     cols = torch.arange(padded[1]).view(1, 1, -1) < sizes[:, 1].view(-1, 1, 1)
     return rows & cols
+
+
+CALIBRATION_QUANTILES = 101
+
+
+def class_calibration(
+    config: Config, model: nn.Module, source: GuideSource, device: str
+) -> np.ndarray:
+    """C×Q quantiles of S_c on labeled pixels of class c (rightly predicted, guided by another image).
+
+    Maps an unlabeled pixel's S_ŷ to how typical that similarity is for class ŷ
+    on labeled images (`calibrated_cisc`), making S comparable across classes.
+    Rows of classes without guided labeled pixels are NaN.
+    """
+    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    batches = fixed_batches(len(entries), config.rectify.batch_size)
+    values: list[list[np.ndarray]] = [[] for _ in range(config.data.num_classes)]
+    for batch, signals in signal_stream(config, model, source, entries, batches, device, False, True):
+        truth = batch["mask"].to(signals.raw_label.device)
+        right = (signals.raw_label == truth) & ~torch.isnan(signals.cisc)
+        cisc, classes = signals.cisc[right].cpu().numpy(), truth[right].cpu().numpy()
+        for cls in np.unique(classes):
+            values[cls].append(cisc[classes == cls])
+    levels = np.linspace(0.0, 1.0, CALIBRATION_QUANTILES)
+    table = np.full((config.data.num_classes, CALIBRATION_QUANTILES), np.nan, dtype=np.float32)
+    for cls, parts in enumerate(values):
+        if parts:
+            table[cls] = np.quantile(np.concatenate(parts), levels)
+    return table
+
+
+def calibrated_cisc(cisc: np.ndarray, predicted: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Each pixel's S_ŷ as its quantile level among labeled pixels of class ŷ (NaN when unknown)."""
+    levels = np.linspace(0.0, 1.0, table.shape[1])
+    out = np.full(cisc.shape, np.nan, dtype=np.float32)
+    for cls in np.unique(predicted):
+        if cls < len(table) and not np.isnan(table[cls]).any():
+            chosen = (predicted == cls) & ~np.isnan(cisc)
+            out[chosen] = np.interp(cisc[chosen], table[cls], levels)
+    return out
+
+
+def cropped_images(
+    keys: np.ndarray, sizes: np.ndarray, arrays: dict[str, np.ndarray], masks: np.ndarray, with_masks: bool
+) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray | None]]:
+    """Each image of a host batch: (split position, its H×W arrays, its mask or None)."""
+    for slot, key in enumerate(keys.tolist()):
+        height, width = (int(value) for value in sizes[slot])
+        crop = {name: value[slot, :height, :width] for name, value in arrays.items() if value.ndim == 3}
+        crop.update({name: value[slot] for name, value in arrays.items() if value.ndim < 3})
+        yield key, crop, masks[slot, :height, :width] if with_masks else None
+
+
+def report_signals(crop: dict[str, np.ndarray], calibration: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-pixel signals the quality report scores (SIGNALS), in [0, 1], NaN = undefined."""
+    confidence = crop["confidence"].astype(np.float32)
+    cisc = crop["cisc"].astype(np.float32)
+    signals = {
+        "confidence": confidence,
+        "confidence_where_guided": np.where(np.isnan(cisc), np.nan, confidence),
+        "cisc": cisc,
+        "cisc_calibrated": calibrated_cisc(cisc, crop["raw_label"], calibration),
+        "cisc_contrast": (crop["contrast"].astype(np.float32) + 1.0) / 2.0,  # [−1, 1] → [0, 1]
+        "confidence_x_cisc": confidence * np.nan_to_num(cisc, nan=1.0),  # unguided pixels: confidence
+    }
+    for mode in WEIGHT_MODES:
+        weight = crop[f"weight_{mode}"].astype(np.float32)
+        signals[f"weight_{mode}"] = weight
+        signals[f"confidence_x_weight_{mode}"] = confidence * weight
+    return signals
 
 
 def _store(
@@ -443,40 +540,25 @@ def _store(
     pending: set[int],
     weight_mode: str,
     with_masks: bool,
+    calibration: np.ndarray | None,
     item: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray],
 ) -> None:
     """Writer-thread side: crop each pending image out of its batch, write it, score it."""
-    keys, sizes, arrays, masks = item
     positions, images = [], []
-    for slot, key in enumerate(keys.tolist()):
+    for key, crop, truth in cropped_images(*item, with_masks):
         if key not in pending:
             continue
-        height, width = (int(value) for value in sizes[slot])
-        crop = {name: value[slot, :height, :width] for name, value in arrays.items() if value.ndim == 3}
         image = PseudoImage(
             label=crop["label"],
             raw_label=crop["raw_label"],
             confidence=crop["confidence"],
             cisc=crop["cisc"],
             weight=crop[f"weight_{weight_mode}"],
-            guides=arrays["guide_rows"][slot],
-            reliability=float(arrays["reliability"][slot]),
+            guides=crop["guide_rows"],
+            reliability=float(crop["reliability"]),
         )
         positions.append(key)
         images.append(image)
-        confidence = crop["confidence"].astype(np.float32)
-        cisc = crop["cisc"].astype(np.float32)
-        signals = {
-            "confidence": confidence,
-            "confidence_where_guided": np.where(np.isnan(cisc), np.nan, confidence),
-            "cisc": cisc,
-            "cisc_contrast": (crop["contrast"].astype(np.float32) + 1.0) / 2.0,  # [−1, 1] → [0, 1]
-            "confidence_x_cisc": confidence * np.nan_to_num(cisc, nan=1.0),  # unguided pixels: confidence
-        }
-        for mode in WEIGHT_MODES:
-            weight = crop[f"weight_{mode}"].astype(np.float32)
-            signals[f"weight_{mode}"] = weight
-            signals[f"confidence_x_weight_{mode}"] = confidence * weight
-        truth = masks[slot, :height, :width] if with_masks else None
+        signals = report_signals(crop, calibration) if truth is not None else {}
         quality.add(image.raw_label, image.label, image.weight, image.reliability, signals, truth)
     writer.write(positions, images)

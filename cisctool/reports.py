@@ -139,3 +139,30 @@ def quality_tables(report: dict, title: str) -> list[Table]:
 
 def _maybe_number(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
+
+
+def tune_table(results: list[dict], recommended: dict[str, float], folds: int) -> Table:
+    """Leaving labels as predicted vs the best relabel and drop settings, scored on held-out folds."""
+    table = Table(title=f"thresholds cross-fitted on {folds} held-out folds of the labeled images")
+    table.caption = "mIoU counts a dropped pixel as missed; changed = relabeled or dropped pixels"
+    for column in ("setting", "margin", "p_min", "cisc_min", "conf_min", "changed %", "mIoU %"):
+        table.add_column(column, justify="left" if column == "setting" else "right")
+    baseline = results[0]
+    rows = [("as predicted", baseline)]
+    for name in ("relabel", "drop"):
+        rows.append((f"best {name}", max((r for r in results if r["family"] == name), key=lambda r: r["miou"])))
+    for label, result in rows:
+        table.add_row(
+            label, *(_setting_value(result[key]) for key in ("margin", "p_min", "cisc_min", "conf_min")),
+            _percent(result["changed"]), f"{_percent(result['miou'])} ({100 * (result['miou'] - baseline['miou']):+.2f})",
+        )  # fmt: skip
+    table.add_section()
+    table.add_row(
+        "[bold]recommended", *(_setting_value(recommended[key]) for key in ("margin", "p_min", "cisc_min", "conf_min")),
+        "", "",
+    )  # fmt: skip
+    return table
+
+
+def _setting_value(value: float) -> str:
+    return "off" if math.isinf(value) else f"{value:g}"

@@ -249,3 +249,14 @@ def test_rectify_bad_inputs_exit_2_and_damage_nothing(project_round0: str, proje
     result = run(*rectify)
     assert result.exit_code == 2 and "round0.json: index file not found" in result.output.replace("\n", "")
     assert "Traceback" not in result.output
+
+
+def test_demo_runs_round0_index_and_rectify_then_skips_them(project: Path, tmp_path: Path):
+    result = run("demo", "--out", str(project), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "demo: round 0 on val" in result.output and "demo: pseudo labels for round 1" in result.output
+    assert (tmp_path / "runs/demo/round1/pseudo.h5").is_file()
+    index_bytes = (tmp_path / "indexes/demo/round0.faiss").read_bytes()
+    result = run("demo", "--out", str(project), "--device", "cpu")
+    assert result.exit_code == 0 and "pseudo.h5 exists" in result.output
+    assert (tmp_path / "indexes/demo/round0.faiss").read_bytes() == index_bytes
