@@ -126,15 +126,27 @@ class PseudoWriter:
         return np.flatnonzero(~self.done)
 
     def write(self, indices: Sequence[int], images: Sequence[PseudoImage]) -> None:
-        """Store images at their split positions, mark them done, flush."""
+        """Store images at their split positions, mark them done, flush.
+
+        Consecutive positions are written as one slice per dataset: a compressed
+        chunk is then encoded once, not once per image that touches it.
+        """
         handle = self.handle
-        for index, image in zip(indices, images, strict=True):
-            start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+        order = np.argsort(np.asarray(indices, dtype=np.int64), kind="stable")
+        ordered = np.asarray(indices, dtype=np.int64)[order]
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        for run in np.split(np.arange(len(ordered)), breaks):
+            if run.size == 0:
+                continue
+            first, last = int(ordered[run[0]]), int(ordered[run[-1]])
+            start, stop = int(self.offsets[first]), int(self.offsets[last + 1])
+            members = [images[order[slot]] for slot in run]
             for name, dtype in PIXEL_DTYPES.items():
-                handle[name][start:stop] = getattr(image, name).reshape(-1).astype(dtype, copy=False)
-            handle["guides"][index] = image.guides
-            handle["reliability"][index] = image.reliability
-        ordered = np.sort(np.asarray(indices, dtype=np.int64))
+                handle[name][start:stop] = np.concatenate(
+                    [getattr(image, name).reshape(-1).astype(dtype, copy=False) for image in members]
+                )
+            handle["guides"][first : last + 1] = np.stack([image.guides for image in members])
+            handle["reliability"][first : last + 1] = [image.reliability for image in members]
         self.done[ordered] = True
         handle["done"][ordered] = True
         handle.flush()

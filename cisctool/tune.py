@@ -44,7 +44,7 @@ from cisctool.rectify import (
 from cisctool.runs import RunLayout, atomic_write_json, atomic_write_text
 from cisctool.train import train_round0
 
-MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3)
+MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 P_MINS = (0.1, 0.2, 0.3)
 CISC_MINS = (-1.0, 0.2, 0.3, 0.4, 0.5, 0.6)
 CONF_MINS = (0.0, 0.5, 0.7, 0.9)
