@@ -136,9 +136,13 @@ def check_command(ctx: click.Context) -> None:
 
 # ---------------------------------------------------------------- train / eval
 @main.command()
-@click.option("--round", "round_index", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--round", "round_index", type=click.IntRange(0), default=0, show_default=True,
+              help="0: labeled images only; N ≥ 1: plus round N's pseudo labels (run rectify --round N first).")
 @click.option("--resume", is_flag=True, help="Continue from the round's last.pt.")
-@click.option("--max-steps", type=click.IntRange(1), default=None, help="Override train.max_steps.")
+@click.option("--max-steps", type=click.IntRange(1), default=None,
+              help="Override train.max_steps (round 0) or train.round_max_steps (rounds ≥ 1).")
+@click.option("--init", type=click.Choice(["scratch", "previous"]), default=None,
+              help="Rounds ≥ 1: start from scratch or from round N-1's model [default: train.init].")
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [default: train.amp].")
 @click.option("--consistency-weight", type=click.FloatRange(0), default=None,
@@ -149,26 +153,24 @@ def train(
     round_index: int,
     resume: bool,
     max_steps: int | None,
+    init: str | None,
     device: str | None,
     amp: bool | None,
     consistency_weight: float | None,
 ) -> None:
-    """Train a segmenter: round 0 on the labeled images (then evaluate on val)."""
+    """Train round N (0: labeled images; N ≥ 1: labeled + rectified pseudo labels), then evaluate on val."""
     from cisctool.pipeline import train_and_evaluate
 
-    if round_index != 0:
-        raise InputError(
-            f"--round {round_index}: training on pseudo labels needs `rectify`, "
-            "which this version does not have yet; only --round 0 is available"
-        )
+    steps_key = "train.max_steps" if round_index == 0 else "train.round_max_steps"
     config = _config(
         ctx,
-        {"train.max_steps": max_steps, "train.amp": amp, "train.consistency_weight": consistency_weight},
-    )
-    outcome, result = train_and_evaluate(config, _device(device), resume)
+        {steps_key: max_steps, "train.amp": amp, "train.consistency_weight": consistency_weight,
+         "train.init": init},
+    )  # fmt: skip
+    outcome, result = train_and_evaluate(config, _device(device), resume, round_index)
     console.print(train_table(outcome))
     if result is not None:
-        console.print(eval_table(result, f"round 0 on val ({result.mode})"))
+        console.print(eval_table(result, f"round {round_index} on val ({result.mode})"))
     console.print(f"wrote {outcome.model_path} and metrics beside it")
 
 

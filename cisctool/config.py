@@ -49,7 +49,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """SGD (or AdamW for small nets from scratch) with poly decay; `batch_size` counts images per step."""
+    """SGD (or AdamW for small nets from scratch) with poly decay; `batch_size` counts images per step.
+
+    Rounds ≥ 1 add `pseudo_batch_size` pseudo-labeled images per step (0 = batch_size),
+    run `round_max_steps` steps (0 = as round 0) and start from `init`: "scratch"
+    (ImageNet or random, as round 0) or "previous" (round N−1's model).
+    """
 
     epochs: int = 80
     max_steps: int = 0
@@ -69,6 +74,9 @@ class TrainConfig:
     consistency_weight: float = 1.0
     log_every: int = 10
     checkpoint_every: int = 100
+    pseudo_batch_size: int = 0
+    round_max_steps: int = 0
+    init: str = "scratch"
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ TOP_LEVEL_KEYS = ("name", "dataset", "workdir")
 CHOICES: dict[str, tuple[str, ...]] = {
     "eval.mode": ("whole", "slide"),
     "train.optimizer": ("sgd", "adamw"),
+    "train.init": ("scratch", "previous"),
     "index.use_gpu": ("auto", "true", "false"),
     "rectify.guide": ("nearest", "random"),
     "rectify.weight_mode": ("official", "mean"),

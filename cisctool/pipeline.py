@@ -11,7 +11,7 @@ from cisctool.evaluate import EvalResult, evaluate
 from cisctool.pseudo_store import PseudoLabels
 from cisctool.quality import QualityAccumulator
 from cisctool.runs import RunLayout, atomic_write_json
-from cisctool.train import TrainOutcome, train_round0
+from cisctool.train import TrainOutcome, train_round
 
 
 def evaluate_round(config: Config, round_index: int, device: str) -> EvalResult:
@@ -36,23 +36,24 @@ def evaluate_round(config: Config, round_index: int, device: str) -> EvalResult:
 
 
 def train_and_evaluate(
-    config: Config, device: str, resume: bool
+    config: Config, device: str, resume: bool, round_index: int = 0
 ) -> tuple[TrainOutcome, EvalResult | None]:
-    """Train round 0, then evaluate on val (when the config names a val split) and write metrics.json."""
-    outcome = train_round0(config, device=device, resume=resume)
+    """Train round N, then evaluate on val (when the config names a val split) and write metrics.json."""
+    outcome = train_round(config, round_index, device=device, resume=resume)
     result = None
-    if config.data.val:
-        result = evaluate_round(config, 0, device)
+    if config.data.val and outcome.model_path is not None:
+        result = evaluate_round(config, round_index, device)
     metrics = {
-        "round": 0,
+        "round": round_index,
         "steps": outcome.steps,
         "train_seconds": outcome.seconds,
         "final_loss": outcome.final_loss,
         "resumed_from_step": outcome.resumed_from,
         "consistency_weight": config.train.consistency_weight,
+        "init": config.train.init if round_index else "round 0",
         "val": result.as_dict() if result is not None else None,
     }
-    atomic_write_json(RunLayout.of(config).metrics(0), metrics)
+    atomic_write_json(RunLayout.of(config).metrics(round_index), metrics)
     return outcome, result
 
 

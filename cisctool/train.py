@@ -1,4 +1,5 @@
-"""Round-0 training: supervised CE plus the CISC consistency loss on labeled pairs (DESIGN §1.7).
+"""Training a round: CE plus the CISC consistency loss on labeled pairs (DESIGN §1.7), and from
+round 1 on, the weighted CE on rectified pseudo labels (§1.8, `pseudo_training`).
 
 SGD with momentum, poly learning-rate decay (power 0.9) and the head at
 `head_lr_mult` × the backbone's rate, as ST++ and CISC-R train DeepLabV3+.
@@ -21,15 +22,17 @@ from rich.progress import TextColumn
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cisctool.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from cisctool.checkpoint import load_checkpoint, load_model, model_payload, save_checkpoint
 from cisctool.cisc import consistency_loss
 from cisctool.config import Config, to_dict, to_toml
 from cisctool.console import progress_bar
-from cisctool.data.datasets import LabeledPairDataset, PairSettings, SeededSampler
+from cisctool.data.datasets import LabeledPairDataset, PairSettings, PseudoLabeledDataset, SeededSampler
 from cisctool.data.splits import read_split
 from cisctool.errors import InputError
 from cisctool.models import build_model
-from cisctool.runs import RunLayout, atomic_write_text
+from cisctool.pseudo_store import PseudoLabels, partial_path
+from cisctool.pseudo_training import check_pseudo_file, cutmix, select_rows, weighted_cross_entropy
+from cisctool.runs import RunLayout, atomic_write_text, sha256_file
 
 # Settings that may change between a run and its resume without changing the result.
 RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every"}
@@ -48,13 +51,14 @@ class TrainOutcome:
     resumed_from: int
 
 
-def training_signature(config: Config) -> str:
+def training_signature(config: Config, round_index: int = 0) -> str:
     """Hash of every setting that changes the trained weights (not workers, logging, device)."""
     values = to_dict(config)
     train = {key: value for key, value in values["train"].items() if key not in RESUME_FREE_KEYS}
     relevant = {"data": values["data"], "model": values["model"], "train": train,
-                "min_area": values["index"]["min_area"],
-                "guide_exclude": values["rectify"]["guide_exclude"]}  # fmt: skip
+                "min_area": values["index"]["min_area"], "round": round_index,
+                "guide_exclude": values["rectify"]["guide_exclude"],
+                "schedule": [values["rectify"]["select"], values["rectify"]["ratio"]]}  # fmt: skip
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
@@ -90,45 +94,93 @@ def build_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     )
 
 
-def total_steps_of(config: Config, dataset_size: int) -> int:
-    """`train.max_steps` if set, else epochs × pair-batches per pass over the labeled set."""
+def total_steps_of(config: Config, dataset_size: int, round_index: int = 0) -> int:
+    """Round 0: `train.max_steps` if set, else epochs × pair-batches per pass over the labeled set.
+    Rounds ≥ 1: `train.round_max_steps` when set, else as round 0."""
+    if round_index > 0 and config.train.round_max_steps > 0:
+        return config.train.round_max_steps
     if config.train.max_steps > 0:
         return config.train.max_steps
     pairs = max(config.train.batch_size // 2, 1)
     return config.train.epochs * max(dataset_size // pairs, 1)
 
 
-def train_round0(
+@dataclass
+class PseudoStream:
+    """Round ≥ 1's pseudo-labeled images: the loader and what the signature must cover."""
+
+    loader: DataLoader
+    images: int
+    selected: int
+    fingerprint: str
+
+
+def _pseudo_stream(config: Config, round_index: int, settings: PairSettings, start: int, total: int) -> PseudoStream:
+    """Open and check round N's pseudo.h5, pick the schedule's images, and stream them from `start`."""
+    layout = RunLayout.of(config)
+    previous = layout.model(round_index - 1)
+    if not previous.is_file():
+        raise InputError(f"{previous}: no model for round {round_index - 1}; train round {round_index - 1} first")
+    unlabeled = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    pseudo_path = layout.pseudo(round_index)
+    if not pseudo_path.exists() and partial_path(pseudo_path).exists():
+        raise InputError(
+            f"{partial_path(pseudo_path)}: unfinished; finish it with `cisctool rectify --round {round_index} --resume`"
+        )
+    with PseudoLabels(pseudo_path) as stored:
+        check_pseudo_file(stored, config, round_index, sha256_file(previous), {entry.id for entry in unlabeled})
+        rows = select_rows(stored.reliability, round_index, config.rectify.select, config.rectify.ratio)
+        images = len(stored)
+        fingerprint = json.dumps(
+            [stored.attrs.get(key) for key in ("checkpoint_sha256", "index_sha256", "config_hash")]
+        )
+    batch = config.train.pseudo_batch_size or config.train.batch_size
+    dataset = PseudoLabeledDataset(pseudo_path, unlabeled, rows.tolist(), settings)
+    sampler = SeededSampler(len(rows), config.train.seed + 7919 * round_index, start * batch, total * batch)
+    loader = DataLoader(
+        dataset, batch_size=batch, sampler=sampler, num_workers=config.train.workers, drop_last=True,
+    )  # fmt: skip
+    fingerprint += hashlib.sha256(rows.tobytes()).hexdigest()
+    return PseudoStream(loader, images, len(rows), fingerprint)
+
+
+def train_round(
     config: Config,
+    round_index: int = 0,
     device: str = "cpu",
     resume: bool = False,
     stop_at_step: int | None = None,
 ) -> TrainOutcome:
-    """Train round 0 on the labeled images; write last.pt, model.pt and train.log.
+    """Train round N; write last.pt, model.pt and train.log under runs/<name>/round<N>/.
 
+    Round 0 learns from the labeled images alone; round N ≥ 1 adds round N's
+    pseudo labels (checked against round N−1's model) with a weighted CE.
     `stop_at_step` ends the run after that many steps as if the process had
     been killed there (the crash hook the resume tests use): nothing beyond
     the last periodic checkpoint is saved, and no model.pt is written.
     """
     layout = RunLayout.of(config)
     entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
-    dataset = LabeledPairDataset(
-        entries,
-        PairSettings(
-            num_classes=config.data.num_classes,
-            ignore_index=config.data.ignore_index,
-            crop_size=config.train.crop_size,
-            scale_range=(config.train.scale_min, config.train.scale_max),
-            min_area=config.index.min_area,
-            excluded_classes=config.rectify.guide_exclude,
-        ),
+    settings = PairSettings(
+        num_classes=config.data.num_classes,
+        ignore_index=config.data.ignore_index,
+        crop_size=config.train.crop_size,
+        scale_range=(config.train.scale_min, config.train.scale_max),
+        min_area=config.index.min_area,
+        excluded_classes=config.rectify.guide_exclude,
     )
+    dataset = LabeledPairDataset(entries, settings)
     pairs = max(config.train.batch_size // 2, 1)
-    total_steps = total_steps_of(config, len(dataset))
+    total_steps = total_steps_of(config, len(dataset), round_index)
     use_amp = config.train.amp and device.startswith("cuda")
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+    signature = training_signature(config, round_index)
+    pseudo = None
+    if round_index > 0:  # checked before anything is built, restored or written
+        pseudo = _pseudo_stream(config, round_index, settings, 0, 0)
+        signature = hashlib.sha256((signature + pseudo.fingerprint).encode()).hexdigest()
 
-    torch.manual_seed(config.train.seed)
+    torch.manual_seed(config.train.seed + round_index)
     model = build_model(
         config.model.arch,
         config.model.backbone,
@@ -136,15 +188,19 @@ def train_round0(
         pretrained=config.model.pretrained,
         output_stride=config.model.output_stride,
         head_channels=config.model.head_channels,
-    ).to(device, memory_format=memory_format)
+    )
+    if round_index > 0 and config.train.init == "previous":
+        model.load_state_dict(load_model(layout.model(round_index - 1), expected=config)[0].state_dict())
+    model = model.to(device, memory_format=memory_format)
     optimizer = build_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    signature = training_signature(config)
     start_step = 0
-    last_path = layout.last(0)
+    last_path = layout.last(round_index)
     if resume and last_path.exists():
         start_step = _restore(last_path, signature, model, optimizer, scaler)
-    layout.round_dir(0).mkdir(parents=True, exist_ok=True)
+    if pseudo is not None:
+        pseudo = _pseudo_stream(config, round_index, settings, start_step, total_steps)
+    layout.round_dir(round_index).mkdir(parents=True, exist_ok=True)
     atomic_write_text(layout.resolved_config, to_toml(config))
 
     sampler = SeededSampler(len(dataset), config.train.seed, start_step * pairs, total_steps * pairs)
@@ -157,22 +213,27 @@ def train_round0(
         drop_last=True,
         generator=torch.Generator().manual_seed(config.train.seed),
     )
+    batches = zip(loader, pseudo.loader) if pseudo is not None else ((batch, None) for batch in loader)
     started = time.perf_counter()
     step, loss_value = start_step, float("nan")
-    log = open(layout.train_log(0), "a" if start_step else "w")
+    log = open(layout.train_log(round_index), "a" if start_step else "w")
+    if pseudo is not None and not start_step:
+        log.write(f"pseudo-labeled images: {pseudo.selected} of {pseudo.images} (rectify.select = {config.rectify.select})\n")
     columns = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("lr {task.fields[lr]:.2e}"))
     try:
         with progress_bar(*columns) as bar:
-            task = bar.add_task("train round 0", total=total_steps, completed=start_step, loss=0.0, lr=0.0)
+            task = bar.add_task(
+                f"train round {round_index}", total=total_steps, completed=start_step, loss=0.0, lr=0.0
+            )
             model.train()
-            for batch in loader:
+            for batch, pseudo_batch in batches:
                 if stop_at_step is not None and step >= stop_at_step:
                     break
                 learning_rate = poly_lr(config.train.lr, step, total_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate * group["lr_mult"]
-                ce, consistency = _losses(model, batch, config, device, memory_format, use_amp, pairs)
-                loss = ce + config.train.consistency_weight * consistency
+                losses = _losses(model, batch, pseudo_batch, step, config, device, memory_format, use_amp, pairs)
+                loss = losses["ce"] + config.train.consistency_weight * losses["consistency"] + losses["pseudo"]
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -181,53 +242,68 @@ def train_round0(
                 loss_value = float(loss.detach())
                 bar.update(task, completed=step, loss=loss_value, lr=learning_rate)
                 if step % config.train.log_every == 0 or step == total_steps:
-                    log.write(
-                        f"step {step}/{total_steps} loss {loss_value:.4f} ce {float(ce.detach()):.4f} "
-                        f"consistency {float(consistency.detach()):.4f} lr {learning_rate:.3e}\n"
-                    )
+                    parts = " ".join(f"{name} {float(value.detach()):.4f}" for name, value in losses.items())
+                    log.write(f"step {step}/{total_steps} loss {loss_value:.4f} {parts} lr {learning_rate:.3e}\n")
                     log.flush()
                 if step % config.train.checkpoint_every == 0 or step == total_steps:
                     save_checkpoint(
                         last_path,
-                        _training_state(model, optimizer, scaler, config, step, total_steps, signature),
+                        _training_state(model, optimizer, scaler, config, round_index, step, total_steps, signature),
                     )
     finally:
         log.close()
     model_path = None
     if step == total_steps:
-        model_path = layout.model(0)
-        save_checkpoint(model_path, model_payload(model, config, 0))
-    return TrainOutcome(0, step, total_steps, time.perf_counter() - started, loss_value, model_path, start_step)
+        model_path = layout.model(round_index)
+        save_checkpoint(model_path, model_payload(model, config, round_index))
+    seconds = time.perf_counter() - started
+    return TrainOutcome(round_index, step, total_steps, seconds, loss_value, model_path, start_step)
 
 
 def _losses(
     model: nn.Module,
     batch: dict[str, torch.Tensor],
+    pseudo_batch: dict[str, torch.Tensor] | None,
+    step: int,
     config: Config,
     device: str,
     memory_format: torch.memory_format,
     use_amp: bool,
     pairs: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """CE on both images of every pair, and the pairs' CISC consistency loss."""
-    images = torch.cat([batch["image"], batch["partner_image"]]).to(device, non_blocking=True)
+) -> dict[str, torch.Tensor]:
+    """CE on both images of every labeled pair, the pairs' CISC consistency loss, and (rounds ≥ 1)
+    the weighted CE on CutMixed pseudo-labeled images, all from one forward pass."""
+    images = torch.cat([batch["image"], batch["partner_image"]])
     masks = torch.cat([batch["mask"], batch["partner_mask"]]).to(device, non_blocking=True)
-    images = images.contiguous(memory_format=memory_format)
+    labeled = images.shape[0]
+    if pseudo_batch is not None:
+        generator = torch.Generator().manual_seed(config.train.seed * 1_000_003 + step)
+        pseudo_images, pseudo_labels, pseudo_weights = cutmix(
+            pseudo_batch["image"], pseudo_batch["mask"], pseudo_batch["weight"], generator
+        )
+        images = torch.cat([images, pseudo_images])
+    images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
     with torch.autocast(device_type="cuda", enabled=use_amp):
         output = model(images)
-    ce = masked_cross_entropy(output.logits, masks, config.data.ignore_index)
-    if config.train.consistency_weight == 0:
-        return ce, torch.zeros((), device=device)
-    consistency = consistency_loss(
-        output.features[:pairs],
-        masks[:pairs],
-        output.features[pairs:],
-        masks[pairs:],
-        batch["shared_class"].to(device),
-        config.data.num_classes,
-        config.data.ignore_index,
-    )
-    return ce, consistency
+    losses = {"ce": masked_cross_entropy(output.logits[:labeled], masks, config.data.ignore_index)}
+    losses["consistency"] = torch.zeros((), device=device)
+    if config.train.consistency_weight != 0:
+        features = output.features[:labeled]
+        losses["consistency"] = consistency_loss(
+            features[:pairs],
+            masks[:pairs],
+            features[pairs:],
+            masks[pairs:],
+            batch["shared_class"].to(device),
+            config.data.num_classes,
+            config.data.ignore_index,
+        )
+    losses["pseudo"] = torch.zeros((), device=device)
+    if pseudo_batch is not None:
+        losses["pseudo"] = weighted_cross_entropy(
+            output.logits[labeled:], pseudo_labels.to(device), pseudo_weights.to(device), config.data.ignore_index
+        )
+    return losses
 
 
 def _training_state(
@@ -235,11 +311,12 @@ def _training_state(
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     config: Config,
+    round_index: int,
     step: int,
     total_steps: int,
     signature: str,
 ) -> dict[str, object]:
-    state = model_payload(model, config, 0)
+    state = model_payload(model, config, round_index)
     state.update(
         optimizer=optimizer.state_dict(),
         scaler=scaler.state_dict(),

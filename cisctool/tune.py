@@ -42,7 +42,7 @@ from cisctool.rectify import (
     signal_stream,
 )
 from cisctool.runs import RunLayout, atomic_write_json, atomic_write_text
-from cisctool.train import train_round0
+from cisctool.train import train_round
 
 MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 P_MINS = (0.1, 0.2, 0.3)
@@ -109,7 +109,7 @@ def tune_thresholds(config: Config, device: str, folds: int = 3, max_steps: int 
     quality = QualityAccumulator(list(config.class_names), ignore, SIGNALS)
     for fold, held_out in enumerate(fold_entries(entries, folds, config.train.seed)):
         fold_config = _fold_config(config, layout, fold, entries, held_out, max_steps)
-        train_round0(fold_config, device=device, resume=True)
+        train_round(fold_config, device=device, resume=True)
         prototype_index = _fold_index(fold_config, device)
         model, source = guided_model(fold_config, RunLayout.of(fold_config).model(0), prototype_index, device)
         calibration = class_calibration(fold_config, model, source, device)

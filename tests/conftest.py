@@ -7,7 +7,7 @@ import pytest
 from cisctool.config import Config, load_config
 from cisctool.data.demo import make_demo
 from cisctool.index_build import build_round_index
-from cisctool.train import train_round0
+from cisctool.train import train_round
 
 FAST_TRAINING = {
     "model.backbone": "tiny",
@@ -40,6 +40,6 @@ def trained_workdir(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     """A workdir holding round 0 trained for a few steps and its index; copy it before writing."""
     workdir = tmp_path_factory.mktemp("trained")
     config = load_config(demo_dir / "cisctool.toml", {"workdir": str(workdir), **FAST_TRAINING})
-    train_round0(config, device="cpu", resume=False)
+    train_round(config, device="cpu", resume=False)
     build_round_index(config, 0, "cpu")
     return workdir

@@ -119,11 +119,11 @@ def test_bad_input_is_one_line_exit_2(project: Path, tmp_path: Path, breaker, co
     assert not (tmp_path / "runs/demo/round0/model.pt").exists()
 
 
-def test_missing_config_and_round_without_rectify(tmp_path: Path):
+def test_missing_config(tmp_path: Path):
     result = run("train")
     assert result.exit_code == 2 and "cisctool.toml: config file not found" in result.output
     result = run("--config", "x.toml", "train", "--round", "1")
-    assert result.exit_code == 2 and "--round 1" in result.output
+    assert result.exit_code == 2 and "x.toml: config file not found" in result.output
 
 
 def test_installed_entry_point_runs_make_demo(tmp_path: Path):
@@ -260,3 +260,40 @@ def test_demo_runs_round0_index_and_rectify_then_skips_them(project: Path, tmp_p
     result = run("demo", "--out", str(project), "--device", "cpu")
     assert result.exit_code == 0 and "pseudo.h5 exists" in result.output
     assert (tmp_path / "indexes/demo/round0.faiss").read_bytes() == index_bytes
+
+
+def test_round_one_trains_on_pseudo_labels_and_refuses_wrong_files(project_round0: str, project: Path, tmp_path: Path):
+    config = project_round0
+    round1 = tmp_path / "runs/demo/round1"
+    result = run("--config", config, "train", "--round", "1", *FAST_FLAGS)
+    assert result.exit_code == 2 and "pseudo.h5: pseudo-label file not found" in result.output.replace("\n", "")
+    assert run("--config", config, "rectify", "--round", "1", "--device", "cpu").exit_code == 0
+    (round1 / "pseudo.h5").rename(round1 / "pseudo.partial.h5")
+    result = run("--config", config, "train", "--round", "1", *FAST_FLAGS)
+    assert result.exit_code == 2 and "unfinished" in result.output
+    (round1 / "pseudo.partial.h5").rename(round1 / "pseudo.h5")
+
+    result = run("--config", config, "train", "--round", "1", *FAST_FLAGS, "--init", "previous")
+    assert result.exit_code == 0, result.output
+    assert "round 1 on val" in result.output and (round1 / "model.pt").is_file()
+    log = (round1 / "train.log").read_text()
+    assert "pseudo-labeled images: 3 of 6" in log and "pseudo" in log.splitlines()[-1]
+    metrics = json.loads((round1 / "metrics.json").read_text())
+    assert metrics["round"] == 1 and metrics["init"] == "previous"
+
+    round2 = tmp_path / "runs/demo/round2"
+    round2.mkdir()
+    shutil.copy(round1 / "pseudo.h5", round2 / "pseudo.h5")
+    result = run("--config", config, "train", "--round", "2", *FAST_FLAGS)
+    assert result.exit_code == 2 and "holds pseudo labels for round 1, not round 2" in result.output.replace("\n", "")
+    result = run("--config", config, "train", "--round", "3", *FAST_FLAGS)
+    assert result.exit_code == 2 and "no model for round 2" in result.output
+
+    split = project / "splits/unlabeled.txt"
+    split.write_text("\n".join(split.read_text().splitlines()[:2]) + "\n")
+    result = run("--config", config, "train", "--round", "1", *FAST_FLAGS)
+    assert result.exit_code == 2 and "is not in the unlabeled split" in result.output.replace("\n", "")
+    assert run("--config", config, "train", *FAST_FLAGS, "--consistency-weight", "0").exit_code == 0
+    result = run("--config", config, "train", "--round", "1", *FAST_FLAGS)
+    assert result.exit_code == 2 and "made with another round-0 model" in result.output.replace("\n", "")
+    assert "Traceback" not in result.output

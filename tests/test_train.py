@@ -9,18 +9,18 @@ from cisctool.config import with_overrides
 from cisctool.errors import InputError
 from cisctool.pipeline import train_and_evaluate
 from cisctool.runs import RunLayout
-from cisctool.train import build_optimizer, masked_cross_entropy, poly_lr, train_round0
+from cisctool.train import build_optimizer, masked_cross_entropy, poly_lr, train_round
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(demo_config, tmp_path):
-    whole = train_round0(with_overrides(demo_config, {"workdir": str(tmp_path / "whole")}))
+    whole = train_round(with_overrides(demo_config, {"workdir": str(tmp_path / "whole")}))
     assert whole.steps == 4 and whole.model_path.exists()
 
     crashed_config = with_overrides(demo_config, {"workdir": str(tmp_path / "crashed")})
-    crashed = train_round0(crashed_config, stop_at_step=3)  # last periodic checkpoint: step 2
+    crashed = train_round(crashed_config, stop_at_step=3)  # last periodic checkpoint: step 2
     assert crashed.model_path is None and not RunLayout.of(crashed_config).model(0).exists()
     assert load_checkpoint(RunLayout.of(crashed_config).last(0))["step"] == 2
-    resumed = train_round0(crashed_config, resume=True)
+    resumed = train_round(crashed_config, resume=True)
     assert resumed.resumed_from == 2 and resumed.steps == 4
 
     expected = load_checkpoint(whole.model_path)["model"]
@@ -30,10 +30,10 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(demo_config, tmp_path)
 
 
 def test_resume_refuses_other_settings(demo_config, tmp_path):
-    train_round0(demo_config, stop_at_step=2)
+    train_round(demo_config, stop_at_step=2)
     changed = with_overrides(demo_config, {"train.lr": 0.5})
     with pytest.raises(InputError, match="last.pt: written with other"):
-        train_round0(changed, resume=True)
+        train_round(changed, resume=True)
 
 
 def test_train_and_evaluate_writes_metrics_and_a_loadable_model(demo_config):
@@ -48,8 +48,8 @@ def test_train_and_evaluate_writes_metrics_and_a_loadable_model(demo_config):
 
 
 def test_consistency_off_changes_only_the_loss(demo_config, tmp_path):
-    on = train_round0(with_overrides(demo_config, {"workdir": str(tmp_path / "on")}))
-    off = train_round0(with_overrides(demo_config, {"workdir": str(tmp_path / "off"), "train.consistency_weight": 0.0}))
+    on = train_round(with_overrides(demo_config, {"workdir": str(tmp_path / "on")}))
+    off = train_round(with_overrides(demo_config, {"workdir": str(tmp_path / "off"), "train.consistency_weight": 0.0}))
     assert math.isfinite(on.final_loss) and math.isfinite(off.final_loss)
     assert on.final_loss != off.final_loss
 

@@ -1,4 +1,4 @@
-"""Datasets over split entries: labeled training pairs, and full images for inference.
+"""Datasets over split entries: labeled training pairs, pseudo-labeled images, full images for inference.
 
 Training samples are addressed by `(index, sample_seed)` keys from
 `SeededSampler`, so augmentation and partner choice are reproducible and a
@@ -7,6 +7,7 @@ resumed run continues the exact sample stream.
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,8 +15,9 @@ from torch.utils.data import Dataset, Sampler
 
 from cisctool.data.masks import read_image, read_mask
 from cisctool.data.splits import SplitEntry
-from cisctool.data.transforms import normalize, train_transform
+from cisctool.data.transforms import normalize, pseudo_transform, train_transform
 from cisctool.errors import InputError
+from cisctool.pseudo_store import PseudoLabels
 
 
 def load_pair(entry: SplitEntry, num_classes: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -188,3 +190,39 @@ def pad_collate(items: list[dict[str, object]], ignore_index: int = 255) -> dict
         "sizes": sizes,
         "index": torch.tensor([item["index"] for item in items]),
     }
+
+
+class PseudoLabeledDataset(Dataset):
+    """Unlabeled images with their rectified labels and weights from `pseudo.h5`, strongly augmented.
+
+    `rows` are the positions in the file to train on (the reliable schedule's
+    choice). The HDF5 file is opened lazily in each DataLoader worker.
+    """
+
+    def __init__(
+        self, pseudo_path: Path, entries: Sequence[SplitEntry], rows: Sequence[int], settings: PairSettings
+    ) -> None:
+        self.pseudo_path, self.rows, self.settings = pseudo_path, list(rows), settings
+        self.entries = {entry.id: entry for entry in entries}
+        self.stored: PseudoLabels | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
+        index, sample_seed = key
+        if self.stored is None:
+            self.stored = PseudoLabels(self.pseudo_path)
+        row = self.rows[index]
+        image_id = self.stored.ids[row]
+        image = read_image(self.entries[image_id].image)
+        label = self.stored.pixels("label", row)
+        if image.shape[:2] != label.shape:
+            raise InputError(f"{self.entries[image_id].image}: size changed since {self.pseudo_path} was written")
+        weight = self.stored.pixels("weight", row).astype(np.float32)
+        settings = self.settings
+        image_tensor, label_tensor, weight_tensor = pseudo_transform(
+            image, label, weight, np.random.default_rng(sample_seed), settings.crop_size,
+            settings.scale_range, settings.ignore_index,
+        )  # fmt: skip
+        return {"image": image_tensor, "mask": label_tensor, "weight": weight_tensor}

@@ -7,7 +7,7 @@ uninterrupted run, whatever the number of DataLoader workers.
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageEnhance, ImageFilter
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -73,3 +73,43 @@ def train_transform(
     if rng.random() < 0.5:
         image_tensor, mask_tensor = image_tensor.flip(-1), mask_tensor.flip(-1)
     return image_tensor.contiguous(), mask_tensor.contiguous()
+
+
+def strong_colour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """ST++'s strong augmentation of an H×W×3 uint8 image: colour jitter (p 0.8), grayscale (p 0.2), blur (p 0.5)."""
+    picture = Image.fromarray(image)
+    if rng.random() < 0.8:
+        for enhancer in (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color):
+            picture = enhancer(picture).enhance(float(rng.uniform(0.5, 1.5)))
+    if rng.random() < 0.2:
+        picture = picture.convert("L").convert("RGB")
+    if rng.random() < 0.5:
+        picture = picture.filter(ImageFilter.GaussianBlur(radius=float(rng.uniform(0.1, 2.0))))
+    return np.array(picture)
+
+
+def pseudo_transform(
+    image: np.ndarray,
+    label: np.ndarray,
+    weight: np.ndarray,
+    rng: np.random.Generator,
+    crop_size: int,
+    scale_range: tuple[float, float],
+    ignore_index: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A pseudo-labeled image: the geometric transforms of `train_transform` applied alike to
+    image, label and per-pixel weight (nearest; padding has label ignore and weight 0), then
+    the strong colour augmentation on the image."""
+    scale = rng.uniform(*scale_range)
+    height, width = label.shape
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image = np.array(Image.fromarray(image).resize(size, Image.BILINEAR))
+    label = np.array(Image.fromarray(label).resize(size, Image.NEAREST))
+    weight = np.array(Image.fromarray(weight.astype(np.float32), mode="F").resize(size, Image.NEAREST))
+    image = strong_colour(image, rng)
+    stacked = torch.cat([normalize(image), torch.from_numpy(weight)[None]])  # weight rides as a 4th channel
+    label_tensor = torch.from_numpy(np.ascontiguousarray(label)).long()
+    stacked, label_tensor = pad_and_crop(stacked, label_tensor, crop_size, rng, ignore_index)
+    if rng.random() < 0.5:
+        stacked, label_tensor = stacked.flip(-1), label_tensor.flip(-1)
+    return stacked[:3].contiguous(), label_tensor.contiguous(), stacked[3].contiguous()

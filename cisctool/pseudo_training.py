@@ -1,0 +1,97 @@
+"""What rounds ≥ 1 add to training (DESIGN §1.6, §1.8): which pseudo-labeled images, and their loss.
+
+- The reliable-image schedule: round 1 trains on the `ratio` most reliable
+  unlabeled images (lowest §1.6 score), later rounds on all, as CISC-R and
+  ST++ do.
+- The pseudo loss: cross-entropy on rectified labels, each pixel weighted by
+  the stored weight and normalised by the sum of weights; ignore pixels
+  (dropped, padding) count for nothing.
+- CutMix between the pseudo-labeled images of a batch (ST++'s strong view):
+  the box is drawn from a generator seeded by (seed, step), so a resumed run
+  mixes exactly as an uninterrupted one.
+"""
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cisctool.config import Config
+from cisctool.errors import InputError
+from cisctool.pseudo_store import PseudoLabels
+
+CUTMIX_PROBABILITY = 0.5
+
+
+def select_rows(reliability: np.ndarray, round_index: int, select: str, ratio: float) -> np.ndarray:
+    """Positions to train on: in round 1 with `select = "reliable"`, the ceil(ratio·N) lowest scores
+    (images without CISC evidence, NaN, come last); otherwise every image."""
+    count = len(reliability)
+    if select != "reliable" or round_index != 1 or ratio >= 1.0:
+        return np.arange(count)
+    keep = max(1, math.ceil(ratio * count))
+    order = np.lexsort((np.arange(count), np.nan_to_num(reliability, nan=np.inf)))
+    return np.sort(order[:keep])
+
+
+def check_pseudo_file(
+    stored: PseudoLabels, config: Config, round_index: int, previous_model_sha: str, unlabeled_ids: set[str]
+) -> None:
+    """Refuse pseudo labels of another round, model, class list or unlabeled split."""
+    path = stored.path
+    attrs = stored.attrs
+    if attrs.get("round") != round_index:
+        raise InputError(f"{path}: holds pseudo labels for round {attrs.get('round')}, not round {round_index}")
+    if attrs.get("checkpoint_sha256") != previous_model_sha:
+        raise InputError(
+            f"{path}: made with another round-{round_index - 1} model than the current one; "
+            f"rerun `cisctool rectify --round {round_index} --force`"
+        )
+    if list(attrs.get("class_names", [])) != list(config.class_names):
+        raise InputError(f"{path}: made for classes {attrs.get('class_names')}; config has {list(config.class_names)}")
+    missing = [image_id for image_id in stored.ids if image_id not in unlabeled_ids]
+    if missing:
+        raise InputError(
+            f"{path}: image {missing[0]!r} (and {len(missing) - 1} more) is not in the unlabeled split "
+            f"{config.data.unlabeled}; the file belongs to another config"
+        )
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, ignore_index: int
+) -> torch.Tensor:
+    """Σ w·CE / Σ w over non-ignore pixels (0 when nothing counts). logits B×C×H×W, labels/weights B×H×W."""
+    per_pixel = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")
+    counted = (labels != ignore_index).float() * weights.float()
+    return (per_pixel * counted).sum() / counted.sum().clamp_min(1e-6)
+
+
+def cutmix(
+    images: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Paste a random box of another image of the batch into each image with probability 1/2.
+
+    images B×3×H×W, labels and weights B×H×W (the box carries label and weight along).
+    The box covers a fraction of the area drawn uniformly from [0.02, 0.4], as ST++'s.
+    """
+    batch, _, height, width = images.shape
+    if batch < 2:
+        return images, labels, weights
+    mixed_images, mixed_labels, mixed_weights = images.clone(), labels.clone(), weights.clone()
+    partners = torch.randperm(batch, generator=generator)
+    draws = torch.rand(batch, 4, generator=generator)
+    for slot in range(batch):  # at most B boxes per step: a loop over the batch, not over pixels
+        if draws[slot, 0] >= CUTMIX_PROBABILITY or partners[slot] == slot:
+            continue
+        area = 0.02 + 0.38 * float(draws[slot, 1])
+        box_height = max(1, min(height, round(math.sqrt(area) * height)))
+        box_width = max(1, min(width, round(math.sqrt(area) * width)))
+        top = int(float(draws[slot, 2]) * (height - box_height + 1))
+        left = int(float(draws[slot, 3]) * (width - box_width + 1))
+        rows, cols = slice(top, top + box_height), slice(left, left + box_width)
+        source = int(partners[slot])
+        mixed_images[slot, :, rows, cols] = images[source, :, rows, cols]
+        mixed_labels[slot, rows, cols] = labels[source, rows, cols]
+        mixed_weights[slot, rows, cols] = weights[source, rows, cols]
+    return mixed_images, mixed_labels, mixed_weights
