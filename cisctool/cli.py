@@ -315,6 +315,8 @@ def index_query_command(
               help="Guide choice [default: rectify.guide]; random = the official code.")
 @click.option("--weight-mode", type=click.Choice(["official", "mean"]), default=None,
               help="Stored loss weight [default: rectify.weight_mode].")
+@click.option("--no-rectify", "plain", is_flag=True,
+              help="Plain self-training: argmax labels, weight 1, no index (rectify.enabled = false).")
 @click.option("--tta", is_flag=True, help="Average predictions over scales and flips (slower).")
 @click.option("--resume", is_flag=True, help="Continue an unfinished run; only images not done are computed.")
 @click.option("--force", is_flag=True, help="Recompute even if a finished pseudo.h5 exists.")
@@ -327,6 +329,7 @@ def rectify(
     batch_size: int | None,
     guide: str | None,
     weight_mode: str | None,
+    plain: bool,
     tta: bool,
     resume: bool,
     force: bool,
@@ -340,8 +343,9 @@ def rectify(
 
     config = _config(
         ctx,
-        {"rectify.batch_size": batch_size, "rectify.guide": guide, "rectify.weight_mode": weight_mode},
-    )
+        {"rectify.batch_size": batch_size, "rectify.guide": guide, "rectify.weight_mode": weight_mode,
+         "rectify.enabled": False if plain else None},
+    )  # fmt: skip
     outcome = rectify_round(config, round_index, _device(device), resume, force, tta, compression)
     for table in quality_tables(outcome.report, f"pseudo labels for round {round_index}"):
         console.print(table)
@@ -351,19 +355,46 @@ def rectify(
     )
 
 
+@main.command("run")
+@click.option("--rounds", type=click.IntRange(0), default=2, show_default=True,
+              help="Train rounds 0…R (R pseudo-labelling rounds).")
+@click.option("--no-rectify", "plain", is_flag=True,
+              help="Plain self-training: argmax labels, weight 1, no index (the ablation).")
+@click.option("--guide", type=click.Choice(["nearest", "random"]), default=None,
+              help="Guide choice [default: rectify.guide]; random = the official code.")
+@click.option("--weight-mode", type=click.Choice(["official", "mean"]), default=None,
+              help="Loss weight [default: rectify.weight_mode].")
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.pass_context
+def run_command(
+    ctx: click.Context, rounds: int, plain: bool, guide: str | None, weight_mode: str | None, device: str | None
+) -> None:
+    """Every step of every round (train, index, rectify, train, …), skipping those already done."""
+    from cisctool.reports import rounds_table
+    from cisctool.rounds import run_rounds
+    from cisctool.runs import RunLayout
+
+    config = _config(
+        ctx,
+        {"rectify.enabled": False if plain else None, "rectify.guide": guide, "rectify.weight_mode": weight_mode},
+    )
+    rows = run_rounds(config, rounds, _device(device))
+    console.print(rounds_table(rows, f"{config.name}: {rounds} round(s)"))
+    console.print(f"outputs in {RunLayout.of(config).run_dir}/")
+
+
 @main.command()
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_data"), show_default=True)
+@click.option("--rounds", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
-def demo(out: Path, device: str | None) -> None:
-    """Demo data (if missing) → train round 0 → index → rectify pseudo labels for round 1, with tables.
+def demo(out: Path, rounds: int, device: str | None) -> None:
+    """Demo data (if missing), then `run --rounds 2` on it: train, index, rectify, retrain; one table.
 
-    Each step whose outputs exist and are current is skipped; a killed step resumes.
+    Steps whose outputs are up to date are skipped; a killed step resumes.
     """
     from cisctool.data.demo import make_demo
-    from cisctool.index_build import build_round_index, open_round_index
-    from cisctool.pipeline import train_and_evaluate
-    from cisctool.rectify import rectify_round
-    from cisctool.reports import quality_tables
+    from cisctool.reports import rounds_table
+    from cisctool.rounds import run_rounds
     from cisctool.runs import RunLayout
 
     config_path = out / "cisctool.toml"
@@ -371,25 +402,9 @@ def demo(out: Path, device: str | None) -> None:
         make_demo(out)
         console.print(f"demo data written to {out}/")
     config = load_config(config_path)
-    device = _device(device)
-    layout = RunLayout.of(config)
-    outcome, result = train_and_evaluate(config, device, resume=True)
-    console.print(train_table(outcome))
-    if result is not None:
-        console.print(eval_table(result, f"demo: round 0 on val ({result.mode})"))
-    try:
-        stale = open_round_index(config, 0)[1]
-    except InputError:
-        stale = True
-    if stale:
-        console.print(index_table(build_round_index(config, 0, device), list(config.class_names)))
-    if layout.pseudo(1).exists():
-        console.print(f"{layout.pseudo(1)} exists; `cisctool eval --round 1 --split pseudo` reports on it")
-    else:
-        rectified = rectify_round(config, 1, device, resume=True)
-        for table in quality_tables(rectified.report, "demo: pseudo labels for round 1"):
-            console.print(table)
-    console.print(f"outputs in {layout.run_dir}/ and {layout.index_dir}/")
+    rows = run_rounds(config, rounds, _device(device))
+    console.print(rounds_table(rows, f"demo: {rounds} round(s) of CISC-R"))
+    console.print(f"outputs in {RunLayout.of(config).run_dir}/")
 
 
 if __name__ == "__main__":

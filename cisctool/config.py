@@ -101,8 +101,12 @@ class IndexConfig:
 
 @dataclass(frozen=True)
 class RectifyConfig:
-    """Pseudo-label rectification by cross-image semantic consistency (DESIGN §1.5)."""
+    """Pseudo-label rectification by cross-image semantic consistency (DESIGN §1.5).
 
+    `enabled = false` is plain self-training (the ablation): argmax labels, weight 1, no index.
+    """
+
+    enabled: bool = True
     batch_size: int = 16
     guide: str = "nearest"
     weight_mode: str = "official"

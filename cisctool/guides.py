@@ -38,6 +38,11 @@ class Guides:
     guided: np.ndarray  # Q bools
     fallback: np.ndarray  # Q bools: no hit, the class's global prototype was used
 
+    @classmethod
+    def none(cls, dim: int) -> "Guides":
+        """No queries, no guides (plain self-training)."""
+        return cls(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, bool))
+
 
 class GuideSource:
     """The labeled prototypes of one index, ready to hand out guides."""

@@ -12,6 +12,8 @@ would; random choices hash (seed, image position, class).
 """
 
 import functools
+import hashlib
+import json
 import math
 import os
 import queue
@@ -43,19 +45,20 @@ from cisctool.cisc import (
     similarity_contrast,
     upsample_maps,
 )
-from cisctool.config import Config, config_hash, to_toml
+from cisctool.config import Config, config_hash, to_dict, to_toml
 from cisctool.console import RateColumn, progress_bar
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.masks import image_size
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.errors import InputError
-from cisctool.guides import GuideSource, official_slots
+from cisctool.guides import Guides, GuideSource, official_slots
 from cisctool.index_build import open_round_index
 from cisctool.pseudo_store import PseudoImage, PseudoWriter, partial_path
 from cisctool.quality import QualityAccumulator
 from cisctool.runs import RunLayout, atomic_write_json, sha256_file
 
 TTA_SCALES = (0.75, 1.0, 1.25)
+RESUME_KEYS = ("checkpoint_sha256", "index_sha256", "inputs_hash", "tta")  # what an unfinished file must match
 WEIGHT_MODES = ("official", "mean")
 
 
@@ -76,6 +79,7 @@ class RectifySettings:
     p_min: float
     cisc_min: float
     conf_min: float
+    seed: int
 
     @classmethod
     def of(cls, config: Config) -> "RectifySettings":
@@ -83,7 +87,7 @@ class RectifySettings:
         return cls(
             config.data.num_classes, config.data.ignore_index, config.index.min_area,
             tuple(rectify.guide_exclude), rectify.weight_mode, rectify.margin, rectify.p_min,
-            rectify.cisc_min, rectify.conf_min,
+            rectify.cisc_min, rectify.conf_min, config.train.seed,
         )  # fmt: skip
 
 
@@ -138,14 +142,16 @@ def batch_signals(
     valid: torch.Tensor,
     keys: np.ndarray,
     own_rows: np.ndarray,
-    source: GuideSource,
+    source: GuideSource | None,
     settings: RectifySettings,
     tta: bool = False,
 ) -> BatchSignals:
     """Predict and guide one padded batch: every signal the thresholds act on.
 
     images B×3×H×W, valid B×H×W (false on padding), keys B split positions,
-    own_rows B labeled rows of the images themselves (−1 if not labeled).
+    own_rows B labeled rows of the images themselves (−1 if not labeled). Without a
+    source (`rectify.enabled = false`) nothing is guided: labels stay raw, weights 1,
+    and reliability is mean −log confidence.
     """
     num_classes, ignore = settings.num_classes, settings.ignore_index
     probabilities, features = predict(model, images, tta)
@@ -154,13 +160,17 @@ def batch_signals(
     prototypes, _ = class_prototypes(features, raw, num_classes, ignore)
     present = present_classes(class_areas(raw, num_classes, ignore), settings.min_area)
     present[:, list(settings.guide_exclude)] = False
+    if source is None:  # plain self-training: no class gets a guide
+        present[:] = False
     image_slot, cls = torch.nonzero(present, as_tuple=True)
     slot_of = (present.cumsum(dim=1) - 1)[image_slot, cls]
 
     cls_host, image_host = cls.cpu().numpy(), image_slot.cpu().numpy()
-    guides = source.choose(
-        prototypes[image_slot, cls].cpu().numpy(), cls_host, keys[image_host], own_rows[image_host]
-    )
+    queries = prototypes[image_slot, cls].cpu().numpy()
+    guides = (
+        source.choose(queries, cls_host, keys[image_host], own_rows[image_host])
+        if source is not None else Guides.none(queries.shape[1])
+    )  # fmt: skip
     batch, width = images.shape[0], max(int(present.sum(dim=1).max()), 1)
     device = images.device
     guided = torch.from_numpy(guides.guided).to(device)
@@ -174,7 +184,7 @@ def batch_signals(
     maps = upsample_maps(cisc_maps(features, guide_vectors), tuple(images.shape[-2:]))
     cisc = predicted_class_similarity(maps, raw, slot_classes)
     agreements = agreement(maps, raw, slot_classes)
-    chosen = official_slots((slot_classes >= 0).cpu().numpy(), keys, source.seed)
+    chosen = official_slots((slot_classes >= 0).cpu().numpy(), keys, settings.seed)
     chosen_slot = torch.from_numpy(chosen).to(device)
     return BatchSignals(
         probabilities=probabilities,
@@ -185,7 +195,7 @@ def batch_signals(
         cisc=cisc,
         contrast=similarity_contrast(maps, raw, slot_classes),
         weights={mode: pixel_weight(agreements, slot_classes, mode, chosen_slot) for mode in WEIGHT_MODES},
-        reliability=reliability(cisc, valid),
+        reliability=reliability(cisc if source is not None else confidence, valid),
         guide_rows=guide_rows,
         queries={
             "guided": int((guides.guided & ~guides.fallback).sum()),
@@ -269,6 +279,15 @@ class RectifyOutcome:
         return self.computed / self.seconds if self.seconds > 0 else math.nan
 
 
+def pseudo_inputs_hash(config: Config) -> str:
+    """Hash of the settings that change pseudo labels (data, model, index, rectify, seed); not training."""
+    values = to_dict(config)
+    relevant = {key: values[key] for key in ("data", "model", "index", "rectify")}
+    relevant["seed"] = values["train"]["seed"]
+    relevant["rectify"] = {k: v for k, v in relevant["rectify"].items() if k not in ("select", "ratio", "batch_size")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def fixed_batches(count: int, batch_size: int) -> list[list[int]]:
     """Positions 0…count−1 cut into consecutive batches (the same cut on every run)."""
     return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
@@ -298,12 +317,14 @@ def rectify_round(
     if not model_path.is_file():
         raise InputError(f"{model_path}: no model for round {source_round} (train it first)")
     index_path = layout.index_files(source_round)[0]
-    prototype_index, stale = open_round_index(config, source_round)
-    if stale:
-        raise InputError(
-            f"{index_path}: stale (round {source_round}'s model changed since it was built); "
-            f"rerun `cisctool index build --round {source_round}`"
-        )
+    prototype_index = None
+    if config.rectify.enabled:
+        prototype_index, stale = open_round_index(config, source_round)
+        if stale:
+            raise InputError(
+                f"{index_path}: stale (round {source_round}'s model changed since it was built); "
+                f"rerun `cisctool index build --round {source_round}`"
+            )
     final_path = layout.pseudo(round_index)
     if final_path.exists() and not force:
         raise InputError(f"{final_path}: already exists; pass --force to recompute it")
@@ -314,9 +335,11 @@ def rectify_round(
         "ignore_index": config.data.ignore_index,
         "class_names": list(config.class_names),
         "checkpoint_sha256": sha256_file(model_path),
-        "index_sha256": sha256_file(index_path),
+        "index_sha256": sha256_file(index_path) if config.rectify.enabled else "",
         "config": to_toml(config),
         "config_hash": config_hash(config),
+        "inputs_hash": pseudo_inputs_hash(config),
+        "rectified": config.rectify.enabled,
         "guide": config.rectify.guide,
         "weight_mode": config.rectify.weight_mode,
         "tta": tta,
@@ -328,7 +351,7 @@ def rectify_round(
         raise InputError(f"{final_path.parent}: cannot create the pseudo-label file's folder ({error})") from None
     ids = [entry.id for entry in entries]
     if resume and work_path.exists():
-        writer = PseudoWriter.reopen(work_path, attrs, ids)
+        writer = PseudoWriter.reopen(work_path, {key: attrs[key] for key in RESUME_KEYS}, ids)
     else:
         shapes = image_shapes(entries)
         work_path.unlink(missing_ok=True)
@@ -370,7 +393,7 @@ def _run(
     batches = [batch for batch in fixed_batches(len(entries), config.rectify.batch_size) if pending & set(batch)]
     quality = QualityAccumulator(list(config.class_names), settings.ignore_index, SIGNALS)
     queries = {"guided": 0, "fallback": 0, "unguided": 0}
-    calibration = class_calibration(config, model, source, device) if with_masks else None
+    calibration = class_calibration(config, model, source, device) if with_masks and source else None
     store = functools.partial(
         _store, writer, quality, pending, config.rectify.weight_mode, with_masks, calibration
     )
@@ -413,12 +436,14 @@ def _run(
 
 def guided_model(
     config: Config, model_path: Path, prototype_index: Any, device: str
-) -> tuple[nn.Module, GuideSource]:
-    """The model in eval mode on `device` and the guide source over its index."""
+) -> tuple[nn.Module, GuideSource | None]:
+    """The model in eval mode on `device` and the guide source over its index (None without one)."""
     model, _ = load_model(model_path, expected=config)
     model.eval().to(device)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if prototype_index is None:
+        return model, None
     source = GuideSource(
         prototype_index, config.data.num_classes, config.rectify.guide, config.index.topk, config.train.seed
     )
@@ -437,7 +462,8 @@ def signal_stream(
 ) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
     """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each."""
     settings = RectifySettings.of(config)
-    own_rows = source.labeled_rows([entry.id for entry in entries])
+    ids = [entry.id for entry in entries]
+    own_rows = source.labeled_rows(ids) if source is not None else np.full(len(ids), -1, dtype=np.int64)
     dataset = InferenceDataset(entries, settings.num_classes, settings.ignore_index, with_masks=with_masks)
     loader = DataLoader(
         dataset,
@@ -515,7 +541,7 @@ def cropped_images(
         yield key, crop, masks[slot, :height, :width] if with_masks else None
 
 
-def report_signals(crop: dict[str, np.ndarray], calibration: np.ndarray) -> dict[str, np.ndarray]:
+def report_signals(crop: dict[str, np.ndarray], calibration: np.ndarray | None) -> dict[str, np.ndarray]:
     """The per-pixel signals the quality report scores (SIGNALS), in [0, 1], NaN = undefined."""
     confidence = crop["confidence"].astype(np.float32)
     cisc = crop["cisc"].astype(np.float32)
@@ -523,7 +549,10 @@ def report_signals(crop: dict[str, np.ndarray], calibration: np.ndarray) -> dict
         "confidence": confidence,
         "confidence_where_guided": np.where(np.isnan(cisc), np.nan, confidence),
         "cisc": cisc,
-        "cisc_calibrated": calibrated_cisc(cisc, crop["raw_label"], calibration),
+        "cisc_calibrated": (
+            calibrated_cisc(cisc, crop["raw_label"], calibration)
+            if calibration is not None else np.full_like(cisc, np.nan)
+        ),  # fmt: skip
         "cisc_contrast": (crop["contrast"].astype(np.float32) + 1.0) / 2.0,  # [−1, 1] → [0, 1]
         "confidence_x_cisc": confidence * np.nan_to_num(cisc, nan=1.0),  # unguided pixels: confidence
     }

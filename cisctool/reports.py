@@ -13,6 +13,7 @@ from cisctool.train import TrainOutcome
 if TYPE_CHECKING:  # faiss loads only for the index commands
     from cisctool.index import PrototypeIndex
     from cisctool.index_build import GuideHit
+    from cisctool.rounds import RoundRow
 
 
 def _percent(value: float) -> str:
@@ -166,3 +167,16 @@ def tune_table(results: list[dict], recommended: dict[str, float], folds: int) -
 
 def _setting_value(value: float) -> str:
     return "off" if math.isinf(value) else f"{value:g}"
+
+
+def rounds_table(rows: list[RoundRow], title: str) -> Table:
+    """Per round: pseudo-label mIoU raw → rectified, val mIoU, time, and which steps ran."""
+    table = Table(title=title)
+    for column in ("round", "pseudo mIoU % raw", "rectified", "val mIoU %", "seconds", "steps run"):
+        table.add_column(column, justify="left" if column == "steps run" else "right")
+    for row in rows:
+        table.add_row(
+            str(row.round_index), _percent(row.raw_miou), _percent(row.rectified_miou), _percent(row.val_miou),
+            f"{row.seconds:.0f}", ", ".join(row.ran) or "none (all up to date)",
+        )  # fmt: skip
+    return table

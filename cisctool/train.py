@@ -36,6 +36,8 @@ from cisctool.runs import RunLayout, atomic_write_text, sha256_file
 
 # Settings that may change between a run and its resume without changing the result.
 RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every"}
+# Settings of rounds ≥ 1 only: round 0 does not depend on them.
+LATER_ROUND_KEYS = {"pseudo_batch_size", "round_max_steps", "init"}
 
 
 @dataclass
@@ -54,12 +56,26 @@ class TrainOutcome:
 def training_signature(config: Config, round_index: int = 0) -> str:
     """Hash of every setting that changes the trained weights (not workers, logging, device)."""
     values = to_dict(config)
-    train = {key: value for key, value in values["train"].items() if key not in RESUME_FREE_KEYS}
+    ignored = RESUME_FREE_KEYS | (set() if round_index else LATER_ROUND_KEYS)
+    train = {key: value for key, value in values["train"].items() if key not in ignored}
     relevant = {"data": values["data"], "model": values["model"], "train": train,
                 "min_area": values["index"]["min_area"], "round": round_index,
-                "guide_exclude": values["rectify"]["guide_exclude"],
-                "schedule": [values["rectify"]["select"], values["rectify"]["ratio"]]}  # fmt: skip
+                "guide_exclude": values["rectify"]["guide_exclude"]}  # fmt: skip
+    if round_index:
+        relevant["schedule"] = [values["rectify"]["select"], values["rectify"]["ratio"]]
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+
+
+def pair_settings(config: Config) -> PairSettings:
+    """How training images are drawn and augmented, from the config."""
+    return PairSettings(
+        num_classes=config.data.num_classes,
+        ignore_index=config.data.ignore_index,
+        crop_size=config.train.crop_size,
+        scale_range=(config.train.scale_min, config.train.scale_max),
+        min_area=config.index.min_area,
+        excluded_classes=config.rectify.guide_exclude,
+    )
 
 
 def masked_cross_entropy(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int) -> torch.Tensor:
@@ -161,14 +177,7 @@ def train_round(
     """
     layout = RunLayout.of(config)
     entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
-    settings = PairSettings(
-        num_classes=config.data.num_classes,
-        ignore_index=config.data.ignore_index,
-        crop_size=config.train.crop_size,
-        scale_range=(config.train.scale_min, config.train.scale_max),
-        min_area=config.index.min_area,
-        excluded_classes=config.rectify.guide_exclude,
-    )
+    settings = pair_settings(config)
     dataset = LabeledPairDataset(entries, settings)
     pairs = max(config.train.batch_size // 2, 1)
     total_steps = total_steps_of(config, len(dataset), round_index)
@@ -351,3 +360,21 @@ def _restore(
         torch.cuda.set_rng_state_all(state["rng_cuda"])
     return int(state["step"])
 
+
+
+def training_status(config: Config, round_index: int) -> str:
+    """"finished": model.pt and a complete last.pt of exactly these settings and inputs exist;
+    "partial": last.pt of these settings stopped early (resume it); "none": start over."""
+    layout = RunLayout.of(config)
+    last_path = layout.last(round_index)
+    if not last_path.is_file():
+        return "none"
+    signature = training_signature(config, round_index)
+    if round_index > 0:
+        fingerprint = _pseudo_stream(config, round_index, pair_settings(config), 0, 0).fingerprint
+        signature = hashlib.sha256((signature + fingerprint).encode()).hexdigest()
+    state = load_checkpoint(last_path)
+    if state.get("signature") != signature:
+        return "none"
+    finished = int(state["step"]) == int(state["total_steps"]) and layout.model(round_index).is_file()
+    return "finished" if finished else "partial"

@@ -251,15 +251,16 @@ def test_rectify_bad_inputs_exit_2_and_damage_nothing(project_round0: str, proje
     assert "Traceback" not in result.output
 
 
-def test_demo_runs_round0_index_and_rectify_then_skips_them(project: Path, tmp_path: Path):
+def test_demo_runs_two_rounds_then_skips_every_step(project: Path, tmp_path: Path):
     result = run("demo", "--out", str(project), "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert "demo: round 0 on val" in result.output and "demo: pseudo labels for round 1" in result.output
-    assert (tmp_path / "runs/demo/round1/pseudo.h5").is_file()
-    index_bytes = (tmp_path / "indexes/demo/round0.faiss").read_bytes()
+    assert "demo: 2 round(s) of CISC-R" in result.output and "rectify 2" in result.output
+    for path in ("round1/pseudo.h5", "round2/pseudo.h5", "round2/model.pt", "round2/metrics.json"):
+        assert (tmp_path / "runs/demo" / path).is_file(), path
+    model_bytes = (tmp_path / "runs/demo/round2/model.pt").read_bytes()
     result = run("demo", "--out", str(project), "--device", "cpu")
-    assert result.exit_code == 0 and "pseudo.h5 exists" in result.output
-    assert (tmp_path / "indexes/demo/round0.faiss").read_bytes() == index_bytes
+    assert result.exit_code == 0 and result.output.count("up to date, skipped") == 7, result.output
+    assert (tmp_path / "runs/demo/round2/model.pt").read_bytes() == model_bytes
 
 
 def test_round_one_trains_on_pseudo_labels_and_refuses_wrong_files(project_round0: str, project: Path, tmp_path: Path):

@@ -111,3 +111,16 @@ def test_drop_and_relabel_settings_change_labels_not_raw(config: Config, keys: d
         assert dropped == changed and outcome.report["dropped_fraction"] > 0
     else:
         assert dropped == 0 and (changed > 0) == (outcome.report["relabeled_fraction"] > 0)
+
+
+def test_plain_self_training_keeps_argmax_labels_with_unit_weights_and_needs_no_index(config: Config):
+    for path in RunLayout.of(config).index_files(0):
+        path.unlink()
+    outcome = rectify_round(with_overrides(config, {"rectify.enabled": False}), 1, "cpu")
+    with PseudoLabels(outcome.path) as stored:
+        assert stored.attrs["rectified"] is False or stored.attrs["rectified"] == 0
+        for index in range(len(stored)):
+            assert np.array_equal(stored.pixels("label", index), stored.pixels("raw_label", index))
+            assert (stored.pixels("weight", index) == 1).all() and np.isnan(stored.pixels("cisc", index)).all()
+        assert (stored.guides == -1).all() and np.isfinite(stored.reliability).all()
+    assert outcome.report["queries"] == {"guided": 0, "fallback": 0, "unguided": 0}

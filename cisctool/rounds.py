@@ -1,0 +1,129 @@
+"""`cisctool run --rounds R`: every step of every round in order, skipping what is done (DESIGN §1.9).
+
+train 0 → index 0 → rectify 1 → train 1 → index 1 → rectify 2 → train 2 …
+
+A step is skipped when its outputs exist and were made from the current
+settings and inputs: a training whose last.pt is complete with the same
+signature (settings + pseudo-label file), an index whose checkpoint hash,
+factory and min_area match, a pseudo.h5 whose model, index and settings
+hashes match. A step left unfinished (killed) is resumed; a step whose
+outputs came from other settings is redone from scratch.
+"""
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cisctool.config import Config
+from cisctool.console import console
+from cisctool.errors import InputError
+from cisctool.index_build import build_round_index, open_round_index
+from cisctool.pipeline import train_and_evaluate
+from cisctool.pseudo_store import PseudoLabels, partial_path
+from cisctool.rectify import pseudo_inputs_hash, rectify_round
+from cisctool.runs import RunLayout, sha256_file
+from cisctool.train import training_status
+
+
+@dataclass
+class RoundRow:
+    """One round's line of the summary table (mIoUs in [0, 1], NaN = not measured)."""
+
+    round_index: int
+    raw_miou: float = math.nan
+    rectified_miou: float = math.nan
+    val_miou: float = math.nan
+    seconds: float = 0.0
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def run_rounds(config: Config, rounds: int, device: str) -> list[RoundRow]:
+    """Rounds 0…R; returns one row per round."""
+    layout = RunLayout.of(config)
+    rows = []
+    for round_index in range(rounds + 1):
+        row = RoundRow(round_index)
+        started = time.perf_counter()
+        if round_index > 0:
+            if config.rectify.enabled:
+                _step(row, f"index {round_index - 1}", _index_current(config, round_index - 1),
+                      lambda: build_round_index(config, round_index - 1, device))  # fmt: skip
+            _step(row, f"rectify {round_index}", _pseudo_current(config, round_index),
+                  lambda: _rectify(config, round_index, device))  # fmt: skip
+            quality = _read_json(layout.pseudo_quality(round_index))
+            row.raw_miou = quality.get("raw_miou", math.nan)
+            row.rectified_miou = quality.get("rectified_miou", math.nan)
+        status = training_status(config, round_index)
+        _step(row, f"train {round_index}", status == "finished",
+              lambda: train_and_evaluate(config, device, resume=status == "partial", round_index=round_index))  # fmt: skip
+        metrics = _read_json(layout.metrics(round_index))
+        row.val_miou = (metrics.get("val") or {}).get("mean_iou", math.nan)
+        row.seconds = time.perf_counter() - started
+        rows.append(row)
+    return rows
+
+
+def _step(row: RoundRow, name: str, done: bool, action: Any) -> None:
+    if done:
+        row.skipped.append(name)
+        console.print(f"[dim]{name}: up to date, skipped")
+        return
+    console.print(f"[bold]{name}")
+    action()
+    row.ran.append(name)
+
+
+def _index_current(config: Config, round_index: int) -> bool:
+    try:
+        prototype_index, stale = open_round_index(config, round_index)
+    except InputError:
+        return False
+    meta = prototype_index.metadata
+    return not stale and meta.get("factory") == config.index.factory and meta.get("min_area") == config.index.min_area
+
+
+def _pseudo_current(config: Config, round_index: int) -> bool:
+    """pseudo.h5 exists, is whole, and came from the current model, index and settings."""
+    layout = RunLayout.of(config)
+    path = layout.pseudo(round_index)
+    if not path.is_file() or not layout.pseudo_quality(round_index).is_file():
+        return False
+    try:
+        with PseudoLabels(path) as stored:
+            return stored.attrs == {**stored.attrs, **_expected_pseudo_attrs(config, round_index)}
+    except InputError:
+        return False
+
+
+def _expected_pseudo_attrs(config: Config, round_index: int) -> dict[str, Any]:
+    layout = RunLayout.of(config)
+    index_path = layout.index_files(round_index - 1)[0]
+    return {
+        "checkpoint_sha256": sha256_file(layout.model(round_index - 1)),
+        "index_sha256": sha256_file(index_path) if config.rectify.enabled else "",
+        "inputs_hash": pseudo_inputs_hash(config),
+    }
+
+
+def _rectify(config: Config, round_index: int, device: str) -> None:
+    """Resume an unfinished file of the same inputs; otherwise start it over."""
+    path = RunLayout.of(config).pseudo(round_index)
+    unfinished = partial_path(path)
+    resume = False
+    if unfinished.exists():
+        try:
+            with PseudoLabels(unfinished, require_complete=False) as stored:
+                resume = stored.attrs == {**stored.attrs, **_expected_pseudo_attrs(config, round_index)}
+        except InputError:
+            resume = False
+    rectify_round(config, round_index, device, resume=resume, force=True)
+
+
+def _read_json(path: Any) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
