@@ -13,6 +13,7 @@ FAST_TRAINING = {
     "model.backbone": "tiny",
     "model.pretrained": "",
     "train.max_steps": 4,
+    "train.round_max_steps": 2,
     "train.batch_size": 4,
     "train.crop_size": 64,
     "train.workers": 0,

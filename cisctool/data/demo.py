@@ -34,6 +34,10 @@ lr = 0.01
 crop_size = 96
 workers = 1
 checkpoint_every = 50
+# rounds >= 1: continue from the previous round for 300 steps, 4 pseudo-labeled images a step
+round_max_steps = 300
+pseudo_batch_size = 4
+init = "previous"
 
 [eval]
 batch_size = 16
