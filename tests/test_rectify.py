@@ -8,7 +8,8 @@ import pytest
 from cisctool.config import Config, with_overrides
 from cisctool.errors import InputError
 from cisctool.pseudo_store import PIXEL_DTYPES, PseudoLabels, partial_path
-from cisctool.rectify import SimulatedCrash, fixed_batches, rectify_round
+from cisctool.rectify import SimulatedCrash, rectify_round
+from cisctool.signals import fixed_batches
 from cisctool.runs import RunLayout
 
 

@@ -1,0 +1,284 @@
+"""One batch, from images to every per-pixel signal rectification acts on (DESIGN §1.3–1.6, §5).
+
+DataLoader workers decode → one forward per batch (AMP on CUDA) → prototypes
+of every predicted class by einsum → one guide lookup per batch → CISC maps,
+S_ŷ, weights in both modes and reliability on the model's device. Thresholds
+(relabel, drop) are applied separately (`rectified_labels`), so `tune` can try
+many on one batch's signals.
+
+Batches are fixed slices of the split (batch b = images b·B … b·B+B−1), so a
+resumed or sharded run pads and computes every image exactly as an
+uninterrupted run would; random choices hash (seed, image position, class).
+"""
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from cisctool.checkpoint import load_model
+from cisctool.cisc import (
+    agreement,
+    class_areas,
+    class_prototypes,
+    cisc_maps,
+    drop,
+    pixel_weight,
+    predicted_class_similarity,
+    present_classes,
+    relabel,
+    reliability,
+    similarity_contrast,
+    upsample_maps,
+)
+from cisctool.config import Config
+from cisctool.data.datasets import InferenceDataset, pad_collate
+from cisctool.data.splits import SplitEntry
+from cisctool.guides import Guides, GuideSource, official_slots
+
+TTA_SCALES = (0.75, 1.0, 1.25)
+WEIGHT_MODES = ("official", "mean")
+
+
+@dataclass(frozen=True)
+class RectifySettings:
+    """The config keys the per-batch maths reads."""
+
+    num_classes: int
+    ignore_index: int
+    min_area: float
+    guide_exclude: tuple[int, ...]
+    weight_mode: str
+    margin: float
+    p_min: float
+    cisc_min: float
+    conf_min: float
+    seed: int
+
+    @classmethod
+    def of(cls, config: Config) -> "RectifySettings":
+        rectify = config.rectify
+        return cls(
+            config.data.num_classes, config.data.ignore_index, config.index.min_area,
+            tuple(rectify.guide_exclude), rectify.weight_mode, rectify.margin, rectify.p_min,
+            rectify.cisc_min, rectify.conf_min, config.train.seed,
+        )  # fmt: skip
+
+
+@dataclass
+class BatchSignals:
+    """What one batch's forward and guides give, before thresholds (padded B×H×W unless noted).
+
+    Kept on the model's device; `tune` applies many thresholds to one of these.
+    """
+
+    probabilities: torch.Tensor  # B×C×H×W
+    raw_label: torch.Tensor  # ignore on padding
+    confidence: torch.Tensor
+    maps: torch.Tensor  # B×K×H×W CISC maps of the guided slots
+    slot_classes: torch.Tensor  # B×K, −1 = empty slot
+    cisc: torch.Tensor  # S_ŷ, NaN where ŷ has no guide
+    contrast: torch.Tensor  # S_ŷ − best other guided S (report only)
+    weights: dict[str, torch.Tensor]  # per weight mode
+    reliability: torch.Tensor  # B
+    guide_rows: torch.Tensor  # B×C
+    queries: dict[str, int] = field(default_factory=dict)  # guided / fallback / unguided counts
+
+
+def predict(model: nn.Module, images: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities B×C×H×W (float32) and features B×D×h×w of the plain view.
+
+    With `tta`, probabilities average TTA_SCALES × {plain, flipped}, as the
+    official stage 2 predicts; features stay those of the plain image.
+    """
+    output = model(images)
+    probabilities = output.logits.float().softmax(dim=1)
+    if not tta:
+        return probabilities, output.features
+    size = images.shape[-2:]
+    views = 1
+    for scale in TTA_SCALES:
+        scaled = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear")
+        for flip in (False, True):
+            if scale == 1.0 and not flip:
+                continue
+            view = scaled.flip(-1) if flip else scaled
+            logits = model(view).logits.float()
+            logits = logits.flip(-1) if flip else logits
+            probabilities = probabilities + F.interpolate(logits, size=size, mode="bilinear").softmax(dim=1)
+            views += 1
+    return probabilities / views, output.features
+
+
+def batch_signals(
+    model: nn.Module,
+    images: torch.Tensor,
+    valid: torch.Tensor,
+    keys: np.ndarray,
+    own_rows: np.ndarray,
+    source: GuideSource | None,
+    settings: RectifySettings,
+    tta: bool = False,
+) -> BatchSignals:
+    """Predict and guide one padded batch: every signal the thresholds act on.
+
+    images B×3×H×W, valid B×H×W (false on padding), keys B split positions,
+    own_rows B labeled rows of the images themselves (−1 if not labeled). Without a
+    source (`rectify.enabled = false`) nothing is guided: labels stay raw, weights 1,
+    and reliability is mean −log confidence.
+    """
+    num_classes, ignore = settings.num_classes, settings.ignore_index
+    probabilities, features = predict(model, images, tta)
+    confidence, raw = probabilities.max(dim=1)
+    raw = torch.where(valid, raw, torch.full_like(raw, ignore))
+    prototypes, _ = class_prototypes(features, raw, num_classes, ignore)
+    present = present_classes(class_areas(raw, num_classes, ignore), settings.min_area)
+    present[:, list(settings.guide_exclude)] = False
+    if source is None:  # plain self-training: no class gets a guide
+        present[:] = False
+    image_slot, cls = torch.nonzero(present, as_tuple=True)
+    slot_of = (present.cumsum(dim=1) - 1)[image_slot, cls]
+
+    cls_host, image_host = cls.cpu().numpy(), image_slot.cpu().numpy()
+    queries = prototypes[image_slot, cls].cpu().numpy()
+    guides = (
+        source.choose(queries, cls_host, keys[image_host], own_rows[image_host])
+        if source is not None else Guides.none(queries.shape[1])
+    )  # fmt: skip
+    batch, width = images.shape[0], max(int(present.sum(dim=1).max()), 1)
+    device = images.device
+    guided = torch.from_numpy(guides.guided).to(device)
+    slot_classes = torch.full((batch, width), -1, dtype=torch.long, device=device)
+    slot_classes[image_slot, slot_of] = torch.where(guided, cls, torch.full_like(cls, -1))
+    guide_vectors = torch.zeros(batch, width, features.shape[1], device=device)
+    guide_vectors[image_slot, slot_of] = torch.from_numpy(guides.vectors).to(device)
+    guide_rows = torch.full((batch, num_classes), -1, dtype=torch.long, device=device)
+    guide_rows[image_slot, cls] = torch.from_numpy(guides.rows).to(device)
+
+    maps = upsample_maps(cisc_maps(features, guide_vectors), tuple(images.shape[-2:]))
+    cisc = predicted_class_similarity(maps, raw, slot_classes)
+    agreements = agreement(maps, raw, slot_classes)
+    chosen = official_slots((slot_classes >= 0).cpu().numpy(), keys, settings.seed)
+    chosen_slot = torch.from_numpy(chosen).to(device)
+    return BatchSignals(
+        probabilities=probabilities,
+        raw_label=raw,
+        confidence=confidence,
+        maps=maps,
+        slot_classes=slot_classes,
+        cisc=cisc,
+        contrast=similarity_contrast(maps, raw, slot_classes),
+        weights={mode: pixel_weight(agreements, slot_classes, mode, chosen_slot) for mode in WEIGHT_MODES},
+        reliability=reliability(cisc if source is not None else confidence, valid),
+        guide_rows=guide_rows,
+        queries={
+            "guided": int((guides.guided & ~guides.fallback).sum()),
+            "fallback": int(guides.fallback.sum()),
+            "unguided": int((~guides.guided).sum()),
+        },
+    )
+
+
+def rectified_labels(
+    signals: BatchSignals, margin: float, p_min: float, cisc_min: float, conf_min: float, ignore_index: int
+) -> torch.Tensor:
+    """Relabel, then drop (DESIGN §1.5); padding stays ignore (raw is ignore there)."""
+    label = relabel(
+        signals.raw_label, signals.maps, signals.probabilities, signals.slot_classes, signals.cisc, margin, p_min
+    )
+    label = drop(label, signals.cisc, signals.confidence, cisc_min, conf_min, ignore_index)
+    return torch.where(signals.raw_label == ignore_index, signals.raw_label, label)
+
+
+def host_arrays(signals: BatchSignals, label: torch.Tensor) -> dict[str, np.ndarray]:
+    """What the writer thread needs, on the host in one transfer per tensor."""
+    arrays = {
+        "label": label.to(torch.uint8),
+        "raw_label": signals.raw_label.to(torch.uint8),
+        "confidence": signals.confidence.half(),
+        "cisc": signals.cisc.half(),
+        "contrast": signals.contrast.half(),
+        "reliability": signals.reliability.float(),
+        "guide_rows": signals.guide_rows.int(),
+        **{f"weight_{mode}": weight.half() for mode, weight in signals.weights.items()},
+    }
+    return {name: tensor.cpu().numpy() for name, tensor in arrays.items()}
+
+
+def fixed_batches(count: int, batch_size: int) -> list[list[int]]:
+    """Positions 0…count−1 cut into consecutive batches (the same cut on every run)."""
+    return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+
+
+def guided_model(
+    config: Config, model_path: Path, prototype_index: Any, device: str
+) -> tuple[nn.Module, GuideSource | None]:
+    """The model in eval mode on `device` and the guide source over its index (None without one)."""
+    model, _ = load_model(model_path, expected=config)
+    model.eval().to(device)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if prototype_index is None:
+        return model, None
+    source = GuideSource(
+        prototype_index, config.data.num_classes, config.rectify.guide, config.index.topk, config.train.seed
+    )
+    return model, source
+
+
+def signal_stream(
+    config: Config,
+    model: nn.Module,
+    source: GuideSource,
+    entries: list[SplitEntry],
+    batches: list[list[int]],
+    device: str,
+    tta: bool,
+    with_masks: bool,
+) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
+    """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each."""
+    settings = RectifySettings.of(config)
+    ids = [entry.id for entry in entries]
+    own_rows = source.labeled_rows(ids) if source is not None else np.full(len(ids), -1, dtype=np.int64)
+    dataset = InferenceDataset(entries, settings.num_classes, settings.ignore_index, with_masks=with_masks)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=min(config.train.workers, 4),
+        collate_fn=functools.partial(pad_collate, ignore_index=settings.ignore_index),
+        pin_memory=device.startswith("cuda"),
+    )
+    amp = config.train.amp and device.startswith("cuda")
+    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+    for batch in loader:
+        with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=amp):
+            images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            keys = batch["index"].numpy()
+            valid = _valid_pixels(batch["sizes"], images.shape[-2:]).to(device)
+            signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, tta)
+        yield batch, signals
+
+
+def _valid_pixels(sizes: torch.Tensor, padded: torch.Size) -> torch.Tensor:
+    """B×H×W bools: inside each image's own H×W, false on the padding."""
+    rows = torch.arange(padded[0]).view(1, -1, 1) < sizes[:, 0].view(-1, 1, 1)
+    cols = torch.arange(padded[1]).view(1, 1, -1) < sizes[:, 1].view(-1, 1, 1)
+    return rows & cols
+
+
+def cropped_images(
+    keys: np.ndarray, sizes: np.ndarray, arrays: dict[str, np.ndarray], masks: np.ndarray, with_masks: bool
+) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray | None]]:
+    """Each image of a host batch: (split position, its H×W arrays, its mask or None)."""
+    for slot, key in enumerate(keys.tolist()):
+        height, width = (int(value) for value in sizes[slot])
+        crop = {name: value[slot, :height, :width] for name, value in arrays.items() if value.ndim == 3}
+        crop.update({name: value[slot] for name, value in arrays.items() if value.ndim < 3})
+        yield key, crop, masks[slot, :height, :width] if with_masks else None
