@@ -1,0 +1,230 @@
+"""How much does rectification cost on top of plain inference, and against the official per-image loop?
+
+    python benchmarks/bench_rectify.py [--images 500] [--batch-size 16] [--device cpu|cuda]
+
+One model, one set of N unlabeled demo images (no masks: no quality report), in one run:
+  (a) plain batched inference: forward + argmax, nothing written;
+  (b) `rectify` as the CLI runs it (signals, guides, CISC maps, weights, HDF5 written);
+  (c) a per-image reimplementation of the official loop: one image at a time, a Python loop
+      over its classes, one index search per class, CISC map and weight in numpy, one HDF5
+      write per image.
+Prints images/s of each and the ratios b/a (target ≥ 0.9) and b/c (target ≥ 5), then the
+peak RSS of (b) in a fresh process at N and at 8N images (target: growth ≤ 10 %), and
+writes a JSON record to benchmarks/results/.
+"""
+
+import argparse
+import functools
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.table import Table
+from torch.utils.data import DataLoader
+
+from cisctool.config import Config, load_config, with_overrides
+from cisctool.console import console, set_verbosity
+from cisctool.data.datasets import InferenceDataset, pad_collate
+from cisctool.data.demo import make_demo
+from cisctool.data.splits import read_split
+from cisctool.errors import InputError
+from cisctool.index import search_by_class, stored_vectors
+from cisctool.index_build import build_round_index, open_round_index
+from cisctool.pseudo_store import PseudoImage, PseudoWriter
+from cisctool.rectify import image_shapes, rectify_round
+from cisctool.runs import RunLayout
+from cisctool.signals import fixed_batches, guided_model
+from cisctool.train import train_round
+
+ROOT = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--train-steps", type=int, default=150, help="round-0 steps (predictions look like shapes)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--workdir", type=Path, default=ROOT / "work" / "bench_rectify")
+    parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    set_verbosity(-1)
+    config = _prepare(args)
+    if args.rss_child:
+        split = f"splits/images_{args.rss_child}.txt"
+        rectify_round(with_overrides(config, {"data.unlabeled": split}), 1, args.device, force=True)
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        return
+    split_config = with_overrides(config, {"data.unlabeled": f"splits/images_{args.images}.txt"})
+    plain = _plain_inference(split_config, args.device)
+    started = time.perf_counter()
+    outcome = rectify_round(split_config, 1, args.device, force=True)
+    end_to_end = args.images / (time.perf_counter() - started)
+    official = _official_loop(split_config, args.device)
+    rss = {count: _child_rss(args, count) for count in (args.images, 8 * args.images)}
+    figures = {
+        "images": args.images,
+        "batch_size": args.batch_size,
+        "plain_images_per_second": plain,
+        "rectify_images_per_second": outcome.images_per_second,
+        "rectify_end_to_end_images_per_second": end_to_end,
+        "official_loop_images_per_second": official,
+        "ratio_rectify_vs_plain": outcome.images_per_second / plain,
+        "ratio_rectify_vs_official": outcome.images_per_second / official,
+        "peak_rss_kib": {str(count): value for count, value in rss.items()},
+        "rss_growth": rss[8 * args.images] / rss[args.images] - 1,
+    }
+    console.quiet = False
+    console.print(_table(figures))
+    _write_record("rectify", figures, args.device)
+
+
+def _prepare(args: argparse.Namespace) -> Config:
+    """Demo data with 8N unlabeled images, image-only splits of N and 8N, a round-0 model and index."""
+    data = args.workdir / "data"
+    if not (data / "cisctool.toml").exists():
+        make_demo(data, num_unlabeled=8 * args.images)
+    for count in (args.images, 8 * args.images):
+        lines = (data / "splits/unlabeled.txt").read_text().split("\n")[:count]
+        (data / f"splits/images_{count}.txt").write_text("\n".join(line.split()[0] for line in lines) + "\n")
+    config = load_config(data / "cisctool.toml", {
+        "workdir": str(args.workdir), "name": "bench", "train.max_steps": args.train_steps,
+        "rectify.batch_size": args.batch_size, "train.workers": 1,
+    })  # fmt: skip
+    if not RunLayout.of(config).model(0).is_file():
+        train_round(config, 0, args.device)
+    try:
+        stale = open_round_index(config, 0)[1]
+    except InputError:
+        stale = True
+    if stale:
+        build_round_index(config, 0, args.device)
+    return config
+
+
+def _loader(config: Config, batch_size: int) -> DataLoader:
+    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    dataset = InferenceDataset(entries, config.data.num_classes, config.data.ignore_index, with_masks=False)
+    return DataLoader(
+        dataset, batch_sampler=fixed_batches(len(entries), batch_size), num_workers=min(config.train.workers, 4),
+        collate_fn=functools.partial(pad_collate, ignore_index=config.data.ignore_index),
+    )  # fmt: skip
+
+
+@torch.inference_mode()
+def _plain_inference(config: Config, device: str) -> float:
+    """(a): the same loader and model, forward + argmax to the host, nothing else."""
+    model, _ = guided_model(config, RunLayout.of(config).model(0), None, device)
+    loader = _loader(config, config.rectify.batch_size)
+    amp = config.train.amp and device.startswith("cuda")
+    started, count = time.perf_counter(), 0
+    for batch in loader:
+        with torch.autocast(device_type="cuda", enabled=amp):
+            images = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
+            model(images).logits.argmax(dim=1).cpu()
+        count += len(batch["index"])
+    return count / (time.perf_counter() - started)
+
+
+@torch.inference_mode()
+def _official_loop(config: Config, device: str) -> float:
+    """(c): one image at a time; per class: numpy prototype, one search, numpy CISC map and weight."""
+    layout = RunLayout.of(config)
+    prototype_index, _ = open_round_index(config, 0)
+    vectors = stored_vectors(prototype_index)
+    model, _ = guided_model(config, layout.model(0), None, device)
+    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    path = layout.round_dir(1) / "official_loop.h5"
+    writer = PseudoWriter.create(path, [entry.id for entry in entries], image_shapes(entries),
+                                 config.data.num_classes, {"round": 1})  # fmt: skip
+    excluded, rng = set(config.rectify.guide_exclude), np.random.default_rng(0)
+    started = time.perf_counter()
+    for batch in _loader(config, 1):
+        output = model(batch["image"].to(device))
+        probabilities = output.logits.float().softmax(dim=1)[0]
+        confidence, label = (value.cpu().numpy() for value in probabilities.max(dim=0))
+        features = output.features[0].float().cpu().numpy()  # D×h×w
+        height, width = label.shape
+        low = np.asarray(F.interpolate(torch.from_numpy(label[None, None].astype(np.float32)),
+                                       size=features.shape[1:], mode="nearest")[0, 0]).astype(np.int64)  # fmt: skip
+        weight = np.ones_like(confidence)
+        cisc = np.full_like(confidence, np.nan)
+        guides = np.full(config.data.num_classes, -1, dtype=np.int32)
+        classes = [cls for cls in np.unique(label) if cls not in excluded
+                   and (label == cls).mean() >= config.index.min_area]  # fmt: skip
+        for cls in classes:  # the official loop: one class at a time
+            region = low == cls
+            if not region.any():
+                continue
+            prototype = features[:, region].sum(axis=1) / (region.sum() + 5e-4)
+            prototype /= np.linalg.norm(prototype) + 1e-12
+            _, ids = search_by_class(prototype_index, prototype[None], np.array([cls]), 1)
+            if ids[0, 0] < 0:
+                continue
+            guides[cls] = prototype_index.rows[ids[0, 0]]
+            guide = vectors[ids[0, 0]]
+            unit = features / (np.linalg.norm(features, axis=0, keepdims=True) + 1e-12)
+            similarity = np.tensordot(guide, unit, axes=1)[None, None]
+            similarity = F.interpolate(torch.from_numpy(similarity.astype(np.float32)), size=(height, width),
+                                       mode="bilinear", align_corners=False)[0, 0].numpy()  # fmt: skip
+            cisc[label == cls] = similarity[label == cls]
+            if rng.random() < 1.0 / len(classes):  # the official weight: one class per image
+                weight = 1.0 - np.abs((label == cls).astype(np.float32) - np.clip(similarity, 0, 1))
+        index = int(batch["index"][0])
+        writer.write([index], [PseudoImage(label.astype(np.uint8), label.astype(np.uint8), confidence, cisc,
+                                           weight, guides, float("nan"))])  # fmt: skip
+    seconds = time.perf_counter() - started
+    writer.close()
+    path.unlink()
+    return len(entries) / seconds
+
+
+def _child_rss(args: argparse.Namespace, count: int) -> int:
+    """Peak RSS (KiB) of `rectify` over `count` images, in a fresh process."""
+    command = [sys.executable, __file__, "--images", str(args.images), "--batch-size", str(args.batch_size),
+               "--device", args.device, "--workdir", str(args.workdir), "--rss-child", str(count)]  # fmt: skip
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    return int(completed.stdout.strip().splitlines()[-1])
+
+
+def _table(figures: dict) -> Table:
+    table = Table(title=f"rectify throughput, {figures['images']} demo images, batch {figures['batch_size']}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("(a) plain batched inference img/s", f"{figures['plain_images_per_second']:.1f}")
+    table.add_row("(b) rectify img/s (loop; end to end)",
+                  f"{figures['rectify_images_per_second']:.1f}; {figures['rectify_end_to_end_images_per_second']:.1f}")
+    table.add_row("(c) official per-image loop img/s", f"{figures['official_loop_images_per_second']:.1f}")
+    table.add_row("[bold]b / a (target ≥ 0.9)", f"[bold]{figures['ratio_rectify_vs_plain']:.2f}")
+    table.add_row("[bold]b / c (target ≥ 5)", f"[bold]{figures['ratio_rectify_vs_official']:.2f}")
+    for count, value in figures["peak_rss_kib"].items():
+        table.add_row(f"peak RSS of (b) at {count} images", f"{value / 1024:.0f} MiB")
+    table.add_row("[bold]RSS growth N → 8N (target ≤ 10 %)", f"[bold]{100 * figures['rss_growth']:.1f} %")
+    return table
+
+
+def _write_record(name: str, figures: dict, device: str) -> None:
+    record = {
+        "benchmark": name,
+        "figures": figures,
+        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "device": device,
+                    "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
+        "versions": {"torch": torch.__version__, "faiss": faiss.__version__, "python": platform.python_version()},
+        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+    }  # fmt: skip
+    out = ROOT / "results" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    console.print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
