@@ -1,14 +1,23 @@
-"""FAISS inner-product index of labeled-image class prototypes, with class-restricted search.
+"""FAISS inner-product index of labeled-image class prototypes, searched within a class in one call.
 
 Vector i is one present class of one labeled image; its FAISS id is i, and
 `rows[i]` / `classes[i]` / `areas[i]` say which labeled image, which class and
 how much of the image it covers. Prototypes are L2-normalised, so inner
-product = cosine. A query carries a class and is searched among that class's
-vectors only (`IDSelectorBatch`), with one FAISS call per class present in a
-batch of queries, never one per query.
+product = cosine.
+
+Class-restricted search without a call per class: each stored vector is the
+prototype followed by its class one-hot scaled by CLASS_TAG (width C), and a
+query carries its own class the same way, so inner product = cosine +
+CLASS_TAG² when the classes agree and cosine otherwise. With CLASS_TAG² = 4 > 2
+(the widest cosine gap) every same-class vector outranks every other one: one
+`search` over a whole batch of queries returns same-class hits first (exact for
+Flat; IVF's coarse clusters become class-pure, so a small nprobe finds the
+query's class). Hits of another class (a class with fewer than k vectors) are
+dropped and reported as id −1.
 """
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +30,8 @@ from cisctool.errors import InputError, first_line
 from cisctool.runs import atomic_write, atomic_write_json
 
 INDEX_FORMAT = "cisctool-index"
-INDEX_VERSION = 1
+INDEX_VERSION = 2
+CLASS_TAG = 2.0
 
 
 @dataclass
@@ -53,13 +63,14 @@ def build_index(
     """Index N×D prototypes with any FAISS factory string; IVF is trained on the prototypes.
 
     With `use_gpu` and a GPU build of faiss, training and adding run on the GPUs;
-    the returned index is a CPU copy (class-restricted selectors search it there).
+    the returned index is a CPU copy, so saved files load anywhere.
     """
-    vectors = np.ascontiguousarray(prototypes, dtype=np.float32)
-    count, dim = vectors.shape
+    width = int(classes.max()) + 1 if len(classes) else 1
+    vectors = tag_with_class(prototypes, classes, width)
+    count, dim = prototypes.shape
     started = time.perf_counter()
     try:
-        index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.index_factory(dim + width, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as error:
         raise InputError(f"index.factory = {factory!r}: FAISS rejects it ({first_line(error)})") from None
     lists = getattr(_ivf_of(index), "nlist", 0)
@@ -81,6 +92,7 @@ def build_index(
         "version": INDEX_VERSION,
         "factory": factory,
         "dim": dim,
+        "class_tag_width": width,
         "vectors": count,
         "nprobe": nprobe,
         "ef_search": ef_search,
@@ -91,6 +103,14 @@ def build_index(
         index, list(image_ids), rows.astype(np.int64), classes.astype(np.int64),
         areas.astype(np.float32), metadata,
     )  # fmt: skip
+
+
+def tag_with_class(vectors: np.ndarray, classes: np.ndarray, width: int) -> np.ndarray:
+    """N×D vectors → N×(D+width): the class one-hot × CLASS_TAG appended (classes ≥ width get none)."""
+    tags = np.zeros((len(vectors), width), dtype=np.float32)
+    inside = classes < width
+    tags[np.flatnonzero(inside), classes[inside]] = CLASS_TAG
+    return np.ascontiguousarray(np.concatenate([np.asarray(vectors, dtype=np.float32), tags], axis=1))
 
 
 def gpu_count() -> int:
@@ -112,47 +132,87 @@ def _ivf_of(index: faiss.Index) -> Any:
         return None
 
 
-def _search_parameters(prototype_index: PrototypeIndex, ids: np.ndarray) -> faiss.SearchParameters:
-    """Parameters restricting a search to `ids`, with the index type's own speed/recall knob."""
-    selector = faiss.IDSelectorBatch(ids)
+def _search_parameters(prototype_index: PrototypeIndex) -> faiss.SearchParameters | None:
+    """The index type's own speed/recall knob (IVF nprobe, HNSW efSearch)."""
     index = prototype_index.index
     if _ivf_of(index) is not None:
-        return faiss.SearchParametersIVF(sel=selector, nprobe=prototype_index.metadata["nprobe"])
+        return faiss.SearchParametersIVF(nprobe=prototype_index.metadata["nprobe"])
     if isinstance(index, faiss.IndexHNSW):
-        return faiss.SearchParametersHNSW(sel=selector, efSearch=prototype_index.metadata["ef_search"])
-    return faiss.SearchParameters(sel=selector)
+        return faiss.SearchParametersHNSW(efSearch=prototype_index.metadata["ef_search"])
+    return None
 
 
 def search_by_class(
     prototype_index: PrototypeIndex, queries: np.ndarray, query_classes: np.ndarray, k: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k among the vectors of each query's own class.
+    """Top-k among the vectors of each query's own class, for all queries in one FAISS call.
 
-    queries Q×D (L2-normalised), query_classes Q → (scores Q×k float32, vector ids Q×k int64);
+    queries Q×D (L2-normalised), query_classes Q → (scores Q×k float32 cosines, vector ids Q×k int64);
     id −1 (score −inf) where the class has fewer than k labeled vectors.
     """
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
     scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     ids = np.full((len(queries), k), -1, dtype=np.int64)
-    for cls in np.unique(query_classes):
-        members = np.flatnonzero(prototype_index.classes == cls)
-        if members.size == 0:
-            continue
-        chosen = np.flatnonzero(query_classes == cls)
-        params = _search_parameters(prototype_index, members.astype(np.int64))
-        found_scores, found_ids = prototype_index.index.search(queries[chosen], k, params=params)
-        valid = found_ids >= 0
-        scores[chosen] = np.where(valid, found_scores, -np.inf)
-        ids[chosen] = found_ids
+    if len(queries) == 0:
+        return scores, ids
+    width = prototype_index.metadata["class_tag_width"]
+    tagged = tag_with_class(queries, np.asarray(query_classes, dtype=np.int64), width)
+    found_scores, found_ids = prototype_index.index.search(tagged, k, params=_search_parameters(prototype_index))
+    same_class = (found_ids >= 0) & (prototype_index.classes[np.maximum(found_ids, 0)] == query_classes[:, None])
+    ids[same_class] = found_ids[same_class]
+    scores[same_class] = found_scores[same_class] - CLASS_TAG**2
     return scores, ids
 
 
+AUTO_FLAT_LIMIT = 20_000
+RECALL_SAMPLE = 1000
+RECALL_TARGET = 0.95
+
+
+def auto_factory(count: int) -> str:
+    """`index.factory = "auto"`: exact Flat up to AUTO_FLAT_LIMIT vectors, else IVF with ~4·√N lists."""
+    if count <= AUTO_FLAT_LIMIT:
+        return "Flat"
+    lists = 2 ** round(math.log2(4 * math.sqrt(count)))
+    return f"IVF{lists},Flat"
+
+
+def recall_at_1(prototype_index: PrototypeIndex, vectors: np.ndarray) -> float:
+    """recall@1 of class-restricted search against exact search, leave-one-out on a sample of the
+    index's own vectors: each sampled vector asks for its nearest *other* same-class vector (asking
+    for itself would be found trivially in its own IVF list)."""
+    sample = np.random.default_rng(0).choice(len(vectors), min(RECALL_SAMPLE, len(vectors)), replace=False)
+    queries, query_classes = vectors[sample], prototype_index.classes[sample]
+    exact = build_index(vectors, prototype_index.rows, prototype_index.classes, prototype_index.areas, [], "Flat")
+    expected = _first_other(search_by_class(exact, queries, query_classes, 2)[1], sample)
+    found = _first_other(search_by_class(prototype_index, queries, query_classes, 2)[1], sample)
+    return float((found == expected).mean())
+
+
+def _first_other(ids: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Per row, the first hit that is not the query's own id (−1 if none)."""
+    other = (ids != own[:, None]) & (ids >= 0)
+    return np.where(other.any(axis=1), ids[np.arange(len(ids)), np.argmax(other, axis=1)], -1)
+
+
+def tune_nprobe(prototype_index: PrototypeIndex, vectors: np.ndarray) -> float:
+    """Smallest power-of-two nprobe reaching RECALL_TARGET (kept in the metadata); returns its recall."""
+    lists = _ivf_of(prototype_index.index).nlist
+    nprobe, recall = 1, 0.0
+    while True:
+        prototype_index.metadata["nprobe"] = nprobe
+        recall = recall_at_1(prototype_index, vectors)
+        if recall >= RECALL_TARGET or nprobe >= lists:
+            return recall
+        nprobe *= 2
+
+
 def stored_vectors(prototype_index: PrototypeIndex) -> np.ndarray:
-    """All N×D vectors back from the index (guides are means of hits; IVF needs its direct map)."""
+    """All N×D prototypes back from the index, class tags removed (guides are means of hits)."""
     ivf = _ivf_of(prototype_index.index)
     if ivf is not None:
         ivf.make_direct_map()
-    return prototype_index.index.reconstruct_n(0, prototype_index.index.ntotal)
+    tagged = prototype_index.index.reconstruct_n(0, prototype_index.index.ntotal)
+    return np.ascontiguousarray(tagged[:, : prototype_index.metadata["dim"]])
 
 
 def save_index(prototype_index: PrototypeIndex, index_path: Path, meta_path: Path) -> None:
@@ -179,8 +239,13 @@ def load_index(index_path: Path, meta_path: Path) -> PrototypeIndex:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InputError(f"{meta_path}: not valid JSON ({error})") from None
-    if meta.get("format") != INDEX_FORMAT or meta.get("version") != INDEX_VERSION:
-        raise InputError(f"{meta_path}: not a cisctool index metadata file of version {INDEX_VERSION}")
+    if meta.get("format") != INDEX_FORMAT:
+        raise InputError(f"{meta_path}: not a cisctool index metadata file")
+    if meta.get("version") != INDEX_VERSION:
+        raise InputError(
+            f"{meta_path}: index format version {meta.get('version')}; this cisctool reads {INDEX_VERSION} "
+            "(rebuild it with `cisctool index build`)"
+        )
     try:
         index = faiss.read_index(str(index_path))
     except RuntimeError as error:

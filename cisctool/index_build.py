@@ -23,16 +23,17 @@ from cisctool.data.transforms import normalize
 from cisctool.errors import InputError
 from cisctool.index import (
     PrototypeIndex,
+    auto_factory,
     build_index,
     load_index,
+    recall_at_1,
     resolve_use_gpu,
     save_index,
     search_by_class,
+    tune_nprobe,
 )
 from cisctool.pictures import blend, colorize, save_panels
 from cisctool.runs import RunLayout, sha256_file
-
-RECALL_SAMPLE = 1000
 
 
 @dataclass
@@ -79,17 +80,6 @@ def labeled_prototypes(config: Config, model: torch.nn.Module, device: str) -> L
     return LabeledPrototypes(vectors, rows, classes, areas, [entry.id for entry in entries])
 
 
-def exact_recall_at_1(prototype_index: PrototypeIndex, prototypes: LabeledPrototypes) -> float:
-    """recall@1 of the index against exact class-restricted search, on a sample of its own vectors."""
-    rng = np.random.default_rng(0)
-    sample = rng.choice(len(prototypes.vectors), min(RECALL_SAMPLE, len(prototypes.vectors)), replace=False)
-    exact = build_index(prototypes.vectors, prototypes.rows, prototypes.classes, prototypes.areas, [], "Flat")
-    queries, query_classes = prototypes.vectors[sample], prototypes.classes[sample]
-    expected = search_by_class(exact, queries, query_classes, 1)[1][:, 0]
-    found = search_by_class(prototype_index, queries, query_classes, 1)[1][:, 0]
-    return float((found == expected).mean())
-
-
 def build_round_index(
     config: Config, round_index: int, device: str, factory: str | None = None
 ) -> PrototypeIndex:
@@ -100,12 +90,18 @@ def build_round_index(
         raise InputError(f"{model_path}: no model for round {round_index} (run `cisctool train` first)")
     model, _ = load_model(model_path, expected=config)
     prototypes = labeled_prototypes(config, model, device)
-    factory = factory or config.index.factory
+    requested = factory or config.index.factory
+    factory = auto_factory(len(prototypes.vectors)) if requested == "auto" else requested
     prototype_index = build_index(
         prototypes.vectors, prototypes.rows, prototypes.classes, prototypes.areas,
         prototypes.image_ids, factory, use_gpu=resolve_use_gpu(config.index.use_gpu),
     )  # fmt: skip
-    recall = None if factory == "Flat" else exact_recall_at_1(prototype_index, prototypes)
+    if factory == "Flat":
+        recall = None
+    elif requested == "auto":
+        recall = tune_nprobe(prototype_index, prototypes.vectors)
+    else:
+        recall = recall_at_1(prototype_index, prototypes.vectors)
     prototype_index.metadata.update(
         round=round_index,
         checkpoint=str(model_path),

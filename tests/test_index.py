@@ -107,3 +107,40 @@ def test_gpu_setting_is_resolved_against_what_faiss_sees(monkeypatch):
     monkeypatch.setattr(index_module, "gpu_count", lambda: 0)
     built = build_index(vectors, rows, classes, areas, [], "Flat", use_gpu=True)
     assert built.metadata["built_on_gpu"] is False  # asked, but this faiss has no GPU: CPU build
+
+
+def test_auto_picks_flat_for_small_sets_and_tunes_ivf_to_the_recall_target():
+    from cisctool.index import RECALL_TARGET, auto_factory, recall_at_1, tune_nprobe
+
+    assert auto_factory(5000) == "Flat" and auto_factory(120_000) == "IVF1024,Flat"
+    vectors, rows, classes, areas = clustered_prototypes(20000)
+    index = build_index(vectors, rows, classes, areas, [], "IVF128,Flat")
+    recall = tune_nprobe(index, vectors)
+    nprobe = index.metadata["nprobe"]
+    assert recall >= RECALL_TARGET and recall == recall_at_1(index, vectors)
+    if nprobe > 1:  # the chosen nprobe is the smallest power of two that reaches the target
+        index.metadata["nprobe"] = nprobe // 2
+        assert recall_at_1(index, vectors) < RECALL_TARGET
+
+
+def test_one_search_call_serves_queries_of_many_classes(monkeypatch):
+    vectors, rows, classes, areas = clustered_prototypes(500)
+    index = build_index(vectors, rows, classes, areas, [], "Flat")
+    calls = []
+    original = index.index.search
+    monkeypatch.setattr(index.index, "search", lambda *a, **k: calls.append(1) or original(*a, **k))
+    queries, query_classes = nearby_queries(vectors, classes, 40, seed=3)
+    assert len(set(query_classes.tolist())) == NUM_CLASSES
+    search_by_class(index, queries, query_classes, 2)
+    assert len(calls) == 1
+
+
+def test_an_index_of_the_previous_format_asks_for_a_rebuild(tmp_path):
+    import json
+
+    vectors, rows, classes, areas = clustered_prototypes(50)
+    save_index(build_index(vectors, rows, classes, areas, [], "Flat"), tmp_path / "r.faiss", tmp_path / "r.json")
+    meta = json.loads((tmp_path / "r.json").read_text())
+    (tmp_path / "r.json").write_text(json.dumps({**meta, "version": 1}))
+    with pytest.raises(InputError, match="version 1; this cisctool reads 2 .rebuild it"):
+        load_index(tmp_path / "r.faiss", tmp_path / "r.json")
