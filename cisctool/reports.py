@@ -36,6 +36,8 @@ def eval_table(result: EvalResult, title: str) -> Table:
 
 def train_table(outcome: TrainOutcome) -> Table:
     table = Table(title=f"training round {outcome.round_index}")
+    if outcome.pseudo_images is not None:
+        table.caption = f"pseudo-labeled images trained on: {outcome.pseudo_images[0]} of {outcome.pseudo_images[1]}"
     for column in ("steps", "resumed from", "final loss", "seconds", "steps/s"):
         table.add_column(column, justify="right")
     done = outcome.steps - outcome.resumed_from

@@ -51,6 +51,7 @@ class TrainOutcome:
     final_loss: float
     model_path: Path | None
     resumed_from: int
+    pseudo_images: tuple[int, int] | None = None  # rounds ≥ 1: (trained on, in the file)
 
 
 def training_signature(config: Config, round_index: int = 0) -> str:
@@ -153,8 +154,9 @@ def _pseudo_stream(config: Config, round_index: int, settings: PairSettings, sta
     batch = config.train.pseudo_batch_size or config.train.batch_size
     dataset = PseudoLabeledDataset(pseudo_path, unlabeled, rows.tolist(), settings)
     sampler = SeededSampler(len(rows), config.train.seed + 7919 * round_index, start * batch, total * batch)
-    loader = DataLoader(
+    loader = DataLoader(  # its own generator: creating it must not draw from the global RNG (resume)
         dataset, batch_size=batch, sampler=sampler, num_workers=config.train.workers, drop_last=True,
+        generator=torch.Generator().manual_seed(config.train.seed + 7919 * round_index),
     )  # fmt: skip
     fingerprint += hashlib.sha256(rows.tobytes()).hexdigest()
     return PseudoStream(loader, images, len(rows), fingerprint)
@@ -266,7 +268,8 @@ def train_round(
         model_path = layout.model(round_index)
         save_checkpoint(model_path, model_payload(model, config, round_index))
     seconds = time.perf_counter() - started
-    return TrainOutcome(round_index, step, total_steps, seconds, loss_value, model_path, start_step)
+    chosen = (pseudo.selected, pseudo.images) if pseudo is not None else None
+    return TrainOutcome(round_index, step, total_steps, seconds, loss_value, model_path, start_step, chosen)
 
 
 def _losses(

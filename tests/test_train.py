@@ -73,3 +73,24 @@ def test_masked_cross_entropy_ignores_pixels_and_never_nans():
     expected = torch.nn.functional.cross_entropy(logits, masks, ignore_index=255)
     torch.testing.assert_close(masked_cross_entropy(logits, masks, 255), expected)
     assert masked_cross_entropy(logits, torch.full_like(masks, 255), 255) == 0
+
+
+def test_round_one_resume_after_a_crash_equals_an_uninterrupted_run(demo_config, trained_workdir, tmp_path):
+    import shutil
+
+    from cisctool.rectify import rectify_round
+
+    runs = {}
+    for name in ("whole", "crashed"):
+        shutil.copytree(trained_workdir, tmp_path / name)
+        runs[name] = with_overrides(demo_config, {"workdir": str(tmp_path / name), "train.round_max_steps": 4})
+        rectify_round(runs[name], 1, "cpu")
+    whole = train_round(runs["whole"], 1)
+    crashed = train_round(runs["crashed"], 1, stop_at_step=3)
+    assert crashed.model_path is None
+    resumed = train_round(runs["crashed"], 1, resume=True)
+    assert resumed.resumed_from == 2 and resumed.steps == 4 and whole.pseudo_images == (3, 6)
+    expected = load_checkpoint(whole.model_path)["model"]
+    actual = load_checkpoint(resumed.model_path)["model"]
+    for key, tensor in expected.items():
+        torch.testing.assert_close(actual[key], tensor, rtol=0, atol=0, msg=key)
