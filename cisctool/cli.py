@@ -306,6 +306,23 @@ def index_query_command(
         console.print(f"wrote {save_path}")
 
 
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--overlay", is_flag=True, help="Also write overlay/<name>.png: the image and it with the mask.")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+def predict(
+    checkpoint: Path, images: tuple[Path, ...], out: Path, overlay: bool, batch_size: int, device: str | None
+) -> None:
+    """Palette PNG masks (<name>.png, palette index = class) for any IMAGES with a model.pt; no config needed."""
+    from cisctool.predict import predict_images
+
+    class_names = predict_images(checkpoint, list(images), out, _device(device), overlay, batch_size)
+    console.print(f"wrote {len(images)} masks to {out}/ (classes: {', '.join(class_names)})")
+
+
 # ---------------------------------------------------------------- rectify
 @main.command()
 @click.option("--round", "round_index", type=click.IntRange(1), required=True,

@@ -298,3 +298,21 @@ def test_round_one_trains_on_pseudo_labels_and_refuses_wrong_files(project_round
     result = run("--config", config, "train", "--round", "1", *FAST_FLAGS)
     assert result.exit_code == 2 and "made with another round-0 model" in result.output.replace("\n", "")
     assert "Traceback" not in result.output
+
+
+def test_predict_writes_palette_masks_for_any_images(trained_workdir: Path, demo_dir: Path, tmp_path: Path):
+    checkpoint = str(trained_workdir / "runs/demo/round0/model.pt")
+    images = [demo_dir / line.split()[0] for line in (demo_dir / "splits/val.txt").read_text().splitlines()[:3]]
+    result = run("predict", checkpoint, *map(str, images), "--out", "masks", "--overlay", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "wrote 3 masks" in result.output and "background" in result.output
+    for image in images:
+        with Image.open(tmp_path / "masks" / f"{image.stem}.png") as mask, Image.open(image) as picture:
+            assert mask.mode == "P" and mask.size == picture.size
+            assert max(np.asarray(mask).ravel()) < 6
+        assert (tmp_path / "masks/overlay" / f"{image.stem}.png").is_file()
+    result = run("predict", "missing.pt", str(images[0]), "--out", "m2")
+    assert result.exit_code == 2 and "missing.pt: checkpoint not found" in result.output
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    result = run("predict", checkpoint, str(tmp_path / "bad.png"), "--out", "m3", "--device", "cpu")
+    assert result.exit_code == 2 and "bad.png: cannot read image" in result.output.replace("\n", "")
