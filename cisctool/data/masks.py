@@ -28,8 +28,25 @@ def voc_palette(num_entries: int = 256) -> list[int]:
     return palette
 
 
+# Cityscapes label id → train id (19 classes); every other id is ignored (255).
+CITYSCAPES_LABEL_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
+                        25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}  # fmt: skip
+CITYSCAPES_LABEL_IDS_SUFFIX = "_gtFine_labelIds.png"
+
+
+def cityscapes_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Cityscapes `*_gtFine_labelIds.png` values → the 19 train ids, others 255."""
+    table = np.full(256, 255, dtype=np.uint8)
+    for label_id, train_id in CITYSCAPES_LABEL_IDS.items():
+        table[label_id] = train_id
+    return table[label_ids]
+
+
 def read_mask(path: Path) -> np.ndarray:
-    """H×W uint8 class indices from a class-index or palette PNG; RGB masks are refused."""
+    """H×W uint8 class indices from a class-index or palette PNG; RGB masks are refused.
+
+    Cityscapes `*_gtFine_labelIds.png` files are mapped to train ids on reading.
+    """
     try:
         with Image.open(path) as image:
             if image.mode not in ("L", "P", "I", "I;16"):
@@ -46,6 +63,8 @@ def read_mask(path: Path) -> np.ndarray:
         raise InputError(f"{path}: cannot read mask ({error})") from None
     if array.max(initial=0) > 255:
         raise InputError(f"{path}: mask values above 255 cannot be class indices")
+    if path.name.endswith(CITYSCAPES_LABEL_IDS_SUFFIX):
+        return cityscapes_train_ids(array.astype(np.uint8))
     return array.astype(np.uint8)
 
 
