@@ -94,6 +94,16 @@ def _config(ctx: click.Context, overrides: dict[str, Any] | None = None) -> Conf
     return load_config(path, {**ctx.obj["settings"], **flags})
 
 
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`I/N` with 0 ≤ I < N."""
+    if text is None:
+        return None
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise click.BadParameter(f"{text!r} is not I/N with 0 ≤ I < N", param_hint="--shard")
+    return int(index), int(count)
+
+
 def _device(requested: str | None) -> str:
     if requested is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -337,6 +347,9 @@ def predict(
 @click.option("--tta", is_flag=True, help="Average predictions over scales and flips (slower).")
 @click.option("--resume", is_flag=True, help="Continue an unfinished run; only images not done are computed.")
 @click.option("--force", is_flag=True, help="Recompute even if a finished pseudo.h5 exists.")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Compute only shard I of N (batches b with b mod N = I) into pseudo.shard<I>of<N>.h5.")
+@click.option("--merge", is_flag=True, help="Join the finished shard files into pseudo.h5 (no computing).")
 @click.option("--compression", type=click.Choice(["lzf", "gzip", "none"]), default="lzf", show_default=True)
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
 @click.pass_context
@@ -350,6 +363,8 @@ def rectify(
     tta: bool,
     resume: bool,
     force: bool,
+    shard: str | None,
+    merge: bool,
     compression: str,
     device: str | None,
 ) -> None:
@@ -363,7 +378,21 @@ def rectify(
         {"rectify.batch_size": batch_size, "rectify.guide": guide, "rectify.weight_mode": weight_mode,
          "rectify.enabled": False if plain else None},
     )  # fmt: skip
-    outcome = rectify_round(config, round_index, _device(device), resume, force, tta, compression)
+    if merge:
+        from cisctool.pipeline import score_pseudo_labels
+        from cisctool.runs import atomic_write_json
+        from cisctool.shards import merge_shards
+
+        path = merge_shards(config, round_index, compression)
+        report = score_pseudo_labels(config, round_index)
+        atomic_write_json(RunLayout.of(config).pseudo_quality(round_index), report)
+        for table in quality_tables(report, f"pseudo labels for round {round_index} (merged)"):
+            console.print(table)
+        console.print(f"wrote {path}")
+        return
+    outcome = rectify_round(
+        config, round_index, _device(device), resume, force, tta, compression, shard=_parse_shard(shard)
+    )
     for table in quality_tables(outcome.report, f"pseudo labels for round {round_index}"):
         console.print(table)
     console.print(

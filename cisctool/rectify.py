@@ -41,7 +41,8 @@ from cisctool.signals import (
     signal_stream,
 )
 
-RESUME_KEYS = ("checkpoint_sha256", "index_sha256", "inputs_hash", "tta")  # what an unfinished file must match
+# What an unfinished file, or the shards of one file, must share (batch size fixes the padding).
+RESUME_KEYS = ("checkpoint_sha256", "index_sha256", "inputs_hash", "tta", "batch_size")
 
 
 class SimulatedCrash(RuntimeError):
@@ -105,6 +106,17 @@ def pseudo_inputs_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def shard_path(final_path: Path, index: int, count: int) -> Path:
+    """Where shard i of n of `pseudo.h5` is written."""
+    return final_path.with_name(f"{final_path.stem}.shard{index}of{count}{final_path.suffix}")
+
+
+def shard_batches(count: int, batch_size: int, shard: tuple[int, int] | None) -> list[list[int]]:
+    """The fixed batches of a split that shard (i, n) computes: b mod n = i (all without a shard)."""
+    batches = fixed_batches(count, batch_size)
+    return batches if shard is None else batches[shard[0] :: shard[1]]
+
+
 def image_shapes(entries: list[SplitEntry]) -> np.ndarray:
     """N×2 (H, W) from the image headers; an unreadable image stops the run before any work."""
     return np.asarray([image_size(entry.image) for entry in entries], dtype=np.int32).reshape(-1, 2)
@@ -119,8 +131,13 @@ def rectify_round(
     tta: bool = False,
     compression: str = "lzf",
     crash_after: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> RectifyOutcome:
-    """Pseudo labels *for* round N from round N−1's model and index, into runs/<name>/roundN/pseudo.h5."""
+    """Pseudo labels *for* round N from round N−1's model and index, into runs/<name>/roundN/pseudo.h5.
+
+    With `shard = (i, n)`, only batches b with b mod n = i are computed, into
+    `pseudo.shard<i>of<n>.h5` (same layout; `merge_shards` joins them).
+    """
     if round_index < 1:
         raise InputError("--round must be ≥ 1: round N's pseudo labels come from round N−1's model")
     layout = RunLayout.of(config)
@@ -137,7 +154,7 @@ def rectify_round(
                 f"{index_path}: stale (round {source_round}'s model changed since it was built); "
                 f"rerun `cisctool index build --round {source_round}`"
             )
-    final_path = layout.pseudo(round_index)
+    final_path = layout.pseudo(round_index) if shard is None else shard_path(layout.pseudo(round_index), *shard)
     if final_path.exists() and not force:
         raise InputError(f"{final_path}: already exists; pass --force to recompute it")
     entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
@@ -155,6 +172,7 @@ def rectify_round(
         "guide": config.rectify.guide,
         "weight_mode": config.rectify.weight_mode,
         "tta": tta,
+        "batch_size": config.rectify.batch_size,
     }
     work_path = partial_path(final_path)
     try:
@@ -169,7 +187,9 @@ def rectify_round(
         work_path.unlink(missing_ok=True)
         writer = PseudoWriter.create(work_path, ids, shapes, config.data.num_classes, attrs, compression)
     try:
-        outcome = _run(config, source_round, entries, with_masks, writer, prototype_index, device, tta, crash_after)
+        outcome = _run(
+            config, source_round, entries, with_masks, writer, prototype_index, device, tta, crash_after, shard
+        )
     finally:
         writer.close()
     os.replace(work_path, final_path)
@@ -179,7 +199,8 @@ def rectify_round(
         seconds=outcome.seconds, computed_this_run=outcome.computed, tta=tta,
         guide=config.rectify.guide, weight_mode=config.rectify.weight_mode,
     )  # fmt: skip
-    atomic_write_json(layout.pseudo_quality(round_index), outcome.report)
+    quality_path = layout.pseudo_quality(round_index) if shard is None else final_path.with_suffix(".json")
+    atomic_write_json(quality_path, outcome.report)
     return outcome
 
 
@@ -193,11 +214,13 @@ def _run(
     device: str,
     tta: bool,
     crash_after: int | None,
+    shard: tuple[int, int] | None,
 ) -> RectifyOutcome:
     settings = RectifySettings.of(config)
     model, source = guided_model(config, RunLayout.of(config).model(source_round), prototype_index, device)
-    pending = set(writer.pending().tolist())
-    batches = [batch for batch in fixed_batches(len(entries), config.rectify.batch_size) if pending & set(batch)]
+    mine = shard_batches(len(entries), config.rectify.batch_size, shard)
+    pending = set(writer.pending().tolist()) & {position for batch in mine for position in batch}
+    batches = [batch for batch in mine if pending & set(batch)]
     quality = QualityAccumulator(list(config.class_names), settings.ignore_index, SIGNALS)
     queries = {"guided": 0, "fallback": 0, "unguided": 0}
     calibration = class_calibration(config, model, source, device) if with_masks and source else None

@@ -316,3 +316,16 @@ def test_predict_writes_palette_masks_for_any_images(trained_workdir: Path, demo
     (tmp_path / "bad.png").write_bytes(b"nope")
     result = run("predict", checkpoint, str(tmp_path / "bad.png"), "--out", "m3", "--device", "cpu")
     assert result.exit_code == 2 and "bad.png: cannot read image" in result.output.replace("\n", "")
+
+
+def test_rectify_shards_and_merge_through_the_cli(project_round0: str, tmp_path: Path):
+    rectify = ["--config", project_round0, "rectify", "--round", "1", "--batch-size", "2", "--device", "cpu"]
+    result = run(*rectify, "--shard", "2/2")
+    assert result.exit_code == 2 and "is not I/N with 0 ≤ I < N" in result.output
+    for shard in ("0/2", "1/2"):
+        assert run(*rectify, "--shard", shard).exit_code == 0
+    result = run(*rectify, "--merge")
+    assert result.exit_code == 0, result.output
+    assert "(merged)" in result.output and (tmp_path / "runs/demo/round1/pseudo.h5").is_file()
+    quality = json.loads((tmp_path / "runs/demo/round1/pseudo_quality.json").read_text())
+    assert quality["images"] == 6

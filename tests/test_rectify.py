@@ -125,3 +125,27 @@ def test_plain_self_training_keeps_argmax_labels_with_unit_weights_and_needs_no_
             assert (stored.pixels("weight", index) == 1).all() and np.isnan(stored.pixels("cisc", index)).all()
         assert (stored.guides == -1).all() and np.isfinite(stored.reliability).all()
     assert outcome.report["queries"] == {"guided": 0, "fallback": 0, "unguided": 0}
+
+
+def test_shards_merge_into_the_file_a_single_process_writes(config: Config, tmp_path: Path):
+    from cisctool.rectify import shard_path
+    from cisctool.shards import merge_shards
+
+    single = rectify_round(config, 1, "cpu")
+    expected = stored_arrays(single.path)
+    single.path.rename(tmp_path / "single.h5")
+    with pytest.raises(InputError, match="no finished shard files"):
+        merge_shards(config, 1)
+    rectify_round(config, 1, "cpu", shard=(1, 2))
+    with pytest.raises(InputError, match="shard0of2.h5: shard missing"):
+        merge_shards(config, 1)
+    first = rectify_round(config, 1, "cpu", shard=(0, 2))
+    assert first.path == shard_path(RunLayout.of(config).pseudo(1), 0, 2) and first.computed == 4  # batches 0, 2
+    merged = stored_arrays(merge_shards(config, 1))
+    assert merged.keys() == expected.keys()
+    for name in merged:
+        assert np.array_equal(merged[name], expected[name], equal_nan=merged[name].dtype.kind == "f"), name
+    other = with_overrides(config, {"rectify.batch_size": 3})
+    rectify_round(other, 1, "cpu", shard=(0, 2), force=True)
+    with pytest.raises(InputError, match="made with another batch_size"):
+        merge_shards(config, 1)

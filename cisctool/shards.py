@@ -1,0 +1,82 @@
+"""`cisctool rectify --merge`: join the shard files of `rectify --shard I/N` into one `pseudo.h5`.
+
+Shard i holds the fixed batches b with b mod N = i, computed exactly as a
+single process computes them, so the merged file holds the same values in
+every dataset as a single-process run. Merging checks that all N shards are
+present and finished, that each holds exactly its own images (complete and
+disjoint), and that all were made from the same model, index, settings and
+batch size.
+"""
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from cisctool.config import Config
+from cisctool.errors import InputError
+from cisctool.pseudo_store import PseudoLabels, PseudoWriter, partial_path
+from cisctool.rectify import RESUME_KEYS, shard_batches, shard_path
+from cisctool.runs import RunLayout
+
+SHARD_NAME = re.compile(r"\.shard(\d+)of(\d+)\.h5$")
+
+
+def find_shards(final_path: Path) -> list[Path]:
+    """The N shard files of `final_path`, in shard order; missing or mixed counts are errors."""
+    found = {}
+    for path in final_path.parent.glob(f"{final_path.stem}.shard*of*.h5"):
+        match = SHARD_NAME.search(path.name)
+        if match and ".partial" not in path.name:
+            found[(int(match.group(1)), int(match.group(2)))] = path
+    if not found:
+        raise InputError(f"{final_path.parent}: no finished shard files {final_path.stem}.shard<i>of<n>.h5 to merge")
+    counts = {count for _, count in found}
+    if len(counts) > 1:
+        raise InputError(f"{final_path.parent}: shard files of different counts {sorted(counts)}; keep one set")
+    count = counts.pop()
+    missing = [index for index in range(count) if (index, count) not in found]
+    if missing:
+        raise InputError(f"{shard_path(final_path, missing[0], count)}: shard missing (run `rectify --shard {missing[0]}/{count}`)")
+    return [found[(index, count)] for index in range(count)]
+
+
+def merge_shards(config: Config, round_index: int, compression: str = "lzf") -> Path:
+    """Check and join the shards of round N into `pseudo.h5`; returns its path."""
+    final_path = RunLayout.of(config).pseudo(round_index)
+    paths = find_shards(final_path)
+    shards = [PseudoLabels(path, require_complete=False) for path in paths]
+    try:
+        first = shards[0]
+        batch_size = int(first.attrs["batch_size"])
+        for index, stored in enumerate(shards):
+            for key in RESUME_KEYS:
+                if stored.attrs.get(key) != first.attrs.get(key):
+                    raise InputError(f"{stored.path}: made with another {key} than {first.path.name}")
+            if stored.ids != first.ids:
+                raise InputError(f"{stored.path}: covers other images than {first.path.name}")
+            expected = np.zeros(len(stored), dtype=bool)
+            for batch in shard_batches(len(stored), batch_size, (index, len(shards))):
+                expected[batch] = True
+            if not np.array_equal(stored.done, expected):
+                raise InputError(
+                    f"{stored.path}: holds {int(stored.done.sum())} images where shard {index}/{len(shards)} "
+                    f"has {int(expected.sum())} (unfinished, or cut with another batch size or count)"
+                )
+        work_path = partial_path(final_path)
+        attrs = {key: value for key, value in first.attrs.items() if key not in ("format", "version", "num_classes")}
+        writer = PseudoWriter.create(
+            work_path, first.ids, first.shapes, int(first.attrs["num_classes"]), attrs, compression
+        )
+        try:
+            for index, stored in enumerate(shards):
+                for batch in shard_batches(len(stored), batch_size, (index, len(shards))):
+                    writer.write(batch, [stored.image(position) for position in batch])
+        finally:
+            writer.close()
+    finally:
+        for stored in shards:
+            stored.close()
+    os.replace(work_path, final_path)
+    return final_path
