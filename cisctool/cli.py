@@ -70,7 +70,9 @@ def main(
     ctx: click.Context, config_path: Path | None, settings: tuple[str, ...], verbosity: int | None
 ) -> None:
     """cisctool: rectify pseudo labels with cross-image semantic consistency (CISC-R)."""
-    set_verbosity(verbosity or 0)
+    from cisctool.distributed import from_environment
+
+    set_verbosity((verbosity or 0) if from_environment().is_main else -1)  # one voice under torchrun
     ctx.obj = {"config_path": config_path, "settings": dict(_parse_setting(item) for item in settings)}
 
 
@@ -169,6 +171,7 @@ def train(
     consistency_weight: float | None,
 ) -> None:
     """Train round N (0: labeled images; N ≥ 1: labeled + rectified pseudo labels), then evaluate on val."""
+    from cisctool.distributed import stop as stop_processes
     from cisctool.pipeline import train_and_evaluate
 
     steps_key = "train.max_steps" if round_index == 0 else "train.round_max_steps"
@@ -177,7 +180,10 @@ def train(
         {steps_key: max_steps, "train.amp": amp, "train.consistency_weight": consistency_weight,
          "train.init": init},
     )  # fmt: skip
-    outcome, result = train_and_evaluate(config, _device(device), resume, round_index)
+    try:
+        outcome, result = train_and_evaluate(config, _device(device), resume, round_index)
+    finally:
+        stop_processes()
     console.print(train_table(outcome))
     if result is not None:
         console.print(eval_table(result, f"round {round_index} on val ({result.mode})"))

@@ -77,6 +77,7 @@ class TrainConfig:
     pseudo_batch_size: int = 0
     round_max_steps: int = 0
     init: str = "scratch"
+    sync_bn: bool = False
 
 
 @dataclass(frozen=True)

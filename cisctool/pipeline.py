@@ -6,6 +6,7 @@ from cisctool.checkpoint import load_model
 from cisctool.config import Config
 from cisctool.console import progress_bar
 from cisctool.data.masks import read_mask
+from cisctool.distributed import from_environment
 from cisctool.data.splits import read_split
 from cisctool.evaluate import EvalResult, evaluate
 from cisctool.pseudo_store import PseudoLabels
@@ -40,6 +41,8 @@ def train_and_evaluate(
 ) -> tuple[TrainOutcome, EvalResult | None]:
     """Train round N, then evaluate on val (when the config names a val split) and write metrics.json."""
     outcome = train_round(config, round_index, device=device, resume=resume)
+    if not from_environment().is_main:  # under torchrun, rank 0 evaluates and writes metrics
+        return outcome, None
     result = None
     if config.data.val and outcome.model_path is not None:
         result = evaluate_round(config, round_index, device)

@@ -12,6 +12,7 @@ sample stream is addressed by step, so `--resume` continues exactly.
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import TextColumn
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from cisctool.checkpoint import load_checkpoint, load_model, model_payload, save_checkpoint
@@ -28,6 +30,8 @@ from cisctool.config import Config, to_dict, to_toml
 from cisctool.console import progress_bar
 from cisctool.data.datasets import LabeledPairDataset, PairSettings, PseudoLabeledDataset, SeededSampler
 from cisctool.data.splits import read_split
+from cisctool.distributed import Processes, barrier
+from cisctool.distributed import start as start_processes
 from cisctool.errors import InputError
 from cisctool.models import build_model
 from cisctool.pseudo_store import PseudoLabels, partial_path
@@ -54,7 +58,7 @@ class TrainOutcome:
     pseudo_images: tuple[int, int] | None = None  # rounds ≥ 1: (trained on, in the file)
 
 
-def training_signature(config: Config, round_index: int = 0) -> str:
+def training_signature(config: Config, round_index: int = 0, world: int = 1) -> str:
     """Hash of every setting that changes the trained weights (not workers, logging, device)."""
     values = to_dict(config)
     ignored = RESUME_FREE_KEYS | (set() if round_index else LATER_ROUND_KEYS)
@@ -64,6 +68,8 @@ def training_signature(config: Config, round_index: int = 0) -> str:
                 "guide_exclude": values["rectify"]["guide_exclude"]}  # fmt: skip
     if round_index:
         relevant["schedule"] = [values["rectify"]["select"], values["rectify"]["ratio"]]
+    if world > 1:  # the total batch, and so the sample stream, depends on the number of processes
+        relevant["world"] = world
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 
 
@@ -132,7 +138,10 @@ class PseudoStream:
     fingerprint: str
 
 
-def _pseudo_stream(config: Config, round_index: int, settings: PairSettings, start: int, total: int) -> PseudoStream:
+def _pseudo_stream(
+    config: Config, round_index: int, settings: PairSettings, start: int, total: int,
+    processes: Processes = Processes(),
+) -> PseudoStream:
     """Open and check round N's pseudo.h5, pick the schedule's images, and stream them from `start`."""
     layout = RunLayout.of(config)
     previous = layout.model(round_index - 1)
@@ -153,7 +162,11 @@ def _pseudo_stream(config: Config, round_index: int, settings: PairSettings, sta
         )
     batch = config.train.pseudo_batch_size or config.train.batch_size
     dataset = PseudoLabeledDataset(pseudo_path, unlabeled, rows.tolist(), settings)
-    sampler = SeededSampler(len(rows), config.train.seed + 7919 * round_index, start * batch, total * batch)
+    world = processes.world
+    sampler = SeededSampler(
+        len(rows), config.train.seed + 7919 * round_index, start * batch * world, total * batch * world,
+        processes.rank, world,
+    )  # fmt: skip
     loader = DataLoader(  # its own generator: creating it must not draw from the global RNG (resume)
         dataset, batch_size=batch, sampler=sampler, num_workers=config.train.workers, drop_last=True,
         generator=torch.Generator().manual_seed(config.train.seed + 7919 * round_index),
@@ -178,6 +191,7 @@ def train_round(
     the last periodic checkpoint is saved, and no model.pt is written.
     """
     layout = RunLayout.of(config)
+    processes, device = start_processes(device)
     entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
     settings = pair_settings(config)
     dataset = LabeledPairDataset(entries, settings)
@@ -185,7 +199,7 @@ def train_round(
     total_steps = total_steps_of(config, len(dataset), round_index)
     use_amp = config.train.amp and device.startswith("cuda")
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
-    signature = training_signature(config, round_index)
+    signature = training_signature(config, round_index, processes.world)
     pseudo = None
     if round_index > 0:  # checked before anything is built, restored or written
         pseudo = _pseudo_stream(config, round_index, settings, 0, 0)
@@ -202,7 +216,12 @@ def train_round(
     )
     if round_index > 0 and config.train.init == "previous":
         model.load_state_dict(load_model(layout.model(round_index - 1), expected=config)[0].state_dict())
+    if config.train.sync_bn and processes.active and device.startswith("cuda"):
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device, memory_format=memory_format)
+    network: nn.Module = model
+    if processes.active:
+        network = DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
     optimizer = build_optimizer(model, config)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     start_step = 0
@@ -210,11 +229,16 @@ def train_round(
     if resume and last_path.exists():
         start_step = _restore(last_path, signature, model, optimizer, scaler)
     if pseudo is not None:
-        pseudo = _pseudo_stream(config, round_index, settings, start_step, total_steps)
-    layout.round_dir(round_index).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(layout.resolved_config, to_toml(config))
+        pseudo = _pseudo_stream(config, round_index, settings, start_step, total_steps, processes)
+    if processes.is_main:
+        layout.round_dir(round_index).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(layout.resolved_config, to_toml(config))
 
-    sampler = SeededSampler(len(dataset), config.train.seed, start_step * pairs, total_steps * pairs)
+    world = processes.world
+    sampler = SeededSampler(
+        len(dataset), config.train.seed, start_step * pairs * world, total_steps * pairs * world,
+        processes.rank, world,
+    )  # fmt: skip
     loader = DataLoader(
         dataset,
         batch_size=pairs,
@@ -227,7 +251,7 @@ def train_round(
     batches = zip(loader, pseudo.loader) if pseudo is not None else ((batch, None) for batch in loader)
     started = time.perf_counter()
     step, loss_value = start_step, float("nan")
-    log = open(layout.train_log(round_index), "a" if start_step else "w")
+    log = open(layout.train_log(round_index) if processes.is_main else os.devnull, "a" if start_step else "w")
     if pseudo is not None and not start_step:
         log.write(f"pseudo-labeled images: {pseudo.selected} of {pseudo.images} (rectify.select = {config.rectify.select})\n")
     columns = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("lr {task.fields[lr]:.2e}"))
@@ -243,7 +267,7 @@ def train_round(
                 learning_rate = poly_lr(config.train.lr, step, total_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate * group["lr_mult"]
-                losses = _losses(model, batch, pseudo_batch, step, config, device, memory_format, use_amp, pairs)
+                losses = _losses(network, batch, pseudo_batch, step, config, device, memory_format, use_amp, pairs)
                 loss = losses["ce"] + config.train.consistency_weight * losses["consistency"] + losses["pseudo"]
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
@@ -256,7 +280,7 @@ def train_round(
                     parts = " ".join(f"{name} {float(value.detach()):.4f}" for name, value in losses.items())
                     log.write(f"step {step}/{total_steps} loss {loss_value:.4f} {parts} lr {learning_rate:.3e}\n")
                     log.flush()
-                if step % config.train.checkpoint_every == 0 or step == total_steps:
+                if processes.is_main and (step % config.train.checkpoint_every == 0 or step == total_steps):
                     save_checkpoint(
                         last_path,
                         _training_state(model, optimizer, scaler, config, round_index, step, total_steps, signature),
@@ -266,7 +290,9 @@ def train_round(
     model_path = None
     if step == total_steps:
         model_path = layout.model(round_index)
-        save_checkpoint(model_path, model_payload(model, config, round_index))
+        if processes.is_main:
+            save_checkpoint(model_path, model_payload(model, config, round_index))
+    barrier(processes)  # every rank sees model.pt and last.pt whole before it returns
     seconds = time.perf_counter() - started
     chosen = (pseudo.selected, pseudo.images) if pseudo is not None else None
     return TrainOutcome(round_index, step, total_steps, seconds, loss_value, model_path, start_step, chosen)

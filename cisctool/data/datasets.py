@@ -127,17 +127,24 @@ class SeededSampler(Sampler[tuple[int, int]]):
     Position p lies in epoch p // n, whose order is a permutation seeded by
     (seed, epoch); its sample seed derives from (seed, p). Starting at any
     position reproduces exactly what an uninterrupted run would have drawn.
+    Under DDP, rank r of w takes the positions p ≡ r (mod w) of the same stream.
     """
 
-    def __init__(self, dataset_size: int, seed: int, start: int, stop: int) -> None:
+    def __init__(
+        self, dataset_size: int, seed: int, start: int, stop: int, rank: int = 0, world: int = 1
+    ) -> None:
         self.dataset_size, self.seed, self.start, self.stop = dataset_size, seed, start, stop
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
-        return max(self.stop - self.start, 0)
+        return len(range(self._first(), self.stop, self.world))
+
+    def _first(self) -> int:
+        return self.start + (self.rank - self.start) % self.world
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch, order = -1, np.empty(0, dtype=np.int64)
-        for position in range(self.start, self.stop):
+        for position in range(self._first(), self.stop, self.world):
             if position // self.dataset_size != epoch:
                 epoch = position // self.dataset_size
                 order = np.random.default_rng([self.seed, epoch]).permutation(self.dataset_size)

@@ -1,0 +1,60 @@
+"""Two gloo processes on CPU through torchrun: training runs, and resumes exactly."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from cisctool.checkpoint import load_checkpoint
+from cisctool.data.datasets import SeededSampler
+
+from conftest import FAST_TRAINING
+
+SCRIPT = """
+import json, sys
+from cisctool.config import load_config
+from cisctool.train import train_round
+config_path, workdir, stop, resume = sys.argv[1:5]
+config = load_config(config_path, {**json.loads(sys.argv[5]), "workdir": workdir})
+train_round(config, 0, "cpu", resume=resume == "1", stop_at_step=int(stop) or None)
+"""
+
+
+def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
+
+def test_ranks_split_one_sample_stream():
+    whole = list(SeededSampler(10, 0, 4, 24))
+    ranks = [list(SeededSampler(10, 0, 4, 24, rank, 2)) for rank in range(2)]
+    assert sorted(ranks[0] + ranks[1]) == sorted(whole) and not set(ranks[0]) & set(ranks[1])
+
+
+def test_two_process_training_resumes_to_the_uninterrupted_result(demo_dir: Path, tmp_path: Path):
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    config, fast = str(demo_dir / "cisctool.toml"), json.dumps(FAST_TRAINING)
+    torchrun(str(script), config, str(tmp_path / "whole"), "0", "0", fast, cwd=tmp_path)
+    torchrun(str(script), config, str(tmp_path / "crashed"), "3", "0", fast, cwd=tmp_path)
+    crashed = tmp_path / "crashed/runs/demo/round0"
+    assert not (crashed / "model.pt").exists() and load_checkpoint(crashed / "last.pt")["step"] == 2
+    torchrun(str(script), config, str(tmp_path / "crashed"), "0", "1", fast, cwd=tmp_path)
+    expected = load_checkpoint(tmp_path / "whole/runs/demo/round0/model.pt")["model"]
+    actual = load_checkpoint(crashed / "model.pt")["model"]
+    for key, tensor in expected.items():
+        torch.testing.assert_close(actual[key], tensor, rtol=0, atol=0, msg=key)
+
+
+def test_the_cli_trains_under_torchrun_with_one_voice(demo_dir: Path, tmp_path: Path):
+    settings = [arg for key, value in FAST_TRAINING.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+    completed = torchrun("-m", "cisctool", "--config", str(demo_dir / "cisctool.toml"), "--set",
+                         f"workdir={json.dumps(str(tmp_path))}", *settings, "train", "--device", "cpu", cwd=tmp_path)  # fmt: skip
+    assert (tmp_path / "runs/demo/round0/model.pt").is_file()
+    metrics = json.loads((tmp_path / "runs/demo/round0/metrics.json").read_text())
+    assert metrics["steps"] == 4 and metrics["val"]["images"] == 4
+    assert completed.stdout.count("training round 0") == 1  # rank 1 prints nothing
