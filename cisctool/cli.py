@@ -374,31 +374,45 @@ def rectify(
     compression: str,
     device: str | None,
 ) -> None:
-    """Predict, guide, and rectify pseudo labels for the unlabeled split; write pseudo.h5 and a report."""
+    """Predict, guide, and rectify pseudo labels for the unlabeled split; write pseudo.h5 and a report.
+
+    Under torchrun each rank computes one shard and rank 0 merges them.
+    """
+    from cisctool.distributed import barrier, from_environment
+    from cisctool.distributed import start as start_processes
+    from cisctool.distributed import stop as stop_processes
     from cisctool.rectify import rectify_round
     from cisctool.reports import quality_tables
     from cisctool.runs import RunLayout
+    from cisctool.shards import merge_and_report
 
     config = _config(
         ctx,
         {"rectify.batch_size": batch_size, "rectify.guide": guide, "rectify.weight_mode": weight_mode,
          "rectify.enabled": False if plain else None},
     )  # fmt: skip
-    if merge:
-        from cisctool.pipeline import score_pseudo_labels
-        from cisctool.runs import atomic_write_json
-        from cisctool.shards import merge_shards
-
-        path = merge_shards(config, round_index, compression)
-        report = score_pseudo_labels(config, round_index)
-        atomic_write_json(RunLayout.of(config).pseudo_quality(round_index), report)
+    shard_spec = _parse_shard(shard)
+    torchrun = from_environment().active and shard_spec is None and not merge
+    final_path = RunLayout.of(config).pseudo(round_index)
+    if torchrun and final_path.exists() and not force:
+        raise InputError(f"{final_path}: already exists; pass --force to recompute it")
+    if merge or torchrun:
+        if torchrun:  # one shard per rank, then rank 0 merges
+            try:
+                processes, rank_device = start_processes(_device(device))
+                rectify_round(config, round_index, rank_device, resume, True, tta, compression,
+                              shard=(processes.rank, processes.world))  # fmt: skip
+                barrier(processes)
+            finally:
+                stop_processes()
+            if not processes.is_main:
+                return
+        path, report = merge_and_report(config, round_index, compression, force or torchrun)
         for table in quality_tables(report, f"pseudo labels for round {round_index} (merged)"):
             console.print(table)
         console.print(f"wrote {path}")
         return
-    outcome = rectify_round(
-        config, round_index, _device(device), resume, force, tta, compression, shard=_parse_shard(shard)
-    )
+    outcome = rectify_round(config, round_index, _device(device), resume, force, tta, compression, shard=shard_spec)
     for table in quality_tables(outcome.report, f"pseudo labels for round {round_index}"):
         console.print(table)
     console.print(

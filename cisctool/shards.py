@@ -1,5 +1,7 @@
 """`cisctool rectify --merge`: join the shard files of `rectify --shard I/N` into one `pseudo.h5`.
 
+Under torchrun, `rectify` shards by rank and rank 0 merges by itself.
+
 Shard i holds the fixed batches b with b mod N = i, computed exactly as a
 single process computes them, so the merged file holds the same values in
 every dataset as a single-process run. Merging checks that all N shards are
@@ -16,9 +18,10 @@ import numpy as np
 
 from cisctool.config import Config
 from cisctool.errors import InputError
+from cisctool.pipeline import score_pseudo_labels
 from cisctool.pseudo_store import PseudoLabels, PseudoWriter, partial_path
 from cisctool.rectify import RESUME_KEYS, shard_batches, shard_path
-from cisctool.runs import RunLayout
+from cisctool.runs import RunLayout, atomic_write_json
 
 SHARD_NAME = re.compile(r"\.shard(\d+)of(\d+)\.h5$")
 
@@ -42,9 +45,11 @@ def find_shards(final_path: Path) -> list[Path]:
     return [found[(index, count)] for index in range(count)]
 
 
-def merge_shards(config: Config, round_index: int, compression: str = "lzf") -> Path:
+def merge_shards(config: Config, round_index: int, compression: str = "lzf", force: bool = True) -> Path:
     """Check and join the shards of round N into `pseudo.h5`; returns its path."""
     final_path = RunLayout.of(config).pseudo(round_index)
+    if final_path.exists() and not force:
+        raise InputError(f"{final_path}: already exists; pass --force to replace it")
     paths = find_shards(final_path)
     shards = [PseudoLabels(path, require_complete=False) for path in paths]
     try:
@@ -80,3 +85,11 @@ def merge_shards(config: Config, round_index: int, compression: str = "lzf") -> 
             stored.close()
     os.replace(work_path, final_path)
     return final_path
+
+
+def merge_and_report(config: Config, round_index: int, compression: str, force: bool) -> tuple[Path, dict]:
+    """Merge the shards, then score the merged file (`pseudo_quality.json`) from its stored signals."""
+    path = merge_shards(config, round_index, compression, force)
+    report = score_pseudo_labels(config, round_index)
+    atomic_write_json(RunLayout.of(config).pseudo_quality(round_index), report)
+    return path, report

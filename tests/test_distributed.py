@@ -58,3 +58,31 @@ def test_the_cli_trains_under_torchrun_with_one_voice(demo_dir: Path, tmp_path: 
     metrics = json.loads((tmp_path / "runs/demo/round0/metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["val"]["images"] == 4
     assert completed.stdout.count("training round 0") == 1  # rank 1 prints nothing
+
+
+def test_rectify_under_torchrun_shards_by_rank_and_merges(demo_dir: Path, trained_workdir: Path, tmp_path: Path):
+    """Same values in every dataset as one process, with the same threads (torchrun sets OMP_NUM_THREADS=1)."""
+    import os
+    import shutil
+
+    import h5py
+    import numpy as np
+
+    for name in ("single", "ranks"):
+        shutil.copytree(trained_workdir, tmp_path / name)
+    settings = [arg for key, value in {**FAST_TRAINING, "rectify.batch_size": 2}.items()
+                for arg in ("--set", f"{key}={json.dumps(value)}")]  # fmt: skip
+    command = ["-m", "cisctool", "--config", str(demo_dir / "cisctool.toml"), *settings]
+    rectify = ["rectify", "--round", "1", "--device", "cpu"]
+    single = subprocess.run(
+        [sys.executable, *command, "--set", f"workdir={json.dumps(str(tmp_path / 'single'))}", *rectify],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert single.returncode == 0, single.stderr[-2000:]
+    completed = torchrun(*command, "--set", f"workdir={json.dumps(str(tmp_path / 'ranks'))}", *rectify, cwd=tmp_path)
+    assert "(merged)" in completed.stdout
+    paths = [tmp_path / name / "runs/demo/round1/pseudo.h5" for name in ("single", "ranks")]
+    with h5py.File(paths[0], "r") as expected, h5py.File(paths[1], "r") as actual:
+        for name in expected:
+            floats = expected[name].dtype.kind == "f"
+            assert np.array_equal(actual[name][:], expected[name][:], equal_nan=floats), name
