@@ -6,6 +6,12 @@ is set only after image i's data is written, and the file is flushed after
 every batch, so a killed run resumes from the `done` flags. While incomplete
 the file lives under a temporary name (`pseudo.partial.h5`) and is renamed to
 `pseudo.h5` once every image is done: a file under the final name is whole.
+
+HDF5 is not crash-safe: a process killed inside a write can leave chunks an
+earlier, flushed batch shares damaged. So each image also gets a CRC32 of its
+stored values (`/checksum`, beyond §4's list), and reopening an unfinished file
+re-reads every done image and recomputes those whose values no longer match
+(or no longer read at all).
 """
 
 from collections.abc import Sequence
@@ -13,9 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import zlib
+
 import h5py
 import numpy as np
 
+from cisctool import faults
 from cisctool.errors import InputError, first_line
 
 PSEUDO_FORMAT = "cisctool-pseudo"
@@ -90,6 +99,7 @@ class PseudoWriter:
             )
         handle.create_dataset("guides", data=np.full((count, num_classes), -1, dtype=np.int32))
         handle.create_dataset("reliability", data=np.full(count, np.nan, dtype=np.float32))
+        handle.create_dataset("checksum", data=np.zeros(count, dtype=np.uint32))
         handle.create_dataset("done", data=np.zeros(count, dtype=bool))
         handle.attrs.update(
             {"format": PSEUDO_FORMAT, "version": PSEUDO_VERSION, "num_classes": num_classes, **attrs}
@@ -119,7 +129,33 @@ class PseudoWriter:
         except InputError:
             handle.close()
             raise
-        return cls(handle)
+        writer = cls(handle)
+        writer.recheck()
+        return writer
+
+    def recheck(self) -> int:
+        """Mark done images whose stored values fail their checksum (or fail to read) as not done."""
+        damaged = []
+        for index in np.flatnonzero(self.done):
+            try:
+                intact = checksum(self._read(int(index))) == int(self.handle["checksum"][index])
+            except (OSError, ValueError, KeyError):
+                intact = False
+            if not intact:
+                damaged.append(int(index))
+        if damaged:
+            self.done[damaged] = False
+            self.handle["done"][sorted(damaged)] = False
+            self.handle.flush()
+        return len(damaged)
+
+    def _read(self, index: int) -> PseudoImage:
+        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+        shape = tuple(self.handle["shapes"][index])
+        arrays = {name: self.handle[name][start:stop].reshape(shape) for name in PIXEL_DTYPES}
+        return PseudoImage(
+            **arrays, guides=self.handle["guides"][index], reliability=float(self.handle["reliability"][index])
+        )
 
     def pending(self) -> np.ndarray:
         """Indices of images not yet done."""
@@ -147,12 +183,23 @@ class PseudoWriter:
                 )
             handle["guides"][first : last + 1] = np.stack([image.guides for image in members])
             handle["reliability"][first : last + 1] = [image.reliability for image in members]
+            handle["checksum"][first : last + 1] = [checksum(image) for image in members]
+        faults.reached("pseudo-write")
         self.done[ordered] = True
         handle["done"][ordered] = True
         handle.flush()
 
     def close(self) -> None:
         self.handle.close()
+
+
+def checksum(image: PseudoImage) -> int:
+    """CRC32 of an image's values as stored (dtype-cast), guides and reliability."""
+    crc = 0
+    for name, dtype in PIXEL_DTYPES.items():
+        crc = zlib.crc32(np.ascontiguousarray(getattr(image, name), dtype=dtype).tobytes(), crc)
+    crc = zlib.crc32(np.ascontiguousarray(image.guides, dtype=np.int32).tobytes(), crc)
+    return zlib.crc32(np.float32(image.reliability).tobytes(), crc)
 
 
 def _plain(value: Any) -> Any:

@@ -29,7 +29,7 @@ from cisctool.errors import InputError
 from cisctool.index_build import open_round_index
 from cisctool.pseudo_store import PseudoImage, PseudoWriter, partial_path
 from cisctool.quality import QualityAccumulator
-from cisctool.runs import RunLayout, atomic_write_json, sha256_file
+from cisctool.runs import RunLayout, atomic_write_json, remove_stale_temporaries, sha256_file
 from cisctool.signal_report import SIGNALS, class_calibration, report_signals
 from cisctool.signals import (
     RectifySettings,
@@ -177,6 +177,7 @@ def rectify_round(
     work_path = partial_path(final_path)
     try:
         final_path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(final_path.parent)
     except OSError as error:
         raise InputError(f"{final_path.parent}: cannot create the pseudo-label file's folder ({error})") from None
     ids = [entry.id for entry in entries]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cisctool import faults
 from cisctool.checkpoint import load_model
 from cisctool.cisc import (
     agreement,
@@ -258,6 +259,7 @@ def signal_stream(
     amp = config.train.amp and device.startswith("cuda")
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     for batch in loader:
+        faults.reached("forward")
         with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=amp):
             images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
             keys = batch["index"].numpy()

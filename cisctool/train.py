@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from cisctool import faults
 from cisctool.checkpoint import load_checkpoint, load_model, model_payload, save_checkpoint
 from cisctool.cisc import consistency_loss
 from cisctool.config import Config, to_dict, to_toml
@@ -36,7 +37,7 @@ from cisctool.errors import InputError
 from cisctool.models import build_model
 from cisctool.pseudo_store import PseudoLabels, partial_path
 from cisctool.pseudo_training import check_pseudo_file, cutmix, select_rows, weighted_cross_entropy
-from cisctool.runs import RunLayout, atomic_write_text, sha256_file
+from cisctool.runs import RunLayout, atomic_write_text, remove_stale_temporaries, sha256_file
 
 # Settings that may change between a run and its resume without changing the result.
 RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every"}
@@ -232,6 +233,7 @@ def train_round(
         pseudo = _pseudo_stream(config, round_index, settings, start_step, total_steps, processes)
     if processes.is_main:
         layout.round_dir(round_index).mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(layout.round_dir(round_index))
         atomic_write_text(layout.resolved_config, to_toml(config))
 
     world = processes.world
@@ -274,6 +276,7 @@ def train_round(
                 scaler.step(optimizer)
                 scaler.update()
                 step += 1
+                faults.reached("train-step")
                 loss_value = float(loss.detach())
                 bar.update(task, completed=step, loss=loss_value, lr=learning_rate)
                 if step % config.train.log_every == 0 or step == total_steps:

@@ -84,3 +84,17 @@ def test_foreign_other_version_and_truncated_files_are_refused(tmp_path: Path):
 
 def test_partial_name_sits_beside_the_final_one():
     assert partial_path(Path("runs/x/round1/pseudo.h5")) == Path("runs/x/round1/pseudo.partial.h5")
+
+
+def test_reopening_recomputes_done_images_whose_values_were_damaged(tmp_path: Path):
+    rng = np.random.default_rng(3)
+    shapes = np.array([[8, 8], [8, 8], [8, 8]])
+    path = tmp_path / "pseudo.partial.h5"
+    writer = PseudoWriter.create(path, ["a", "b", "c"], shapes, 3, ATTRS)
+    writer.write([0, 1], [random_image(rng, 8, 8), random_image(rng, 8, 8)])
+    writer.close()
+    with h5py.File(path, "r+") as handle:  # as a killed write can leave a shared chunk
+        handle["label"][70:72] = 200
+    reopened = PseudoWriter.reopen(path, ATTRS, ["a", "b", "c"])
+    assert reopened.pending().tolist() == [1, 2]  # image 1 (pixels 64–127) is recomputed, image 0 kept
+    reopened.close()

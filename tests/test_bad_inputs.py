@@ -1,0 +1,225 @@
+"""Bad inputs across commands: each gives one line naming the file or key and the problem, exit 2,
+no traceback, and leaves every existing output byte for byte as it was."""
+
+import hashlib
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cisctool.cli import main
+from cisctool.config import load_config
+from cisctool.data.masks import write_mask
+from cisctool.index import build_index, load_index, save_index, stored_vectors
+from cisctool.pseudo_store import PseudoLabels
+from cisctool.rectify import rectify_round
+
+FAST = """
+[train]
+max_steps = 2
+batch_size = 4
+crop_size = 64
+workers = 0
+"""
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def prepared(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Demo data with a fast config, round 0 trained, its index built and round 1's pseudo labels made."""
+    root = tmp_path_factory.mktemp("prepared")
+    shutil.copytree(demo_dir, root / "data")
+    config = root / "data/cisctool.toml"
+    text = re.sub(r"\[train\][^\[]*", FAST.lstrip() + "\n", config.read_text())
+    config.write_text(re.sub(r"\[model\][^\[]*", '[model]\nbackbone = "tiny"\n\n', text))
+    base = ["--config", str(config), "--set", f'workdir="{root}"']
+    for command in (["train", "--device", "cpu"], ["index", "build", "--device", "cpu"],
+                    ["rectify", "--round", "1", "--device", "cpu"]):  # fmt: skip
+        assert invoke(*base, *command).exit_code == 0
+    return root
+
+
+def first_field(root: Path, split: str, column: int = 0) -> str:
+    return (root / "data/splits" / split).read_text().split("\n")[0].split()[column]
+
+
+def set_text(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new))
+
+
+def missing_root(root: Path) -> str:
+    set_text(root / "data/cisctool.toml", 'root = "."', 'root = "nowhere"')
+    return "nowhere: data root folder not found"
+
+
+def missing_image(root: Path) -> str:
+    image = first_field(root, "labeled.txt")
+    (root / "data" / image).unlink()
+    return f"{image}: image file not found"
+
+
+def corrupt_image(root: Path) -> str:
+    image = first_field(root, "unlabeled.txt")
+    (root / "data" / image).write_bytes(b"\x89PNG broken")
+    return f"{image}: cannot read image"
+
+
+def mask_size(root: Path) -> str:
+    mask = first_field(root, "labeled.txt", 1)
+    write_mask(root / "data" / mask, np.zeros((5, 7), np.uint8))
+    return f"{mask}: mask size 7×5 differs from image size"
+
+
+def label_too_large(root: Path) -> str:
+    mask = first_field(root, "labeled.txt", 1)
+    with Image.open(root / "data" / mask) as picture:
+        width, height = picture.size
+    write_mask(root / "data" / mask, np.full((height, width), 9, np.uint8))
+    return f"{mask}: label value 9 ≥ num_classes (6)"
+
+
+def empty_split(root: Path) -> str:
+    (root / "data/splits/labeled.txt").write_text("\n")
+    return "labeled.txt: split is empty"
+
+
+def duplicate_ids(root: Path) -> str:
+    path = root / "data/splits/labeled.txt"
+    first = path.read_text().split("\n")[0]
+    path.write_text(path.read_text() + first + "\n")
+    return "duplicate image id"
+
+
+def unknown_key(root: Path) -> str:
+    (root / "data/cisctool.toml").write_text((root / "data/cisctool.toml").read_text() + "\n[index]\nfactroy = 1\n")
+    return "unknown key 'index.factroy'; valid keys in [index]:"
+
+
+def bad_toml(root: Path) -> str:
+    (root / "data/cisctool.toml").write_text("name = [unclosed\n")
+    return "cisctool.toml: not valid TOML"
+
+
+def stale_index(root: Path) -> str:
+    with (root / "runs/demo/round0/model.pt").open("ab") as handle:
+        handle.write(b"\0")
+    return "round0.faiss: stale"
+
+
+def missing_index(root: Path) -> str:
+    (root / "indexes/demo/round0.json").unlink()
+    return "round0.json: index file not found"
+
+
+def truncated_pseudo(root: Path) -> str:
+    path = root / "runs/demo/round1/pseudo.h5"
+    path.write_bytes(path.read_bytes()[:4096])
+    return "pseudo.h5: not a readable HDF5 file"
+
+
+def other_version_pseudo(root: Path) -> str:
+    with h5py.File(root / "runs/demo/round1/pseudo.h5", "r+") as handle:
+        handle.attrs["version"] = 7
+    return "pseudo.h5: pseudo-label file version 7; this cisctool reads 1"
+
+
+def pseudo_of_another_split(root: Path) -> str:
+    path = root / "data/splits/unlabeled.txt"
+    path.write_text("\n".join(path.read_text().splitlines()[:2]) + "\n")
+    return "is not in the unlabeled split"
+
+
+def other_architecture(root: Path) -> str:
+    set_text(root / "data/cisctool.toml", 'backbone = "tiny"', 'backbone = "mobilenetv2"')
+    return "model.pt: checkpoint is a tiny model; config asks for mobilenetv2"
+
+
+def other_class_count(root: Path) -> str:
+    text = (root / "data/cisctool.toml").read_text()
+    text = re.sub(r"num_classes = \d+", "num_classes = 4", text)
+    text = re.sub(r"class_names = \[[^\]]*\]", 'class_names = ["a", "b", "c", "d"]', text)
+    (root / "data/cisctool.toml").write_text(text)
+    return "model.pt: checkpoint has 6 classes; config has 4"
+
+
+def wrong_type(root: Path) -> str:
+    set_text(root / "data/cisctool.toml", "max_steps = 2", 'max_steps = "two"')
+    return "train.max_steps must be int"
+
+
+RECTIFY = ["rectify", "--round", "1", "--force", "--device", "cpu"]
+TRAIN1 = ["train", "--round", "1", "--device", "cpu"]
+CASES: list[tuple[Callable[[Path], str], list[str]]] = [
+    (missing_root, ["data", "check"]),
+    (missing_image, ["train", "--device", "cpu"]),
+    (corrupt_image, RECTIFY),
+    (mask_size, ["index", "build", "--device", "cpu"]),
+    (label_too_large, ["train", "--device", "cpu"]),
+    (empty_split, ["data", "check"]),
+    (duplicate_ids, ["train", "--device", "cpu"]),
+    (unknown_key, ["eval", "--device", "cpu"]),
+    (bad_toml, ["run", "--rounds", "1"]),
+    (wrong_type, ["train", "--device", "cpu"]),
+    (stale_index, RECTIFY),
+    (missing_index, RECTIFY),
+    (truncated_pseudo, TRAIN1),
+    (other_version_pseudo, ["eval", "--round", "1", "--split", "pseudo"]),
+    (pseudo_of_another_split, TRAIN1),
+    (other_architecture, ["eval", "--device", "cpu"]),
+    (other_class_count, ["index", "build", "--device", "cpu"]),
+]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file under runs/ and indexes/."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for folder in ("runs", "indexes") for path in sorted((root / folder).rglob("*")) if path.is_file()
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(("breaker", "command"), CASES, ids=[case[0].__name__ for case in CASES])
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(prepared: Path, tmp_path: Path, breaker, command):
+    root = tmp_path / "project"
+    shutil.copytree(prepared, root)
+    expected = breaker(root)
+    before = snapshot(root)
+    result = invoke("--config", str(root / "data/cisctool.toml"), "--set", f'workdir="{root}"', *command)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert len(lines) >= 1 and lines[-1].startswith("Error: "), result.output
+    assert expected in " ".join(line.strip() for line in lines[-3:]), result.output
+    assert "Traceback" not in result.output
+    assert snapshot(root) == before
+
+
+def test_a_predicted_class_no_labeled_image_has_is_reported_not_fatal(prepared: Path, tmp_path: Path):
+    """DESIGN §1.3: such a class gets no CISC evidence (S_ŷ undefined, label kept), counted in the report."""
+    root = tmp_path / "project"
+    shutil.copytree(prepared, root)
+    index_files = (root / "indexes/demo/round0.faiss", root / "indexes/demo/round0.json")
+    prototype_index = load_index(*index_files)
+    keep = prototype_index.classes != 1  # forget every labeled "disc", as if no labeled image had one
+    rebuilt = build_index(
+        stored_vectors(prototype_index)[keep], prototype_index.rows[keep], prototype_index.classes[keep],
+        prototype_index.areas[keep], prototype_index.image_ids, "Flat",
+    )  # fmt: skip
+    rebuilt.metadata = {**prototype_index.metadata, **rebuilt.metadata}
+    save_index(rebuilt, *index_files)
+    config = load_config(root / "data/cisctool.toml", {"workdir": str(root)})
+    outcome = rectify_round(config, 1, "cpu", force=True)
+    assert outcome.report["queries"]["unguided"] > 0
+    with PseudoLabels(outcome.path) as stored:
+        for index in range(len(stored)):
+            discs = stored.pixels("raw_label", index) == 1
+            assert np.isnan(stored.pixels("cisc", index)[discs].astype(np.float32)).all()
+            assert (stored.pixels("label", index)[discs] == 1).all()
