@@ -14,15 +14,13 @@ continues where it stopped (finished steps are skipped).
 
 import argparse
 import json
-import platform
 import shutil
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
-import faiss
 import torch
+from records import write_record
 from rich.table import Table
 
 from cisctool.config import load_config
@@ -71,22 +69,10 @@ def main() -> None:
             _print_progress(method, seed, rows)
     console.quiet = False
     console.print(_table(results, args.rounds))
-    record = {
-        "benchmark": "ablation",
-        "seeds": args.seeds,
-        "rounds": args.rounds,
-        "overrides": overrides,
-        "results": results,
-        "summary": _summary(results, args.rounds),
-        "seconds": time.perf_counter() - started,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": torch.get_num_threads(), "device": args.device},
-        "versions": {"torch": torch.__version__, "faiss": faiss.__version__},
-        "commit": _commit(),
-    }  # fmt: skip
-    out = ROOT / "results" / f"ablation-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_record("ablation", {
+        "seeds": args.seeds, "rounds": args.rounds, "overrides": overrides, "results": results,
+        "summary": _summary(results, args.rounds), "seconds": time.perf_counter() - started,
+    }, args.device)  # fmt: skip
     console.print(f"wrote {out}")
 
 
@@ -141,13 +127,6 @@ def _table(results: dict[str, list[dict]], rounds: int) -> Table:
 
 def _pm(pair: tuple[float, float]) -> str:
     return f"{100 * pair[0]:.2f} ± {100 * pair[1]:.2f}"
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return ""
 
 
 if __name__ == "__main__":

@@ -13,14 +13,11 @@ that tuning). Writes a JSON record to benchmarks/results/.
 """
 
 import argparse
-import json
-import platform
-import subprocess
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
+from records import write_record
 from rich.table import Table
 
 from cisctool.console import console
@@ -79,15 +76,8 @@ def main() -> None:
         flat = next(r for r in rows if r["classes"] == row["classes"] and r["factory"] == "Flat")  # listed first
         row["speed_vs_flat"] = row["queries_per_second"] / flat["queries_per_second"]
     console.print(_table(rows, args))
-    record = {
-        "benchmark": "index", "vectors": args.vectors, "dim": args.dim, "batch_queries": BATCH_QUERIES,
-        "rows": rows, "machine": {"platform": platform.platform(), "threads": faiss.omp_get_max_threads()},
-        "versions": {"faiss": faiss.__version__, "numpy": np.__version__},
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
-    }  # fmt: skip
-    out = ROOT / "results" / f"index-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = write_record("index", {"vectors": args.vectors, "dim": args.dim, "batch_queries": BATCH_QUERIES,
+                                 "rows": rows})  # fmt: skip
     console.print(f"wrote {out}")
 
 

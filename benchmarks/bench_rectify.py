@@ -15,18 +15,16 @@ writes a JSON record to benchmarks/results/.
 
 import argparse
 import functools
-import json
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
+from records import write_record
 from rich.table import Table
 from torch.utils.data import DataLoader
 
@@ -84,7 +82,7 @@ def main() -> None:
     }
     console.quiet = False
     console.print(_table(figures))
-    _write_record("rectify", figures, args.device)
+    console.print(f"wrote {write_record('rectify', {'figures': figures}, args.device)}")
 
 
 def _prepare(args: argparse.Namespace) -> Config:
@@ -209,21 +207,6 @@ def _table(figures: dict) -> Table:
         table.add_row(f"peak RSS of (b) at {count} images", f"{value / 1024:.0f} MiB")
     table.add_row("[bold]RSS growth N → 8N (target ≤ 10 %)", f"[bold]{100 * figures['rss_growth']:.1f} %")
     return table
-
-
-def _write_record(name: str, figures: dict, device: str) -> None:
-    record = {
-        "benchmark": name,
-        "figures": figures,
-        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(), "device": device,
-                    "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None},
-        "versions": {"torch": torch.__version__, "faiss": faiss.__version__, "python": platform.python_version()},
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
-    }  # fmt: skip
-    out = ROOT / "results" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    console.print(f"wrote {out}")
 
 
 if __name__ == "__main__":

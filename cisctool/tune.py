@@ -30,16 +30,9 @@ from cisctool.data.splits import SplitEntry, read_split
 from cisctool.errors import InputError
 from cisctool.index_build import build_round_index, open_round_index
 from cisctool.quality import QualityAccumulator
-from cisctool.signal_report import SIGNALS, class_calibration, report_signals
-from cisctool.signals import (
-    cropped_images,
-    fixed_batches,
-    guided_model,
-    host_arrays,
-    rectified_labels,
-    signal_stream,
-)
 from cisctool.runs import RunLayout, atomic_write_json, atomic_write_text
+from cisctool.signal_report import SIGNALS, class_calibration, report_signals
+from cisctool.signals import cropped_images, fixed_batches, guided_model, host_arrays, rectified_labels, signal_stream
 from cisctool.train import train_round
 
 MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
