@@ -52,8 +52,9 @@ class TrainConfig:
     """SGD (or AdamW for small nets from scratch) with poly decay; `batch_size` counts images per step.
 
     Rounds ≥ 1 add `pseudo_batch_size` pseudo-labeled images per step (0 = batch_size),
-    run `round_max_steps` steps (0 = as round 0) and start from `init`: "scratch"
-    (ImageNet or random, as round 0) or "previous" (round N−1's model).
+    run `round_max_steps` steps (0 = as round 0) at `round_lr` (0 = lr) and start from
+    `init`: "scratch" (ImageNet or random, as round 0) or "previous" (round N−1's model,
+    which wants a lower rate: restarting a converged model at round 0's rate can diverge).
     """
 
     epochs: int = 80
@@ -76,6 +77,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     pseudo_batch_size: int = 0
     round_max_steps: int = 0
+    round_lr: float = 0.0
     init: str = "scratch"
     sync_bn: bool = False
 

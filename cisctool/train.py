@@ -42,7 +42,7 @@ from cisctool.runs import RunLayout, atomic_write_text, remove_stale_temporaries
 # Settings that may change between a run and its resume without changing the result.
 RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every"}
 # Settings of rounds ≥ 1 only: round 0 does not depend on them.
-LATER_ROUND_KEYS = {"pseudo_batch_size", "round_max_steps", "init"}
+LATER_ROUND_KEYS = {"pseudo_batch_size", "round_max_steps", "round_lr", "init"}
 
 
 @dataclass
@@ -251,6 +251,7 @@ def train_round(
         generator=torch.Generator().manual_seed(config.train.seed),
     )
     batches = zip(loader, pseudo.loader) if pseudo is not None else ((batch, None) for batch in loader)
+    base_lr = config.train.round_lr if round_index > 0 and config.train.round_lr > 0 else config.train.lr
     started = time.perf_counter()
     step, loss_value = start_step, float("nan")
     log = open(layout.train_log(round_index) if processes.is_main else os.devnull, "a" if start_step else "w")
@@ -266,7 +267,7 @@ def train_round(
             for batch, pseudo_batch in batches:
                 if stop_at_step is not None and step >= stop_at_step:
                     break
-                learning_rate = poly_lr(config.train.lr, step, total_steps)
+                learning_rate = poly_lr(base_lr, step, total_steps)
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate * group["lr_mult"]
                 losses = _losses(network, batch, pseudo_batch, step, config, device, memory_format, use_amp, pairs)

@@ -34,8 +34,10 @@ lr = 0.01
 crop_size = 96
 workers = 1
 checkpoint_every = 50
-# rounds >= 1: continue from the previous round for 300 steps, 4 pseudo-labeled images a step
+# rounds >= 1: continue from the previous round for 300 steps at a fine-tuning rate,
+# 4 pseudo-labeled images a step (round 0's rate diverged on some seeds when continuing)
 round_max_steps = 300
+round_lr = 0.002
 pseudo_batch_size = 4
 init = "previous"
 
