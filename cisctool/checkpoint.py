@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cisctool import __version__
+from cisctool import __version__, faults
 from cisctool.config import Config, from_dict, to_dict
 from cisctool.errors import InputError, first_line
 from cisctool.models import build_model
@@ -21,7 +21,12 @@ from cisctool.runs import atomic_write
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """torch.save to a temporary name, then rename into place."""
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp: Path) -> None:
+        torch.save(payload, tmp)
+        faults.reached("checkpoint-write")
+
+    atomic_write(path, write)
 
 
 def model_payload(model: nn.Module, config: Config, round_index: int) -> dict[str, Any]:

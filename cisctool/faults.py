@@ -3,8 +3,8 @@
 `CISCTOOL_FAULT="<point>:<n>[:INT]"` sends this process SIGKILL (or SIGINT with
 `:INT`) the n-th time it reaches `<point>`. Points: `forward` (before a
 rectify batch's forward), `pseudo-write` (inside an HDF5 write, before the
-`done` flags), `checkpoint-write` (a checkpoint written to its temporary name,
-not yet renamed), `train-step` (after an optimizer step).
+`done` flags), `checkpoint-write` (a checkpoint saved under its temporary
+name, not yet renamed), `train-step` (after an optimizer step).
 """
 
 import os
@@ -25,4 +25,8 @@ def reached(point: str) -> None:
     count, _, kind = rest.partition(":")
     _reached[point] = _reached.get(point, 0) + 1
     if _reached[point] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGINT if kind == "INT" else signal.SIGKILL)
+        if kind == "INT":  # as a terminal's Ctrl-C: Python's own handler, even if the parent ignored SIGINT
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cisctool import faults
 from cisctool.config import Config
 
 
@@ -87,7 +86,6 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
-        faults.reached("checkpoint-write")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
