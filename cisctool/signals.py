@@ -86,8 +86,8 @@ class BatchSignals:
     maps: torch.Tensor  # B×K×H×W CISC maps of the guided slots
     slot_classes: torch.Tensor  # B×K, −1 = empty slot
     cisc: torch.Tensor  # S_ŷ, NaN where ŷ has no guide
-    contrast: torch.Tensor  # S_ŷ − best other guided S (report only)
-    weights: dict[str, torch.Tensor]  # per weight mode
+    contrast: torch.Tensor | None  # S_ŷ − best other guided S (quality report only)
+    weights: dict[str, torch.Tensor]  # per weight mode (only the configured one without a report)
     reliability: torch.Tensor  # B
     guide_rows: torch.Tensor  # B×C
     queries: dict[str, int] = field(default_factory=dict)  # guided / fallback / unguided counts
@@ -127,8 +127,10 @@ def batch_signals(
     source: GuideSource | None,
     settings: RectifySettings,
     tta: bool = False,
+    report: bool = True,
 ) -> BatchSignals:
-    """Predict and guide one padded batch: every signal the thresholds act on.
+    """Predict and guide one padded batch: every signal the thresholds act on (and, with
+    `report`, the extra ones the quality report compares: both weight modes, the S contrast).
 
     images B×3×H×W, valid B×H×W (false on padding), keys B split positions,
     own_rows B labeled rows of the images themselves (−1 if not labeled). Without a
@@ -175,8 +177,11 @@ def batch_signals(
         maps=maps,
         slot_classes=slot_classes,
         cisc=cisc,
-        contrast=similarity_contrast(maps, raw, slot_classes),
-        weights={mode: pixel_weight(agreements, slot_classes, mode, chosen_slot) for mode in WEIGHT_MODES},
+        contrast=similarity_contrast(maps, raw, slot_classes) if report else None,
+        weights={
+            mode: pixel_weight(agreements, slot_classes, mode, chosen_slot)
+            for mode in (WEIGHT_MODES if report else (settings.weight_mode,))
+        },
         reliability=reliability(cisc if source is not None else confidence, valid),
         guide_rows=guide_rows,
         queries={
@@ -205,11 +210,12 @@ def host_arrays(signals: BatchSignals, label: torch.Tensor) -> dict[str, np.ndar
         "raw_label": signals.raw_label.to(torch.uint8),
         "confidence": signals.confidence.half(),
         "cisc": signals.cisc.half(),
-        "contrast": signals.contrast.half(),
         "reliability": signals.reliability.float(),
         "guide_rows": signals.guide_rows.int(),
         **{f"weight_{mode}": weight.half() for mode, weight in signals.weights.items()},
     }
+    if signals.contrast is not None:
+        arrays["contrast"] = signals.contrast.half()
     return {name: tensor.cpu().numpy() for name, tensor in arrays.items()}
 
 
@@ -244,7 +250,8 @@ def signal_stream(
     tta: bool,
     with_masks: bool,
 ) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
-    """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each."""
+    """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each;
+    report-only signals are computed only when the entries have masks to score them against."""
     settings = RectifySettings.of(config)
     ids = [entry.id for entry in entries]
     own_rows = source.labeled_rows(ids) if source is not None else np.full(len(ids), -1, dtype=np.int64)
@@ -264,7 +271,7 @@ def signal_stream(
             images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
             keys = batch["index"].numpy()
             valid = _valid_pixels(batch["sizes"], images.shape[-2:]).to(device)
-            signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, tta)
+            signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, tta, with_masks)
         yield batch, signals
 
 
