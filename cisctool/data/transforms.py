@@ -21,14 +21,6 @@ def normalize(image: np.ndarray) -> torch.Tensor:
     return tensor.sub_(mean).div_(std)
 
 
-def denormalize(image: torch.Tensor) -> np.ndarray:
-    """3×H×W normalised float → H×W×3 uint8, for pictures."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    pixels = (image.detach().cpu().float() * std + mean).clamp(0, 1).mul(255).round()
-    return pixels.byte().permute(1, 2, 0).numpy()
-
-
 def random_scale(
     image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, scale_range: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
