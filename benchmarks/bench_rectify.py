@@ -33,9 +33,8 @@ from cisctool.console import console, set_verbosity
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.demo import make_demo
 from cisctool.data.splits import read_split
-from cisctool.errors import InputError
 from cisctool.index import search_by_class, stored_vectors
-from cisctool.index_build import build_round_index, open_round_index
+from cisctool.index_build import ensure_round_index, open_round_index
 from cisctool.pseudo_store import PseudoImage, PseudoWriter
 from cisctool.rectify import image_shapes, rectify_round
 from cisctool.runs import RunLayout
@@ -99,12 +98,7 @@ def _prepare(args: argparse.Namespace) -> Config:
     })  # fmt: skip
     if not RunLayout.of(config).model(0).is_file():
         train_round(config, 0, args.device)
-    try:
-        stale = open_round_index(config, 0)[1]
-    except InputError:
-        stale = True
-    if stale:
-        build_round_index(config, 0, args.device)
+    ensure_round_index(config, 0, args.device)
     return config
 
 

@@ -127,6 +127,23 @@ def open_round_index(config: Config, round_index: int) -> tuple[PrototypeIndex, 
     return prototype_index, stale
 
 
+def current_round_index(config: Config, round_index: int) -> PrototypeIndex | None:
+    """Round N's saved index when it exists, is not stale and has the config's factory and
+    min_area; None when it must be (re)built."""
+    try:
+        prototype_index, stale = open_round_index(config, round_index)
+    except InputError:
+        return None
+    meta = prototype_index.metadata
+    same = meta.get("factory") == config.index.factory and meta.get("min_area") == config.index.min_area
+    return prototype_index if same and not stale else None
+
+
+def ensure_round_index(config: Config, round_index: int, device: str) -> PrototypeIndex:
+    """The current index of round N, built first when missing, stale or made with other settings."""
+    return current_round_index(config, round_index) or build_round_index(config, round_index, device)
+
+
 @dataclass
 class GuideHit:
     """One retrieved guide of a query class: labeled row, its image id, cosine."""

@@ -14,12 +14,13 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cisctool.config import Config
 from cisctool.console import console
 from cisctool.errors import InputError
-from cisctool.index_build import build_round_index, open_round_index
+from cisctool.index_build import build_round_index, current_round_index
 from cisctool.pipeline import train_and_evaluate
 from cisctool.pseudo_store import PseudoLabels, partial_path
 from cisctool.rectify import pseudo_inputs_hash, rectify_round
@@ -49,7 +50,7 @@ def run_rounds(config: Config, rounds: int, device: str) -> list[RoundRow]:
         started = time.perf_counter()
         if round_index > 0:
             if config.rectify.enabled:
-                _step(row, f"index {round_index - 1}", _index_current(config, round_index - 1),
+                _step(row, f"index {round_index - 1}", current_round_index(config, round_index - 1) is not None,
                       lambda: build_round_index(config, round_index - 1, device))  # fmt: skip
             _step(row, f"rectify {round_index}", _pseudo_current(config, round_index),
                   lambda: _rectify(config, round_index, device))  # fmt: skip
@@ -76,23 +77,19 @@ def _step(row: RoundRow, name: str, done: bool, action: Any) -> None:
     row.ran.append(name)
 
 
-def _index_current(config: Config, round_index: int) -> bool:
-    try:
-        prototype_index, stale = open_round_index(config, round_index)
-    except InputError:
-        return False
-    meta = prototype_index.metadata
-    return not stale and meta.get("factory") == config.index.factory and meta.get("min_area") == config.index.min_area
-
-
 def _pseudo_current(config: Config, round_index: int) -> bool:
     """pseudo.h5 exists, is whole, and came from the current model, index and settings."""
     layout = RunLayout.of(config)
     path = layout.pseudo(round_index)
     if not path.is_file() or not layout.pseudo_quality(round_index).is_file():
         return False
+    return _made_from_current_inputs(path, config, round_index, require_complete=True)
+
+
+def _made_from_current_inputs(path: Path, config: Config, round_index: int, require_complete: bool) -> bool:
+    """A readable pseudo file (whole, or unfinished) whose model, index and settings hashes are the current ones."""
     try:
-        with PseudoLabels(path) as stored:
+        with PseudoLabels(path, require_complete=require_complete) as stored:
             return stored.attrs == {**stored.attrs, **_expected_pseudo_attrs(config, round_index)}
     except InputError:
         return False
@@ -112,13 +109,7 @@ def _rectify(config: Config, round_index: int, device: str) -> None:
     """Resume an unfinished file of the same inputs; otherwise start it over."""
     path = RunLayout.of(config).pseudo(round_index)
     unfinished = partial_path(path)
-    resume = False
-    if unfinished.exists():
-        try:
-            with PseudoLabels(unfinished, require_complete=False) as stored:
-                resume = stored.attrs == {**stored.attrs, **_expected_pseudo_attrs(config, round_index)}
-        except InputError:
-            resume = False
+    resume = unfinished.exists() and _made_from_current_inputs(unfinished, config, round_index, False)
     rectify_round(config, round_index, device, resume=resume, force=True)
 
 

@@ -28,7 +28,7 @@ from cisctool.config import Config, with_overrides
 from cisctool.console import RateColumn, progress_bar
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.errors import InputError
-from cisctool.index_build import build_round_index, open_round_index
+from cisctool.index_build import ensure_round_index
 from cisctool.quality import QualityAccumulator
 from cisctool.runs import RunLayout, atomic_write_json, atomic_write_text
 from cisctool.signal_report import SIGNALS, class_calibration, report_signals
@@ -101,7 +101,7 @@ def tune_thresholds(config: Config, device: str, folds: int = 3, max_steps: int 
     for fold, held_out in enumerate(fold_entries(entries, folds, config.train.seed)):
         fold_config = _fold_config(config, layout, fold, entries, held_out, max_steps)
         train_round(fold_config, device=device, resume=True)
-        prototype_index = _fold_index(fold_config, device)
+        prototype_index = ensure_round_index(fold_config, 0, device)
         model, source = guided_model(fold_config, RunLayout.of(fold_config).model(0), prototype_index, device)
         calibration = class_calibration(fold_config, model, source, device)
         held_entries = [entries[row] for row in held_out]
@@ -162,17 +162,6 @@ def _fold_config(
     if max_steps is not None:
         overrides["train.max_steps"] = max_steps
     return with_overrides(config, overrides)
-
-
-def _fold_index(fold_config: Config, device: str) -> Any:
-    """The fold model's index over its training folds: reused when current, else built."""
-    try:
-        prototype_index, stale = open_round_index(fold_config, 0)
-    except InputError:
-        stale = True
-    if stale:
-        prototype_index = build_round_index(fold_config, 0, device)
-    return prototype_index
 
 
 def _recommend(results: list[dict[str, Any]]) -> dict[str, float]:
