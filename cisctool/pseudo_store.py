@@ -37,7 +37,12 @@ PIXEL_DTYPES = {
     "weight": np.float16,
 }
 PIXEL_CHUNK = 1 << 16
-CHUNK_CACHE_BYTES = 64 << 20
+# HDF5 keeps a chunk cache per dataset. Reads are random (training): a large one
+# saves decompressions. Writes are sequential: a chunk is written whole once, so
+# the cache only needs the partly written chunk at a batch's end; a large one
+# would just fill with finished chunks and grow the process with the file.
+READ_CACHE_BYTES = 64 << 20
+WRITE_CACHE_BYTES = 2 << 20
 COMPRESSIONS = ("lzf", "gzip", "none")
 
 
@@ -82,7 +87,7 @@ class PseudoWriter:
             raise InputError(f"compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle = h5py.File(path, "w", rdcc_nbytes=CHUNK_CACHE_BYTES)
+            handle = h5py.File(path, "w", rdcc_nbytes=WRITE_CACHE_BYTES, rdcc_w0=1.0)
         except OSError as error:
             raise InputError(f"{path}: cannot create the pseudo-label file ({first_line(error)})") from None
         count = len(ids)
@@ -111,7 +116,7 @@ class PseudoWriter:
     def reopen(cls, path: Path, expected: dict[str, Any], ids: Sequence[str]) -> "PseudoWriter":
         """Continue an unfinished file; its attrs (checkpoint, index, config) and ids must match."""
         try:
-            handle = h5py.File(path, "r+", rdcc_nbytes=CHUNK_CACHE_BYTES)
+            handle = h5py.File(path, "r+", rdcc_nbytes=WRITE_CACHE_BYTES, rdcc_w0=1.0)
         except OSError as error:
             raise InputError(
                 f"{path}: unfinished pseudo-label file is unreadable ({first_line(error)}); "
@@ -231,7 +236,7 @@ class PseudoLabels:
         if not path.is_file():
             raise InputError(f"{path}: pseudo-label file not found (run `cisctool rectify`)")
         try:
-            self.handle = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+            self.handle = h5py.File(path, "r", rdcc_nbytes=READ_CACHE_BYTES)
         except OSError as error:
             raise InputError(f"{path}: not a readable HDF5 file ({first_line(error)})") from None
         try:
