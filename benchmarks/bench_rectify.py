@@ -1,6 +1,6 @@
 """How much does rectification cost on top of plain inference, and against the official per-image loop?
 
-    python benchmarks/bench_rectify.py [--images 500] [--batch-size 16] [--image-sizes 96 128] [--device cpu|cuda]
+    python benchmarks/bench_rectify.py [--images 500] [--batch-size 16] [--scale 1] [--device cpu|cuda]
 
 One model, one set of N unlabeled demo images (no masks: no quality report), in one run:
   (a) plain batched inference: forward + argmax, nothing written;
@@ -17,6 +17,7 @@ writes a JSON record to benchmarks/results/.
 import argparse
 import functools
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from records import write_record
 from rich.table import Table
 from torch.utils.data import DataLoader
@@ -49,8 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--image-sizes", type=int, nargs=2, default=(96, 128), metavar=("MIN", "MAX"),
-                        help="demo image side bounds (VOC images are about 500×375)")
+    parser.add_argument("--scale", type=int, default=1,
+                        help="upscale the 96–128 px demo images (4 gives 384–512 px, VOC's size)")
     parser.add_argument("--train-steps", type=int, default=150, help="round-0 steps (predictions look like shapes)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--workdir", type=Path, default=ROOT / "work" / "bench_rectify")
@@ -72,7 +74,7 @@ def main() -> None:
     rss = {count: _child_rss(args, count) for count in (args.images, 8 * args.images)}
     figures = {
         "images": args.images,
-        "image_sizes": list(args.image_sizes),
+        "image_sides": [96 * args.scale, 128 * args.scale],
         "batch_size": args.batch_size,
         "plain_images_per_second": plain,
         "rectify_images_per_second": outcome.images_per_second,
@@ -91,21 +93,36 @@ def main() -> None:
 
 def _prepare(args: argparse.Namespace) -> Config:
     """Demo data with 8N unlabeled images, image-only splits of N and 8N, a round-0 model and index."""
-    low, high = args.image_sizes
-    data = args.workdir / f"data-{low}-{high}-{args.images}"
-    if not (data / "cisctool.toml").exists():
-        make_demo(data, num_unlabeled=8 * args.images, image_sizes=(low, high))
+    data = args.workdir / f"data-{args.images}-x{args.scale}"
+    if not data.exists():  # made aside and renamed, so an interrupted run starts over
+        partial = data.with_name(data.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        make_demo(partial, num_unlabeled=8 * args.images)
+        _upscale(partial, args.scale)
+        partial.rename(data)
     for count in (args.images, 8 * args.images):
         lines = (data / "splits/unlabeled.txt").read_text().split("\n")[:count]
         (data / f"splits/images_{count}.txt").write_text("\n".join(line.split()[0] for line in lines) + "\n")
     config = load_config(data / "cisctool.toml", {
-        "workdir": str(args.workdir), "name": f"bench-{low}-{high}-{args.images}", "train.max_steps": args.train_steps,
+        "workdir": str(args.workdir), "name": f"bench-{args.images}-x{args.scale}", "train.max_steps": args.train_steps,
         "rectify.batch_size": args.batch_size, "train.workers": 1,
     })  # fmt: skip
     if not RunLayout.of(config).model(0).is_file():
         train_round(config, 0, args.device)
     ensure_round_index(config, 0, args.device)
     return config
+
+
+def _upscale(data: Path, scale: int) -> None:
+    """Every demo image (bilinear) and mask (nearest) `scale`× larger, in place."""
+    if scale == 1:
+        return
+    paths = [(path, Image.BILINEAR) for path in (data / "images").glob("*.png")]
+    paths += [(path, Image.NEAREST) for path in (data / "masks").glob("*.png")]
+    for path, resample in paths:
+        with Image.open(path) as image:
+            image.load()
+        image.resize((image.width * scale, image.height * scale), resample).save(path)
 
 
 def _loader(config: Config, batch_size: int) -> DataLoader:
@@ -188,14 +205,14 @@ def _official_loop(config: Config, device: str) -> float:
 def _child_rss(args: argparse.Namespace, count: int) -> int:
     """Peak RSS (KiB) of `rectify` over `count` images, in a fresh process."""
     command = [sys.executable, __file__, "--images", str(args.images), "--batch-size", str(args.batch_size),
-               "--image-sizes", *map(str, args.image_sizes), "--train-steps", str(args.train_steps),
+               "--scale", str(args.scale), "--train-steps", str(args.train_steps),
                "--device", args.device, "--workdir", str(args.workdir), "--rss-child", str(count)]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, check=True)
     return int(completed.stdout.strip().splitlines()[-1])
 
 
 def _table(figures: dict) -> Table:
-    low, high = figures["image_sizes"]
+    low, high = figures["image_sides"]
     table = Table(title=f"rectify throughput, {figures['images']} demo images of {low}–{high} px a side, "
                         f"batch {figures['batch_size']}")  # fmt: skip
     table.add_column("measure")

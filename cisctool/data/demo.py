@@ -62,20 +62,14 @@ def find_mobilenet_weights() -> Path | None:
 
 
 def make_demo(
-    out: Path,
-    seed: int = 0,
-    num_labeled: int = 30,
-    num_unlabeled: int = 500,
-    num_val: int = 100,
-    image_sizes: tuple[int, int] = (96, 128),
+    out: Path, seed: int = 0, num_labeled: int = 30, num_unlabeled: int = 500, num_val: int = 100
 ) -> Path:
     """Write images, masks, splits and cisctool.toml under `out`; returns the config path.
 
     The config uses an ImageNet-initialised MobileNetV2 when its weights file is
     installed (CISC maps need meaningful features), else the tiny backbone from scratch.
-    `image_sizes` bounds each image side (the benchmarks ask for VOC-sized images).
     """
-    generate_demo_dataset(out, seed, num_labeled, num_unlabeled, num_val, *image_sizes)
+    generate_demo_dataset(out, seed, num_labeled, num_unlabeled, num_val)
     splits = out / "splits"
     oracle = (splits / "labeled.txt").read_text() + (splits / "unlabeled.txt").read_text()
     atomic_write_text(splits / "oracle.txt", oracle)

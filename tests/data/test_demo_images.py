@@ -93,11 +93,3 @@ def test_demo_config_uses_imagenet_mobilenet_when_installed(tmp_path):
         assert config.model.backbone == "mobilenetv2" and config.model.pretrained == weights.as_posix()
     lines = (tmp_path / "splits/oracle.txt").read_text().splitlines()
     assert len(lines) == 8 and all(len(line.split()) == 2 for line in lines)
-
-
-def test_make_demo_image_sizes_bound_every_side(tmp_path):
-    from cisctool.data.demo import make_demo
-
-    make_demo(tmp_path, num_labeled=3, num_unlabeled=4, num_val=2, image_sizes=(40, 48))
-    sides = [side for path in (tmp_path / "images").glob("*.png") for side in Image.open(path).size]
-    assert len(sides) == 18 and min(sides) >= 40 and max(sides) <= 48
