@@ -45,6 +45,12 @@ from cisctool.data.splits import SplitEntry
 from cisctool.guides import Guides, GuideSource, official_slots
 
 TTA_SCALES = (0.75, 1.0, 1.25)
+# Batches are padded to a multiple of the backbone's largest stride, as mmsegmentation's
+# `size_divisor`: the feature grid then sits exactly on the image grid, and a long run
+# sees few distinct batch shapes. With every batch's own maximum (as many shapes as
+# image sizes), oneDNN's per-shape kernels and the allocator's free lists never settle:
+# a 4000-image demo run's RSS crept from 440 to 600 MiB; padded, it stays level.
+SIZE_DIVISOR = 32
 WEIGHT_MODES = ("official", "mean")
 
 
@@ -260,7 +266,7 @@ def signal_stream(
         dataset,
         batch_sampler=batches,
         num_workers=min(config.train.workers, 4),
-        collate_fn=functools.partial(pad_collate, ignore_index=settings.ignore_index),
+        collate_fn=functools.partial(pad_collate, ignore_index=settings.ignore_index, size_divisor=SIZE_DIVISOR),
         pin_memory=device.startswith("cuda"),
     )
     amp = config.train.amp and device.startswith("cuda")

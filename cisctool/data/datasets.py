@@ -178,13 +178,16 @@ class InferenceDataset(Dataset):
         }
 
 
-def pad_collate(items: list[dict[str, object]], ignore_index: int = 255) -> dict[str, torch.Tensor]:
-    """Batch images of different sizes: pad to the largest (image 0, mask ignore); keep sizes.
+def pad_collate(
+    items: list[dict[str, object]], ignore_index: int = 255, size_divisor: int = 1
+) -> dict[str, torch.Tensor]:
+    """Batch images of different sizes: pad to the largest, rounded up to a multiple of
+    `size_divisor` (image 0, mask ignore); keep sizes.
 
-    Returns image B×3×Hmax×Wmax, mask B×Hmax×Wmax, sizes B×2 (H, W), index B.
+    Returns image B×3×H×W, mask B×H×W, sizes B×2 (each image's own H, W), index B.
     """
     sizes = torch.tensor([list(item["mask"].shape) for item in items])
-    height, width = (int(value) for value in sizes.max(dim=0).values)
+    height, width = (-(-int(value) // size_divisor) * size_divisor for value in sizes.max(dim=0).values)
     images = torch.zeros(len(items), 3, height, width)
     masks = torch.full((len(items), height, width), ignore_index, dtype=torch.long)
     for slot, item in enumerate(items):

@@ -78,3 +78,16 @@ def test_inference_batches_pad_images_and_masks(demo_config):
         assert (batch["mask"][slot, :height, :width] != 255).all()
     unlabeled = InferenceDataset(entries, demo_config.data.num_classes, 255, with_masks=False)
     assert (unlabeled[0]["mask"] == 255).all()
+
+
+def test_inference_batches_round_their_padded_size_up_to_the_divisor(demo_config):
+    entries = read_split(demo_config.data_root / demo_config.data.val, demo_config.data_root, True)
+    dataset = InferenceDataset(entries, demo_config.data.num_classes, 255, with_masks=True)
+    batch = pad_collate([dataset[0], dataset[1]], 255, size_divisor=32)
+    largest = batch["sizes"].max(dim=0).values.tolist()
+    assert [side % 32 for side in batch["image"].shape[-2:]] == [0, 0]
+    assert all(padded - side < 32 for padded, side in zip(batch["image"].shape[-2:], largest))
+    image = dataset[0]
+    height, width = image["mask"].shape
+    assert torch.equal(batch["image"][0, :, :height, :width], image["image"])
+    assert (batch["image"][0, :, height:] == 0).all() and (batch["mask"][0, height:] == 255).all()
