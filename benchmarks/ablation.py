@@ -8,8 +8,9 @@ Methods (all share each seed's round-0 model, so they differ only in pseudo labe
   cisc-official    CISC-R as the paper's code: random guide, `weight_mode = "official"`
   cisc-nearest     ours: nearest guide from the index, `weight_mode = "mean"`
 Prints mean ± std over seeds of the final round's val mIoU, of its difference to
-self-training with the same seed, and of each round's pseudo-label mIoU, and writes a JSON record to benchmarks/results/. Rerunning
-continues where it stopped (finished steps are skipped).
+self-training with the same seed, and of each round's pseudo-label mIoU, and writes a
+JSON record to benchmarks/results/. Rerunning continues where it stopped (finished
+steps are skipped).
 """
 
 import argparse
