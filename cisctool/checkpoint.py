@@ -46,14 +46,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        if isinstance(error, pickle.UnpicklingError) and (
+            "weights_only" in str(error) or "Unsupported global" in str(error)
+        ):
             raise InputError(
                 f"{path}: holds Python objects beyond tensors and plain types; refused, since loading "
                 "them would run arbitrary code (cisctool checkpoints never need that)"
             ) from None
-        raise InputError(f"{path}: not a readable cisctool checkpoint ({first_line(error)[:200]})") from None
-    except Exception as error:  # torch raises RuntimeError, EOFError, ...
         raise InputError(f"{path}: not a readable cisctool checkpoint ({first_line(error)[:200]})") from None
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise InputError(f"{path}: not a cisctool checkpoint (no model weights and config)")

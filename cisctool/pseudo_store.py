@@ -42,7 +42,7 @@ PIXEL_CHUNK = 1 << 16
 # the cache only needs the partly written chunk at a batch's end; a large one
 # would just fill with finished chunks and grow the process with the file.
 READ_CACHE_BYTES = 64 << 20
-WRITE_CACHE_BYTES = 2 << 20
+WRITE_CACHE = {"rdcc_nbytes": 2 << 20, "rdcc_w0": 1.0}  # w0 = 1: evict finished chunks first
 COMPRESSIONS = ("lzf", "gzip", "none")
 # Byte-shuffling before compression groups the float16 signals' high bytes: on the demo
 # the file shrank 24 % and lzf spent less time on the nearly incompressible low bytes.
@@ -90,7 +90,7 @@ class PseudoWriter:
             raise InputError(f"compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle = h5py.File(path, "w", rdcc_nbytes=WRITE_CACHE_BYTES, rdcc_w0=1.0)
+            handle = h5py.File(path, "w", **WRITE_CACHE)
         except OSError as error:
             raise InputError(f"{path}: cannot create the pseudo-label file ({first_line(error)})") from None
         count = len(ids)
@@ -119,7 +119,7 @@ class PseudoWriter:
     def reopen(cls, path: Path, expected: dict[str, Any], ids: Sequence[str]) -> "PseudoWriter":
         """Continue an unfinished file; its attrs (checkpoint, index, config) and ids must match."""
         try:
-            handle = h5py.File(path, "r+", rdcc_nbytes=WRITE_CACHE_BYTES, rdcc_w0=1.0)
+            handle = h5py.File(path, "r+", **WRITE_CACHE)
         except OSError as error:
             raise InputError(
                 f"{path}: unfinished pseudo-label file is unreadable ({first_line(error)}); "
@@ -146,7 +146,9 @@ class PseudoWriter:
         damaged = []
         for index in np.flatnonzero(self.done):
             try:
-                intact = checksum(self._read(int(index))) == int(self.handle["checksum"][index])
+                intact = checksum(stored_image(self.handle, self.offsets, int(index))) == int(
+                    self.handle["checksum"][index]
+                )
             except (OSError, ValueError, KeyError):
                 intact = False
             if not intact:
@@ -156,14 +158,6 @@ class PseudoWriter:
             self.handle["done"][sorted(damaged)] = False
             self.handle.flush()
         return len(damaged)
-
-    def _read(self, index: int) -> PseudoImage:
-        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
-        shape = tuple(self.handle["shapes"][index])
-        arrays = {name: self.handle[name][start:stop].reshape(shape) for name in PIXEL_DTYPES}
-        return PseudoImage(
-            **arrays, guides=self.handle["guides"][index], reliability=float(self.handle["reliability"][index])
-        )
 
     def pending(self) -> np.ndarray:
         """Indices of images not yet done."""
@@ -199,6 +193,14 @@ class PseudoWriter:
 
     def close(self) -> None:
         self.handle.close()
+
+
+def stored_image(handle: h5py.File, offsets: np.ndarray, index: int) -> PseudoImage:
+    """Image i of an open pseudo-label file, as written."""
+    start, stop = int(offsets[index]), int(offsets[index + 1])
+    shape = tuple(handle["shapes"][index])
+    arrays = {name: handle[name][start:stop].reshape(shape) for name in PIXEL_DTYPES}
+    return PseudoImage(**arrays, guides=handle["guides"][index], reliability=float(handle["reliability"][index]))
 
 
 def checksum(image: PseudoImage) -> int:
@@ -272,10 +274,7 @@ class PseudoLabels:
         return self.handle[name][start:stop].reshape(tuple(self.shapes[index]))
 
     def image(self, index: int) -> PseudoImage:
-        arrays = {name: self.pixels(name, index) for name in PIXEL_DTYPES}
-        return PseudoImage(
-            **arrays, guides=self.guides[index], reliability=float(self.reliability[index])
-        )
+        return stored_image(self.handle, self.offsets, index)
 
     def close(self) -> None:
         self.handle.close()
