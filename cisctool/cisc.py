@@ -160,7 +160,8 @@ def pixel_weight(
     """Loss weight per pixel, B×H×W; 1 in images without any guided class.
 
     mode "official": the agreement of one slot per image (`chosen_slot` B, −1 = none),
-    as the paper's code; "mean": the mean agreement over every guided slot.
+    as the paper's code; "mean": the mean agreement over every guided slot
+    (mode "confidence" is `confidence_weight`).
     """
     guided = (slot_classes >= 0).to(agreements.dtype)[:, :, None, None]
     if mode == "mean":
@@ -172,6 +173,12 @@ def pixel_weight(
     slot = chosen_slot.clamp_min(0)[:, None, None, None].expand(-1, 1, *agreements.shape[-2:])
     picked = agreements.gather(1, slot).squeeze(1)
     return torch.where((chosen_slot >= 0)[:, None, None], picked, torch.ones_like(picked))
+
+
+def confidence_weight(confidence: torch.Tensor, cisc: torch.Tensor) -> torch.Tensor:
+    """Loss weight max P × S_ŷ, B×H×W: both signals must agree; S counts as 1 where ŷ has no guide
+    (`cisc` NaN), so an unguided pixel keeps its confidence."""
+    return confidence * torch.nan_to_num(cisc.clamp(0.0, 1.0), nan=1.0)
 
 
 def relabel(

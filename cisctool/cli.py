@@ -8,16 +8,19 @@ import sys
 import tomllib
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import torch
 
 from cisctool import __version__
-from cisctool.config import Config, RectifyConfig, load_config
-from cisctool.console import console, set_verbosity, verbose
+from cisctool.config import PROFILES, Config, RectifyConfig, load_config
+from cisctool.console import console, set_verbosity, verbose, warn
 from cisctool.errors import InputError
-from cisctool.reports import eval_table, guides_table, index_table, train_table
+from cisctool.reports import collapse_message, eval_table, guides_table, index_table, train_table
+
+if TYPE_CHECKING:
+    from cisctool.evaluate import EvalResult
 
 DEFAULT_CONFIG = Path("cisctool.toml")
 
@@ -62,18 +65,26 @@ def _fail(message: str, code: int) -> None:
     "--set", "settings", multiple=True, metavar="KEY=VALUE",
     help="Override a config key, e.g. --set train.lr=0.01 (TOML values; repeatable).",
 )  # fmt: skip
+@click.option("--profile", type=click.Choice(list(PROFILES)), default=None,
+              help="official: the paper's code choices (random guide, official weight, λ = 1, five-scale TTA, "
+                   "rounds from scratch); --set still wins [default: the config's profile].")
 @click.option("-v", "--verbose", "verbosity", flag_value=1, help="More detail; tracebacks on failure.")
 @click.option("-q", "--quiet", "verbosity", flag_value=-1, help="No progress bars or tables.")
 @click.version_option(__version__, prog_name="cisctool")
 @click.pass_context
 def main(
-    ctx: click.Context, config_path: Path | None, settings: tuple[str, ...], verbosity: int | None
+    ctx: click.Context,
+    config_path: Path | None,
+    settings: tuple[str, ...],
+    profile: str | None,
+    verbosity: int | None,
 ) -> None:
     """cisctool: rectify pseudo labels with cross-image semantic consistency (CISC-R)."""
     from cisctool.distributed import from_environment
 
     set_verbosity((verbosity or 0) if from_environment().is_main else -1)  # one voice under torchrun
-    ctx.obj = {"config_path": config_path, "settings": dict(_parse_setting(item) for item in settings)}
+    chosen = {"profile": profile} if profile else {}
+    ctx.obj = {"config_path": config_path, "settings": {**chosen, **dict(_parse_setting(item) for item in settings)}}
 
 
 def _parse_setting(item: str) -> tuple[str, Any]:
@@ -94,6 +105,11 @@ def _config(ctx: click.Context, overrides: dict[str, Any] | None = None) -> Conf
         raise InputError(f"{path}: config file not found (pass --config, or run `cisctool demo`)")
     flags = {key: value for key, value in (overrides or {}).items() if value is not None}
     return load_config(path, {**ctx.obj["settings"], **flags})
+
+
+def _warn_collapsed(result: "EvalResult", round_index: int) -> None:
+    if result.collapsed:
+        warn(collapse_message(result.collapsed, f"round {round_index}'s model"))
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -123,14 +139,19 @@ def data() -> None:
 @data.command("make-demo")
 @click.argument("out", type=click.Path(path_type=Path), default=Path("demo_data"))
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--labeled", "num_labeled", type=click.IntRange(2), default=30, show_default=True)
-@click.option("--unlabeled", "num_unlabeled", type=click.IntRange(1), default=500, show_default=True)
-@click.option("--val", "num_val", type=click.IntRange(1), default=100, show_default=True)
-def make_demo_command(out: Path, seed: int, num_labeled: int, num_unlabeled: int, num_val: int) -> None:
-    """Write the embedded, seeded demo data set and its cisctool.toml to OUT."""
+@click.option("--kind", type=click.Choice(["shapes", "aerial"]), default="shapes", show_default=True,
+              help="shapes: the demo (6 balanced classes); aerial: map tiles (7 unbalanced classes, thin roads).")
+@click.option("--labeled", "num_labeled", type=click.IntRange(2), default=None, help="[default: 30 shapes, 40 aerial]")
+@click.option("--unlabeled", "num_unlabeled", type=click.IntRange(1), default=None,
+              help="[default: 500 shapes, 400 aerial]")
+@click.option("--val", "num_val", type=click.IntRange(1), default=None, help="[default: 100]")
+def make_demo_command(
+    out: Path, seed: int, kind: str, num_labeled: int | None, num_unlabeled: int | None, num_val: int | None
+) -> None:
+    """Write an embedded, seeded benchmark data set and its cisctool.toml to OUT."""
     from cisctool.data.demo import make_demo
 
-    config_path = make_demo(out, seed, num_labeled, num_unlabeled, num_val)
+    config_path = make_demo(out, seed, num_labeled, num_unlabeled, num_val, kind=kind)
     console.print(f"demo data written to {out}/ ; config: {config_path}")
 
 
@@ -187,6 +208,7 @@ def train(
     console.print(train_table(outcome))
     if result is not None:
         console.print(eval_table(result, f"round {round_index} on val ({result.mode})"))
+        _warn_collapsed(result, round_index)
     console.print(f"wrote {outcome.model_path} and metrics beside it")
 
 
@@ -221,6 +243,7 @@ def eval_command(
     else:
         result = evaluate_round(config, round_index, _device(device))
         console.print(eval_table(result, f"round {round_index} on {split} ({result.mode})"))
+        _warn_collapsed(result, round_index)
         scores = result.as_dict()
     if json_path is not None:
         atomic_write_json(json_path, scores)
@@ -350,7 +373,8 @@ def predict(
               help="Stored loss weight [default: rectify.weight_mode].")
 @click.option("--no-rectify", "plain", is_flag=True,
               help="Plain self-training: argmax labels, weight 1, no index (rectify.enabled = false).")
-@click.option("--tta", is_flag=True, help="Average predictions over scales and flips (slower).")
+@click.option("--tta/--no-tta", default=None,
+              help="Average predictions over rectify.tta_scales and flips [default: rectify.tta].")
 @click.option("--resume", is_flag=True, help="Continue an unfinished run; only images not done are computed.")
 @click.option("--force", is_flag=True, help="Recompute even if a finished pseudo.h5 exists.")
 @click.option("--shard", default=None, metavar="I/N",
@@ -366,7 +390,7 @@ def rectify(
     guide: str | None,
     weight_mode: str | None,
     plain: bool,
-    tta: bool,
+    tta: bool | None,
     resume: bool,
     force: bool,
     shard: str | None,
@@ -389,7 +413,7 @@ def rectify(
     config = _config(
         ctx,
         {"rectify.batch_size": batch_size, "rectify.guide": guide, "rectify.weight_mode": weight_mode,
-         "rectify.enabled": False if plain else None},
+         "rectify.enabled": False if plain else None, "rectify.tta": tta},
     )  # fmt: skip
     shard_spec = _parse_shard(shard)
     torchrun = from_environment().active and shard_spec is None and not merge
@@ -400,7 +424,7 @@ def rectify(
         if torchrun:  # one shard per rank, then rank 0 merges
             try:
                 processes, rank_device = start_processes(_device(device))
-                rectify_round(config, round_index, rank_device, resume, True, tta, compression,
+                rectify_round(config, round_index, rank_device, resume=resume, force=True, compression=compression,
                               shard=(processes.rank, processes.world))  # fmt: skip
                 barrier(processes)
             finally:
@@ -412,13 +436,49 @@ def rectify(
             console.print(table)
         console.print(f"wrote {path}")
         return
-    outcome = rectify_round(config, round_index, _device(device), resume, force, tta, compression, shard=shard_spec)
+    outcome = rectify_round(
+        config, round_index, _device(device), resume=resume, force=force, compression=compression, shard=shard_spec
+    )
     for table in quality_tables(outcome.report, f"pseudo labels for round {round_index}"):
         console.print(table)
     console.print(
         f"{outcome.computed} images in {outcome.seconds:.1f} s ({outcome.images_per_second:.1f} img/s); "
         f"wrote {outcome.path} and {RunLayout.of(config).pseudo_quality(round_index)}"
     )
+
+
+@main.command("compare")
+@click.option("--rounds", type=click.IntRange(1), default=2, show_default=True, help="Rounds after round 0.")
+@click.option("--seeds", default="0,1,2,3,4", show_default=True, help="Comma-separated seeds.")
+@click.option("--official", is_flag=True, help="Also run the official profile (its own round 0).")
+@click.option("--arm", "arms", multiple=True, metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+              help="An extra arm on the shared round 0, e.g. --arm mean:rectify.weight_mode=mean.")
+@click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
+@click.pass_context
+def compare_command(
+    ctx: click.Context, rounds: int, seeds: str, official: bool, arms: tuple[str, ...],
+    device: str | None,
+) -> None:  # fmt: skip
+    """SupOnly vs self-training vs CISC-R on one shared round 0 per seed; paired differences."""
+    from cisctool.compare import compare, comparison_table
+
+    config = _config(ctx)
+    extra = dict(_parse_arm(text) for text in arms)
+    try:
+        seed_list = [int(item) for item in seeds.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{seeds!r} is not a comma-separated list of integers", param_hint="--seeds") from None
+    result, record = compare(config, seed_list, rounds, _device(device), extra_arms=extra, official=official)
+    console.print(comparison_table(result, f"{config.name}: SupOnly / ST / CISC-R over {len(result.seeds)} seed(s)"))
+    console.print(f"wrote {record}")
+
+
+def _parse_arm(text: str) -> tuple[str, dict[str, Any]]:
+    """`name:key=value,key=value` → (name, overrides); values as `--set` reads them."""
+    name, separator, settings = text.partition(":")
+    if not separator or not name or name in ("suponly", "st", "cisc", "official"):
+        raise click.BadParameter(f"{text!r} is not NAME:KEY=VALUE[,KEY=VALUE] with a new arm name", param_hint="--arm")
+    return name, dict(_parse_setting(item) for item in settings.split(","))
 
 
 @main.command("run")
@@ -453,7 +513,8 @@ def run_command(
 @click.option("--out", type=click.Path(path_type=Path), default=Path("demo_data"), show_default=True)
 @click.option("--rounds", type=click.IntRange(0), default=2, show_default=True)
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
-def demo(out: Path, rounds: int, device: str | None) -> None:
+@click.pass_context
+def demo(ctx: click.Context, out: Path, rounds: int, device: str | None) -> None:
     """Demo data (if missing), then `run --rounds 2` on it: train, index, rectify, retrain; one table.
 
     Steps whose outputs are up to date are skipped; a killed step resumes.
@@ -467,7 +528,7 @@ def demo(out: Path, rounds: int, device: str | None) -> None:
     if not config_path.exists():
         make_demo(out)
         console.print(f"demo data written to {out}/")
-    config = load_config(config_path)
+    config = load_config(config_path, ctx.obj["settings"])
     rows = run_rounds(config, rounds, _device(device))
     console.print(rounds_table(rows, f"demo: {rounds} round(s) of CISC-R"))
     console.print(f"outputs in {RunLayout.of(config).run_dir}/")

@@ -49,12 +49,16 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """SGD (or AdamW for small nets from scratch) with poly decay; `batch_size` counts images per step.
+    """SGD (or AdamW) with linear warm-up then poly decay; `batch_size` counts images per step.
 
-    Rounds ≥ 1 add `pseudo_batch_size` pseudo-labeled images per step (0 = batch_size),
-    run `round_max_steps` steps (0 = as round 0) at `round_lr` (0 = lr) and start from
-    `init`: "scratch" (ImageNet or random, as round 0) or "previous" (round N−1's model,
-    which wants a lower rate: restarting a converged model at round 0's rate can diverge).
+    The budget is in epochs, so a config copied to a bigger or smaller data set scales
+    with it: round 0 runs `epochs` passes over the labeled pairs (`max_steps` overrides).
+    Rounds ≥ 1 add `pseudo_batch_size` pseudo-labeled images per step (0 = batch_size)
+    and run `round_epochs` passes over the round's selected pseudo-labeled images
+    (`round_max_steps` overrides; both 0 = as round 0) at `round_lr` (0 = lr), starting
+    from `init`: "scratch" (ImageNet or random, as round 0) or "previous" (round N−1's
+    model, which wants a lower rate: restarting a converged model at round 0's rate can
+    diverge). `warmup_ratio` of each round's steps ramps the rate linearly from 0.
     """
 
     epochs: int = 80
@@ -65,6 +69,7 @@ class TrainConfig:
     head_lr_mult: float = 10.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    warmup_ratio: float = 0.0
     crop_size: int = 321
     scale_min: float = 0.5
     scale_max: float = 2.0
@@ -77,6 +82,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     pseudo_batch_size: int = 0
     round_max_steps: int = 0
+    round_epochs: float = 0.0
     round_lr: float = 0.0
     init: str = "scratch"
     sync_bn: bool = False
@@ -104,13 +110,18 @@ class IndexConfig:
 
 @dataclass(frozen=True)
 class RectifyConfig:
-    """Pseudo-label rectification by cross-image semantic consistency (DESIGN §1.5).
+    """Pseudo-label rectification by cross-image semantic consistency.
 
-    `enabled = false` is plain self-training (the ablation): argmax labels, weight 1, no index.
+    `enabled = false` is plain self-training (the baseline): argmax labels, weight 1, no index.
+    Pseudo labels average the softmax over `tta_scales` × (`tta_flip`: plain and mirrored
+    views), as the official code and ST++ predict them; `tta = false` uses the plain view.
     """
 
     enabled: bool = True
     batch_size: int = 16
+    tta: bool = True
+    tta_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
+    tta_flip: bool = True
     guide: str = "nearest"
     weight_mode: str = "official"
     guide_exclude: tuple[int, ...] = ()
@@ -128,6 +139,7 @@ class Config:
 
     name: str = "default"
     dataset: str = ""
+    profile: str = "default"
     workdir: str = "."
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -158,14 +170,27 @@ SECTIONS: dict[str, type] = {
     "index": IndexConfig,
     "rectify": RectifyConfig,
 }
-TOP_LEVEL_KEYS = ("name", "dataset", "workdir")
+TOP_LEVEL_KEYS = ("name", "dataset", "profile", "workdir")
+# `profile = "official"`: the paper's code choices in one switch. It overrides the file's keys
+# (so a config tuned otherwise still reproduces the paper); `--set` overrides it.
+OFFICIAL_TTA_SCALES = [0.5, 0.75, 1.0, 1.5, 2.0]
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "official": {
+        "train": {"consistency_weight": 1.0, "init": "scratch", "round_lr": 0.0, "round_max_steps": 0,
+                  "round_epochs": 0.0},
+        "rectify": {"guide": "random", "weight_mode": "official", "tta": True, "tta_scales": OFFICIAL_TTA_SCALES,
+                    "tta_flip": True, "select": "reliable", "ratio": 0.5},
+    },
+}  # fmt: skip
 CHOICES: dict[str, tuple[str, ...]] = {
+    "profile": tuple(PROFILES),
     "eval.mode": ("whole", "slide"),
     "train.optimizer": ("sgd", "adamw"),
     "train.init": ("scratch", "previous"),
     "index.use_gpu": ("auto", "true", "false"),
     "rectify.guide": ("nearest", "random"),
-    "rectify.weight_mode": ("official", "mean"),
+    "rectify.weight_mode": ("official", "mean", "confidence"),
     "rectify.select": ("reliable", "all"),
 }
 
@@ -182,9 +207,7 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> C
             raise InputError(f"{path}: config file not found") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
             raise InputError(f"{path}: not valid TOML ({error})") from None
-    for dotted, value in (overrides or {}).items():
-        _set_dotted(raw, dotted, value)
-    config = from_dict(raw, label)
+    config = from_dict(_with_profile(raw, overrides or {}, label), label)
     root = Path(config.data.root).expanduser()
     if path is not None and not root.is_absolute():
         root = Path(path).resolve().parent / root
@@ -198,9 +221,23 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> C
 def with_overrides(config: Config, overrides: dict[str, Any]) -> Config:
     """A copy of `config` with dotted keys replaced and validated again (keeps `source`)."""
     raw = to_dict(config)
+    if "profile" not in overrides:  # the resolved values already hold the profile and earlier overrides
+        for dotted, value in overrides.items():
+            _set_dotted(raw, dotted, value)
+    else:
+        raw = _with_profile(raw, overrides, config.source or "configuration")
+    return dataclasses.replace(from_dict(raw, config.source or "configuration"), source=config.source)
+
+
+def _with_profile(raw: dict[str, Any], overrides: dict[str, Any], label: str) -> dict[str, Any]:
+    """File keys, then the chosen profile's keys over them, then the dotted overrides over both."""
+    name = overrides.get("profile", raw.get("profile", "default"))
+    if name not in PROFILES:
+        raise InputError(f"{label}: profile = {name!r} is not one of {', '.join(PROFILES)}")
+    raw = _merge(raw, PROFILES[name])
     for dotted, value in overrides.items():
         _set_dotted(raw, dotted, value)
-    return dataclasses.replace(from_dict(raw, config.source or "configuration"), source=config.source)
+    return raw
 
 
 def from_dict(raw: dict[str, Any], label: str = "configuration") -> Config:
@@ -217,6 +254,8 @@ def from_dict(raw: dict[str, Any], label: str = "configuration") -> Config:
             valid = ", ".join([*TOP_LEVEL_KEYS, *(f"[{name}]" for name in SECTIONS)])
             raise InputError(f"{label}: unknown key {key!r}; valid top-level keys: {valid}")
     top = {key: _coerce(label, key, str, raw[key]) for key in TOP_LEVEL_KEYS if key in raw}
+    if top.get("profile", "default") not in PROFILES:
+        raise InputError(f"{label}: profile = {top['profile']!r} is not one of {', '.join(PROFILES)}")
     sections = {}
     for name, section_type in SECTIONS.items():
         table = raw.get(name, {})
@@ -293,6 +332,12 @@ def _validate(label: str, config: Config) -> None:
         raise InputError(f"{label}: train.epochs or train.max_steps must be ≥ 1")
     if not 0 < config.train.scale_min <= config.train.scale_max:
         raise InputError(f"{label}: train.scale_min must be > 0 and ≤ train.scale_max")
+    if not 0 <= config.train.warmup_ratio < 1:
+        raise InputError(f"{label}: train.warmup_ratio must be in [0, 1), got {config.train.warmup_ratio}")
+    if config.train.round_epochs < 0:
+        raise InputError(f"{label}: train.round_epochs must be ≥ 0, got {config.train.round_epochs}")
+    if not config.rectify.tta_scales or min(config.rectify.tta_scales) <= 0:
+        raise InputError(f"{label}: rectify.tta_scales must be a non-empty list of positive scales")
     if config.eval.stride < 1 or config.eval.stride > config.eval.crop_size:
         raise InputError(f"{label}: eval.stride must be in [1, eval.crop_size]")
 

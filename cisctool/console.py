@@ -14,6 +14,7 @@ from rich.progress import (
 from rich.text import Text
 
 console = Console(highlight=False)
+_warnings = Console(stderr=True, highlight=False)
 VERBOSITY = {"level": 0}
 
 
@@ -21,6 +22,11 @@ def set_verbosity(level: int) -> None:
     """−1 quiet, 0 normal, 1 verbose."""
     VERBOSITY["level"] = level
     console.quiet = level < 0
+
+
+def warn(message: str) -> None:
+    """One `warning: …` line on stderr, shown even with `-q`: something the user must act on."""
+    _warnings.print(f"[yellow]warning:[/yellow] {message}")
 
 
 def verbose() -> bool:

@@ -54,14 +54,24 @@ class ConfusionMatrix:
         values = [value for value in self.iou() if not math.isnan(value)]
         return sum(values) / len(values) if values else math.nan
 
+    def present_and_predicted(self) -> tuple[list[bool], list[bool]]:
+        """Per class: does it occur in the ground truth; is it ever predicted."""
+        return (self.matrix.sum(1) > 0).tolist(), (self.matrix.sum(0) > 0).tolist()
+
     def pixel_accuracy(self) -> float:
         total = self.matrix.sum()
         return float(self.matrix.diag().sum()) / float(total) if total > 0 else math.nan
 
 
+# A class the masks hold that the model scores below this IoU (or never predicts) has collapsed.
+COLLAPSE_IOU = 0.05
+
+
 @dataclass
 class EvalResult:
-    """Scores of one split; IoUs in [0, 1]."""
+    """Scores of one split; IoUs in [0, 1]. `collapsed` names the classes the masks hold
+    that the model never predicts or scores below COLLAPSE_IOU: a model that learned
+    nothing of them, which later rounds' pseudo labels would only repeat."""
 
     class_names: list[str]
     per_class_iou: list[float]
@@ -71,6 +81,7 @@ class EvalResult:
     seconds: float
     mode: str
     extra: dict[str, float] = field(default_factory=dict)
+    collapsed: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -82,6 +93,7 @@ class EvalResult:
             },
             "images": self.images,
             "seconds": self.seconds,
+            "collapsed_classes": self.collapsed,
             "mode": self.mode,
         }
 
@@ -164,5 +176,16 @@ def evaluate(
         images=len(dataset),
         seconds=time.perf_counter() - started,
         mode=mode,
+        collapsed=collapsed_classes(confusion, class_names),
     )
+
+
+def collapsed_classes(confusion: ConfusionMatrix, class_names: list[str]) -> list[str]:
+    """Classes present in the ground truth that are never predicted or have IoU < COLLAPSE_IOU."""
+    present, predicted = confusion.present_and_predicted()
+    return [
+        name
+        for name, iou, here, seen in zip(class_names, confusion.iou(), present, predicted, strict=True)
+        if here and (not seen or iou < COLLAPSE_IOU)
+    ]
 

@@ -106,6 +106,14 @@ def pseudo_inputs_hash(config: Config) -> str:
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def tta_description(config: Config) -> str:
+    """How the pseudo labels' probabilities were averaged, e.g. "0.5,0.75,1,1.5,2 x flip" or "off"."""
+    if not config.rectify.tta:
+        return "off"
+    scales = ",".join(f"{scale:g}" for scale in config.rectify.tta_scales)
+    return scales + (" x flip" if config.rectify.tta_flip else "")
+
+
 def shard_path(final_path: Path, index: int, count: int) -> Path:
     """Where shard i of n of `pseudo.h5` is written."""
     return final_path.with_name(f"{final_path.stem}.shard{index}of{count}{final_path.suffix}")
@@ -126,9 +134,9 @@ def rectify_round(
     config: Config,
     round_index: int,
     device: str,
+    *,
     resume: bool = False,
     force: bool = False,
-    tta: bool = False,
     compression: str = "lzf",
     crash_after: int | None = None,
     shard: tuple[int, int] | None = None,
@@ -171,7 +179,7 @@ def rectify_round(
         "rectified": config.rectify.enabled,
         "guide": config.rectify.guide,
         "weight_mode": config.rectify.weight_mode,
-        "tta": tta,
+        "tta": tta_description(config),
         "batch_size": config.rectify.batch_size,
     }
     work_path = partial_path(final_path)
@@ -189,7 +197,7 @@ def rectify_round(
         writer = PseudoWriter.create(work_path, ids, shapes, config.data.num_classes, attrs, compression)
     try:
         outcome = _run(
-            config, source_round, entries, with_masks, writer, prototype_index, device, tta, crash_after, shard
+            config, source_round, entries, with_masks, writer, prototype_index, device, crash_after, shard
         )
     finally:
         writer.close()
@@ -197,7 +205,7 @@ def rectify_round(
     outcome.path = final_path
     outcome.report.update(
         round=round_index, file=str(final_path), images_per_second=outcome.images_per_second,
-        seconds=outcome.seconds, computed_this_run=outcome.computed, tta=tta,
+        seconds=outcome.seconds, computed_this_run=outcome.computed, tta=tta_description(config),
         guide=config.rectify.guide, weight_mode=config.rectify.weight_mode,
     )  # fmt: skip
     quality_path = layout.pseudo_quality(round_index) if shard is None else final_path.with_suffix(".json")
@@ -213,7 +221,6 @@ def _run(
     writer: PseudoWriter,
     prototype_index: Any,
     device: str,
-    tta: bool,
     crash_after: int | None,
     shard: tuple[int, int] | None,
 ) -> RectifyOutcome:
@@ -231,7 +238,7 @@ def _run(
     background = BackgroundWriter(store)
     started = time.perf_counter()
     computed = 0
-    stream = signal_stream(config, model, source, entries, batches, device, tta, with_masks)
+    stream = signal_stream(config, model, source, entries, batches, device, with_masks)
     try:
         with progress_bar(RateColumn("img")) as bar, torch.inference_mode():
             task = bar.add_task(f"rectify for round {source_round + 1}", total=len(pending))

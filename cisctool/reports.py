@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from cisctool.evaluate import EvalResult
+from cisctool.evaluate import COLLAPSE_IOU, EvalResult
 from cisctool.train import TrainOutcome
 
 if TYPE_CHECKING:  # faiss loads only for the index commands
@@ -20,13 +20,22 @@ def _percent(value: float) -> str:
     return "—" if math.isnan(value) else f"{100 * value:.2f}"
 
 
+def collapse_message(collapsed: list[str], what: str) -> str:
+    """The warning for classes a model never learned (see `EvalResult.collapsed`)."""
+    return (
+        f"{what} never learned {', '.join(collapsed)} (IoU < {100 * COLLAPSE_IOU:.0f} % or never predicted on val); "
+        "pseudo labels from it will repeat that: check the recipe (train.epochs, train.lr, "
+        "train.consistency_weight, model.pretrained) before spending rounds"
+    )
+
+
 def eval_table(result: EvalResult, title: str) -> Table:
-    """Per-class IoU, then mIoU and pixel accuracy, in percent."""
+    """Per-class IoU (collapsed classes marked), then mIoU and pixel accuracy, in percent."""
     table = Table(title=title)
     table.add_column("class")
     table.add_column("IoU %", justify="right")
     for name, value in zip(result.class_names, result.per_class_iou, strict=True):
-        table.add_row(name, _percent(value))
+        table.add_row(name, _percent(value) + (" [red]collapsed" if name in result.collapsed else ""))
     table.add_section()
     table.add_row("[bold]mIoU", f"[bold]{_percent(result.mean_iou)}")
     table.add_row("pixel accuracy", _percent(result.pixel_accuracy))
@@ -172,13 +181,15 @@ def _setting_value(value: float) -> str:
 
 
 def rounds_table(rows: list[RoundRow], title: str) -> Table:
-    """Per round: pseudo-label mIoU raw → rectified, val mIoU, time, and which steps ran."""
+    """Per round: pseudo-label mIoU raw → rectified, val mIoU, collapsed classes, time, steps run."""
     table = Table(title=title)
-    for column in ("round", "pseudo mIoU % raw", "rectified", "val mIoU %", "seconds", "steps run"):
-        table.add_column(column, justify="left" if column == "steps run" else "right")
+    for column in ("round", "pseudo mIoU % raw", "rectified", "val mIoU %", "collapsed classes", "seconds",
+                   "steps run"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("steps run", "collapsed classes") else "right")
     for row in rows:
         table.add_row(
             str(row.round_index), _percent(row.raw_miou), _percent(row.rectified_miou), _percent(row.val_miou),
-            f"{row.seconds:.0f}", ", ".join(row.ran) or "none (all up to date)",
+            f"[red]{', '.join(row.collapsed)}" if row.collapsed else "none", f"{row.seconds:.0f}",
+            ", ".join(row.ran) or "none (all up to date)",
         )  # fmt: skip
     return table

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from cisctool.config import Config
-from cisctool.console import console
+from cisctool.console import console, warn
 from cisctool.errors import InputError
 from cisctool.index_build import build_round_index, current_round_index
 from cisctool.pipeline import train_and_evaluate
 from cisctool.pseudo_store import PseudoLabels, partial_path
 from cisctool.rectify import pseudo_inputs_hash, rectify_round
+from cisctool.reports import collapse_message
 from cisctool.runs import RunLayout, sha256_file
 from cisctool.train import training_status
 
@@ -36,6 +37,7 @@ class RoundRow:
     raw_miou: float = math.nan
     rectified_miou: float = math.nan
     val_miou: float = math.nan
+    collapsed: list[str] = field(default_factory=list)
     seconds: float = 0.0
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -60,10 +62,13 @@ def run_rounds(config: Config, rounds: int, device: str) -> list[RoundRow]:
         status = training_status(config, round_index)
         _step(row, f"train {round_index}", status == "finished",
               lambda: train_and_evaluate(config, device, resume=status == "partial", round_index=round_index))  # fmt: skip
-        metrics = _read_json(layout.metrics(round_index))
-        row.val_miou = (metrics.get("val") or {}).get("mean_iou", math.nan)
+        val = _read_json(layout.metrics(round_index)).get("val") or {}
+        row.val_miou = val.get("mean_iou", math.nan)
+        row.collapsed = val.get("collapsed_classes", [])
         row.seconds = time.perf_counter() - started
         rows.append(row)
+        if row.collapsed and round_index < rounds:
+            warn(collapse_message(row.collapsed, f"round {round_index}'s model"))
     return rows
 
 

@@ -36,7 +36,7 @@ def class_calibration(
     entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
     batches = fixed_batches(len(entries), config.rectify.batch_size)
     values: list[list[np.ndarray]] = [[] for _ in range(config.data.num_classes)]
-    for batch, signals in signal_stream(config, model, source, entries, batches, device, False, True):
+    for batch, signals in signal_stream(config, model, source, entries, batches, device, with_masks=True):
         truth = batch["mask"].to(signals.raw_label.device)
         right = (signals.raw_label == truth) & ~torch.isnan(signals.cisc)
         cisc, classes = signals.cisc[right].cpu().numpy(), truth[right].cpu().numpy()

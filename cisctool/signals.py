@@ -30,6 +30,7 @@ from cisctool.cisc import (
     class_areas,
     class_prototypes,
     cisc_maps,
+    confidence_weight,
     drop,
     pixel_weight,
     predicted_class_similarity,
@@ -39,19 +40,18 @@ from cisctool.cisc import (
     similarity_contrast,
     upsample_maps,
 )
-from cisctool.config import Config
+from cisctool.config import CHOICES, Config
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.splits import SplitEntry
 from cisctool.guides import Guides, GuideSource, official_slots
 
-TTA_SCALES = (0.75, 1.0, 1.25)
 # Batches are padded to a multiple of the backbone's largest stride, as mmsegmentation's
 # `size_divisor`: the feature grid then sits exactly on the image grid, and a long run
 # sees few distinct batch shapes. With every batch's own maximum (as many shapes as
 # image sizes), oneDNN's per-shape kernels and the allocator's free lists never settle:
 # a 4000-image demo run's RSS crept from 440 to 600 MiB; padded, it stays level.
 SIZE_DIVISOR = 32
-WEIGHT_MODES = ("official", "mean")
+WEIGHT_MODES = CHOICES["rectify.weight_mode"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ class RectifySettings:
     cisc_min: float
     conf_min: float
     seed: int
+    tta_scales: tuple[float, ...] = (1.0,)
+    tta_flip: bool = False
 
     @classmethod
     def of(cls, config: Config) -> "RectifySettings":
@@ -76,6 +78,7 @@ class RectifySettings:
             config.data.num_classes, config.data.ignore_index, config.index.min_area,
             tuple(rectify.guide_exclude), rectify.weight_mode, rectify.margin, rectify.p_min,
             rectify.cisc_min, rectify.conf_min, config.train.seed,
+            tuple(rectify.tta_scales) if rectify.tta else (1.0,), rectify.tta and rectify.tta_flip,
         )  # fmt: skip
 
 
@@ -99,27 +102,30 @@ class BatchSignals:
     queries: dict[str, int] = field(default_factory=dict)  # guided / fallback / unguided counts
 
 
-def predict(model: nn.Module, images: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module, images: torch.Tensor, scales: tuple[float, ...] = (1.0,), flip: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities B×C×H×W (float32) and features B×D×h×w of the plain view.
 
-    With `tta`, probabilities average TTA_SCALES × {plain, flipped}, as the
-    official stage 2 predicts; features stay those of the plain image.
+    Probabilities average the softmax over `scales` × ({plain, mirrored} with `flip`),
+    each view's logits resized to the image first, as the official stage 2 and ST++
+    predict pseudo labels; features always come from the plain view (one forward).
     """
     output = model(images)
-    probabilities = output.logits.float().softmax(dim=1)
-    if not tta:
-        return probabilities, output.features
     size = images.shape[-2:]
-    views = 1
-    for scale in TTA_SCALES:
+    probabilities = torch.zeros_like(output.logits, dtype=torch.float32)
+    views = 0
+    for scale in scales:
         scaled = images if scale == 1.0 else F.interpolate(images, scale_factor=scale, mode="bilinear")
-        for flip in (False, True):
-            if scale == 1.0 and not flip:
-                continue
-            view = scaled.flip(-1) if flip else scaled
-            logits = model(view).logits.float()
-            logits = logits.flip(-1) if flip else logits
-            probabilities = probabilities + F.interpolate(logits, size=size, mode="bilinear").softmax(dim=1)
+        for mirrored in (False, True) if flip else (False,):
+            if scale == 1.0 and not mirrored:
+                logits = output.logits.float()
+            else:
+                logits = model(scaled.flip(-1) if mirrored else scaled).logits.float()
+                logits = logits.flip(-1) if mirrored else logits
+            if logits.shape[-2:] != size:
+                logits = F.interpolate(logits, size=size, mode="bilinear")
+            probabilities += logits.softmax(dim=1)
             views += 1
     return probabilities / views, output.features
 
@@ -132,7 +138,6 @@ def batch_signals(
     own_rows: np.ndarray,
     source: GuideSource | None,
     settings: RectifySettings,
-    tta: bool = False,
     report: bool = True,
 ) -> BatchSignals:
     """Predict and guide one padded batch: every signal the thresholds act on (and, with
@@ -144,7 +149,7 @@ def batch_signals(
     and reliability is mean −log confidence.
     """
     num_classes, ignore = settings.num_classes, settings.ignore_index
-    probabilities, features = predict(model, images, tta)
+    probabilities, features = predict(model, images, settings.tta_scales, settings.tta_flip)
     confidence, raw = probabilities.max(dim=1)
     raw = torch.where(valid, raw, torch.full_like(raw, ignore))
     prototypes, _ = class_prototypes(features, raw, num_classes, ignore)
@@ -176,6 +181,12 @@ def batch_signals(
     agreements = agreement(maps, raw, slot_classes)
     chosen = official_slots((slot_classes >= 0).cpu().numpy(), keys, settings.seed)
     chosen_slot = torch.from_numpy(chosen).to(device)
+
+    def weight(mode: str) -> torch.Tensor:
+        if mode == "confidence":
+            return confidence_weight(confidence, cisc)
+        return pixel_weight(agreements, slot_classes, mode, chosen_slot)
+
     return BatchSignals(
         probabilities=probabilities,
         raw_label=raw,
@@ -184,10 +195,7 @@ def batch_signals(
         slot_classes=slot_classes,
         cisc=cisc,
         contrast=similarity_contrast(maps, raw, slot_classes) if report else None,
-        weights={
-            mode: pixel_weight(agreements, slot_classes, mode, chosen_slot)
-            for mode in (WEIGHT_MODES if report else (settings.weight_mode,))
-        },
+        weights={mode: weight(mode) for mode in (WEIGHT_MODES if report else (settings.weight_mode,))},
         reliability=reliability(cisc if source is not None else confidence, valid),
         guide_rows=guide_rows,
         queries={
@@ -253,7 +261,6 @@ def signal_stream(
     entries: list[SplitEntry],
     batches: list[list[int]],
     device: str,
-    tta: bool,
     with_masks: bool,
 ) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
     """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each;
@@ -277,7 +284,7 @@ def signal_stream(
             images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
             keys = batch["index"].numpy()
             valid = _valid_pixels(batch["sizes"], images.shape[-2:]).to(device)
-            signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, tta, with_masks)
+            signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, with_masks)
         yield batch, signals
 
 

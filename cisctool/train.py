@@ -1,8 +1,9 @@
-"""Training a round: CE plus the CISC consistency loss on labeled pairs (DESIGN §1.7), and from
-round 1 on, the weighted CE on rectified pseudo labels (§1.8, `pseudo_training`).
+"""Training a round: CE plus the CISC consistency loss on labeled pairs, and from round 1 on,
+the weighted CE on rectified pseudo labels (`pseudo_training`).
 
-SGD with momentum, poly learning-rate decay (power 0.9) and the head at
-`head_lr_mult` × the backbone's rate, as ST++ and CISC-R train DeepLabV3+.
+SGD with momentum (or AdamW), a linear warm-up over `warmup_ratio` of the steps, poly
+learning-rate decay (power 0.9) and the head at `head_lr_mult` × the backbone's rate, as
+ST++ and CISC-R train DeepLabV3+.
 Each step draws `batch_size // 2` pairs of labeled images that share a class,
 so a step sees `batch_size` images whether the consistency loss is on or off
 and the two settings differ only in the loss. `last.pt` holds the full state
@@ -12,6 +13,7 @@ sample stream is addressed by step, so `--resume` continues exactly.
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from cisctool.runs import RunLayout, atomic_write_text, remove_stale_temporaries
 # Settings that may change between a run and its resume without changing the result.
 RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every"}
 # Settings of rounds ≥ 1 only: round 0 does not depend on them.
-LATER_ROUND_KEYS = {"pseudo_batch_size", "round_max_steps", "round_lr", "init"}
+LATER_ROUND_KEYS = {"pseudo_batch_size", "round_max_steps", "round_epochs", "round_lr", "init"}
 
 
 @dataclass
@@ -92,7 +94,11 @@ def masked_cross_entropy(logits: torch.Tensor, masks: torch.Tensor, ignore_index
     return total / (masks != ignore_index).sum().clamp_min(1)
 
 
-def poly_lr(base_lr: float, step: int, total_steps: int, power: float = 0.9) -> float:
+def scheduled_lr(base_lr: float, step: int, total_steps: int, warmup_ratio: float = 0.0, power: float = 0.9) -> float:
+    """Linear warm-up from base_lr / warm-up steps to base_lr, then poly decay to 0 at `total_steps`."""
+    warmup_steps = int(warmup_ratio * total_steps)
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
     return base_lr * (1.0 - step / total_steps) ** power
 
 
@@ -118,11 +124,15 @@ def build_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     )
 
 
-def total_steps_of(config: Config, dataset_size: int, round_index: int = 0) -> int:
+def total_steps_of(config: Config, dataset_size: int, round_index: int = 0, pseudo_images: int = 0) -> int:
     """Round 0: `train.max_steps` if set, else epochs × pair-batches per pass over the labeled set.
-    Rounds ≥ 1: `train.round_max_steps` when set, else as round 0."""
+    Rounds ≥ 1: `train.round_max_steps` when set, else `round_epochs` passes over the round's
+    `pseudo_images` (selected pseudo-labeled images) when set, else as round 0."""
     if round_index > 0 and config.train.round_max_steps > 0:
         return config.train.round_max_steps
+    if round_index > 0 and config.train.round_epochs > 0:
+        per_step = config.train.pseudo_batch_size or config.train.batch_size
+        return max(math.ceil(config.train.round_epochs * pseudo_images / per_step), 1)
     if config.train.max_steps > 0:
         return config.train.max_steps
     pairs = max(config.train.batch_size // 2, 1)
@@ -197,7 +207,6 @@ def train_round(
     settings = pair_settings(config)
     dataset = LabeledPairDataset(entries, settings)
     pairs = max(config.train.batch_size // 2, 1)
-    total_steps = total_steps_of(config, len(dataset), round_index)
     use_amp = config.train.amp and device.startswith("cuda")
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     signature = training_signature(config, round_index, processes.world)
@@ -205,6 +214,7 @@ def train_round(
     if round_index > 0:  # checked before anything is built, restored or written
         pseudo = _pseudo_stream(config, round_index, settings, 0, 0)
         signature = hashlib.sha256((signature + pseudo.fingerprint).encode()).hexdigest()
+    total_steps = total_steps_of(config, len(dataset), round_index, pseudo.selected if pseudo else 0)
 
     torch.manual_seed(config.train.seed + round_index)
     model = build_model(
@@ -267,7 +277,7 @@ def train_round(
             for batch, pseudo_batch in batches:
                 if stop_at_step is not None and step >= stop_at_step:
                     break
-                learning_rate = poly_lr(base_lr, step, total_steps)
+                learning_rate = scheduled_lr(base_lr, step, total_steps, config.train.warmup_ratio)
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate * group["lr_mult"]
                 losses = _losses(network, batch, pseudo_batch, step, config, device, memory_format, use_amp, pairs)

@@ -106,7 +106,7 @@ def tune_thresholds(config: Config, device: str, folds: int = 3, max_steps: int 
         calibration = class_calibration(fold_config, model, source, device)
         held_entries = [entries[row] for row in held_out]
         batches = fixed_batches(len(held_entries), config.rectify.batch_size)
-        stream = signal_stream(fold_config, model, source, held_entries, batches, device, False, True)
+        stream = signal_stream(fold_config, model, source, held_entries, batches, device, with_masks=True)
         with progress_bar(RateColumn("img")) as bar, torch.inference_mode():
             task = bar.add_task(f"fold {fold + 1}/{folds}: score thresholds", total=len(held_entries))
             for batch, signals in stream:

@@ -20,6 +20,7 @@ FAST_TRAINING = {
     "train.checkpoint_every": 2,
     "train.log_every": 1,
     "eval.batch_size": 4,
+    "rectify.tta_scales": [0.5, 1.0],  # TTA on (the default) but cheap: 2 scales × flip
 }
 
 

@@ -9,7 +9,7 @@ from cisctool.config import with_overrides
 from cisctool.errors import InputError
 from cisctool.pipeline import train_and_evaluate
 from cisctool.runs import RunLayout
-from cisctool.train import build_optimizer, masked_cross_entropy, poly_lr, train_round
+from cisctool.train import build_optimizer, masked_cross_entropy, scheduled_lr, train_round
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(demo_config, tmp_path):
@@ -55,8 +55,12 @@ def test_consistency_off_changes_only_the_loss(demo_config, tmp_path):
 
 
 def test_poly_schedule_and_head_learning_rate(demo_config):
-    assert poly_lr(0.01, 0, 100) == 0.01 and poly_lr(0.01, 100, 100) == 0
-    assert math.isclose(poly_lr(0.01, 50, 100), 0.01 * 0.5**0.9)
+    assert scheduled_lr(0.01, 0, 100) == 0.01 and scheduled_lr(0.01, 100, 100) == 0
+    assert math.isclose(scheduled_lr(0.01, 50, 100), 0.01 * 0.5**0.9)
+    # warm-up: 10 of 100 steps ramp linearly to the base rate, then poly from there
+    assert math.isclose(scheduled_lr(0.01, 0, 100, 0.1), 0.001)
+    assert math.isclose(scheduled_lr(0.01, 9, 100, 0.1), 0.01)
+    assert math.isclose(scheduled_lr(0.01, 50, 100, 0.1), 0.01 * 0.5**0.9)
     from cisctool.models import build_model
 
     model = build_model("deeplabv3plus", "tiny", 3)
