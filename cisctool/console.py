@@ -14,7 +14,7 @@ from rich.progress import (
 from rich.text import Text
 
 console = Console(highlight=False)
-_warnings = Console(stderr=True, highlight=False)
+_warnings = Console(stderr=True, highlight=False, soft_wrap=True)
 VERBOSITY = {"level": 0}
 
 

@@ -199,3 +199,11 @@ def test_similarity_contrast_equals_pixel_loop():
                     assert abs(float(contrast[image, y, x]) - (own[0] - max(others))) < 1e-6
                 else:
                     assert torch.isnan(contrast[image, y, x])
+
+
+def test_confidence_weight_is_confidence_times_s_and_confidence_where_unguided():
+    from cisctool.cisc import confidence_weight
+
+    confidence = torch.tensor([[[0.9, 0.6, 0.8]]])
+    cisc = torch.tensor([[[0.5, float("nan"), 1.4]]])  # S above 1 counts as 1
+    assert torch.allclose(confidence_weight(confidence, cisc), torch.tensor([[[0.45, 0.6, 0.8]]]))

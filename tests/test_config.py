@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from cisctool.config import config_hash, from_dict, load_config, to_toml
+from cisctool.config import config_hash, from_dict, load_config, to_toml, with_overrides
 from cisctool.errors import InputError
 
 MINIMAL = {"data": {"root": "data", "num_classes": 3}}
@@ -73,3 +73,24 @@ def test_load_config_file_errors(tmp_path: Path):
     bad.write_text("[data\n")
     with pytest.raises(InputError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_official_profile_sets_the_papers_choices_over_the_file_and_set_wins(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_text('[data]\nroot = "."\nnum_classes = 3\n[train]\ninit = "previous"\nround_lr = 0.002\n'
+                    '[rectify]\nguide = "nearest"\n')
+    default = load_config(path)
+    assert default.profile == "default" and default.train.init == "previous" and default.rectify.guide == "nearest"
+    official = load_config(path, {"profile": "official"})
+    assert (official.rectify.guide, official.rectify.weight_mode, official.train.consistency_weight) == (
+        "random", "official", 1.0)
+    assert official.train.init == "scratch" and official.train.round_lr == 0.0
+    assert official.rectify.tta and official.rectify.tta_flip
+    assert official.rectify.tta_scales == (0.5, 0.75, 1.0, 1.5, 2.0)
+    assert official.rectify.select == "reliable" and official.rectify.ratio == 0.5
+    wins = load_config(path, {"profile": "official", "rectify.guide": "nearest"})
+    assert wins.rectify.guide == "nearest" and wins.rectify.weight_mode == "official"
+    later = with_overrides(wins, {"train.seed": 3})  # a later override keeps what --set chose
+    assert later.rectify.guide == "nearest" and later.train.seed == 3
+    with pytest.raises(InputError, match="profile = 'paper' is not one of default, official"):
+        load_config(path, {"profile": "paper"})

@@ -23,3 +23,22 @@ def test_sliding_windows_cover_the_image():
     assert _window_starts(10, 4, 3) == [0, 3, 6]
     assert _window_starts(11, 4, 3) == [0, 3, 6, 7]
     assert _window_starts(4, 4, 3) == [0]
+
+
+def test_collapsed_classes_are_those_present_but_never_or_barely_predicted():
+    from cisctool.evaluate import collapsed_classes
+
+    target = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2] * 10)
+    one_class = ConfusionMatrix(4, 255)
+    one_class.update(torch.zeros_like(target), target)  # predicts background only
+    assert collapsed_classes(one_class, ["bg", "a", "b", "absent"]) == ["a", "b"]
+    good = ConfusionMatrix(4, 255)
+    good.update(target, target)
+    assert collapsed_classes(good, ["bg", "a", "b", "absent"]) == []
+    barely = ConfusionMatrix(3, 255)  # class 2 predicted once right among 30 wrong guesses: IoU 1/30 < 0.05
+    prediction = target.clone()
+    prediction[prediction == 2] = 0
+    prediction[5] = 2
+    prediction[:3] = 2
+    barely.update(prediction, target)
+    assert collapsed_classes(barely, ["bg", "a", "b"]) == ["b"]

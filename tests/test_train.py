@@ -98,3 +98,16 @@ def test_round_one_resume_after_a_crash_equals_an_uninterrupted_run(demo_config,
     actual = load_checkpoint(resumed.model_path)["model"]
     for key, tensor in expected.items():
         torch.testing.assert_close(actual[key], tensor, rtol=0, atol=0, msg=key)
+
+
+def test_round_budgets_in_epochs_scale_with_the_data(demo_config):
+    from cisctool.train import total_steps_of
+
+    config = with_overrides(demo_config, {"train.max_steps": 0, "train.epochs": 10, "train.batch_size": 8,
+                                          "train.round_max_steps": 0, "train.round_epochs": 2.5,
+                                          "train.pseudo_batch_size": 4})  # fmt: skip
+    assert total_steps_of(config, 30) == 10 * (30 // 4)  # 4 pairs a step
+    assert total_steps_of(config, 30, round_index=1, pseudo_images=250) == 157  # ceil(2.5 × 250 / 4)
+    assert total_steps_of(config, 30, round_index=2, pseudo_images=500) == 313
+    fixed = with_overrides(config, {"train.round_max_steps": 7})
+    assert total_steps_of(fixed, 30, round_index=1, pseudo_images=250) == 7
