@@ -14,8 +14,9 @@ import click
 import torch
 
 from cisctool import __version__
-from cisctool.config import PROFILES, Config, RectifyConfig, load_config
+from cisctool.config import CHOICES, PROFILES, Config, RectifyConfig, load_config
 from cisctool.console import console, set_verbosity, verbose, warn
+from cisctool.data.demo import DEMO_KINDS
 from cisctool.errors import InputError
 from cisctool.reports import collapse_message, eval_table, guides_table, index_table, train_table
 
@@ -139,7 +140,7 @@ def data() -> None:
 @data.command("make-demo")
 @click.argument("out", type=click.Path(path_type=Path), default=Path("demo_data"))
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--kind", type=click.Choice(["shapes", "aerial"]), default="shapes", show_default=True,
+@click.option("--kind", type=click.Choice(list(DEMO_KINDS)), default="shapes", show_default=True,
               help="shapes: the demo (6 balanced classes); aerial: map tiles (7 unbalanced classes, thin roads).")
 @click.option("--labeled", "num_labeled", type=click.IntRange(2), default=None, help="[default: 30 shapes, 40 aerial]")
 @click.option("--unlabeled", "num_unlabeled", type=click.IntRange(1), default=None,
@@ -174,7 +175,7 @@ def check_command(ctx: click.Context) -> None:
 @click.option("--resume", is_flag=True, help="Continue from the round's last.pt.")
 @click.option("--max-steps", type=click.IntRange(1), default=None,
               help="Override train.max_steps (round 0) or train.round_max_steps (rounds ≥ 1).")
-@click.option("--init", type=click.Choice(["scratch", "previous"]), default=None,
+@click.option("--init", type=click.Choice(CHOICES["train.init"]), default=None,
               help="Rounds ≥ 1: start from scratch or from round N-1's model [default: train.init].")
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [default: train.amp].")
@@ -214,7 +215,7 @@ def train(
 
 @main.command("eval")
 @click.option("--round", "round_index", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--mode", type=click.Choice(["whole", "slide"]), default=None,
+@click.option("--mode", type=click.Choice(CHOICES["eval.mode"]), default=None,
               help="Inference mode [default: eval.mode].")  # fmt: skip
 @click.option("--split", type=click.Choice(["val", "pseudo"]), default="val", show_default=True,
               help="val: the round's model on val; pseudo: round N's pseudo labels vs unlabeled masks.")
@@ -367,9 +368,9 @@ def predict(
 @click.option("--round", "round_index", type=click.IntRange(1), required=True,
               help="Make the pseudo labels FOR round N (with round N-1's model and index).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Override rectify.batch_size.")
-@click.option("--guide", type=click.Choice(["nearest", "random"]), default=None,
+@click.option("--guide", type=click.Choice(CHOICES["rectify.guide"]), default=None,
               help="Guide choice [default: rectify.guide]; random = the official code.")
-@click.option("--weight-mode", type=click.Choice(["official", "mean"]), default=None,
+@click.option("--weight-mode", type=click.Choice(CHOICES["rectify.weight_mode"]), default=None,
               help="Stored loss weight [default: rectify.weight_mode].")
 @click.option("--no-rectify", "plain", is_flag=True,
               help="Plain self-training: argmax labels, weight 1, no index (rectify.enabled = false).")
@@ -486,9 +487,9 @@ def _parse_arm(text: str) -> tuple[str, dict[str, Any]]:
               help="Train rounds 0…R (R pseudo-labelling rounds).")
 @click.option("--no-rectify", "plain", is_flag=True,
               help="Plain self-training: argmax labels, weight 1, no index (the ablation).")
-@click.option("--guide", type=click.Choice(["nearest", "random"]), default=None,
+@click.option("--guide", type=click.Choice(CHOICES["rectify.guide"]), default=None,
               help="Guide choice [default: rectify.guide]; random = the official code.")
-@click.option("--weight-mode", type=click.Choice(["official", "mean"]), default=None,
+@click.option("--weight-mode", type=click.Choice(CHOICES["rectify.weight_mode"]), default=None,
               help="Loss weight [default: rectify.weight_mode].")
 @click.option("--device", default=None, help="cpu or cuda [default: cuda when available].")
 @click.pass_context

@@ -69,7 +69,7 @@ class TrainConfig:
     head_lr_mult: float = 10.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = 0.05
     crop_size: int = 321
     scale_min: float = 0.5
     scale_max: float = 2.0
@@ -77,7 +77,7 @@ class TrainConfig:
     channels_last: bool = True
     seed: int = 0
     workers: int = 4
-    consistency_weight: float = 1.0
+    consistency_weight: float = 0.0
     log_every: int = 10
     checkpoint_every: int = 100
     pseudo_batch_size: int = 0

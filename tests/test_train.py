@@ -48,7 +48,7 @@ def test_train_and_evaluate_writes_metrics_and_a_loadable_model(demo_config):
 
 
 def test_consistency_off_changes_only_the_loss(demo_config, tmp_path):
-    on = train_round(with_overrides(demo_config, {"workdir": str(tmp_path / "on")}))
+    on = train_round(with_overrides(demo_config, {"workdir": str(tmp_path / "on"), "train.consistency_weight": 1.0}))
     off = train_round(with_overrides(demo_config, {"workdir": str(tmp_path / "off"), "train.consistency_weight": 0.0}))
     assert math.isfinite(on.final_loss) and math.isfinite(off.final_loss)
     assert on.final_loss != off.final_loss
