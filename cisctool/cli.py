@@ -8,7 +8,7 @@ import sys
 import tomllib
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import torch
@@ -18,6 +18,9 @@ from cisctool.config import Config, RectifyConfig, load_config
 from cisctool.console import console, set_verbosity, verbose
 from cisctool.errors import InputError
 from cisctool.reports import eval_table, guides_table, index_table, train_table
+
+if TYPE_CHECKING:  # matplotlib loads only for the commands that write a report
+    from cisctool.report import ReportOutcome
 
 DEFAULT_CONFIG = Path("cisctool.toml")
 
@@ -436,6 +439,7 @@ def run_command(
     ctx: click.Context, rounds: int, plain: bool, guide: str | None, weight_mode: str | None, device: str | None
 ) -> None:
     """Every step of every round (train, index, rectify, train, …), skipping those already done."""
+    from cisctool.report import write_report
     from cisctool.reports import rounds_table
     from cisctool.rounds import run_rounds
     from cisctool.runs import RunLayout
@@ -447,6 +451,7 @@ def run_command(
     rows = run_rounds(config, rounds, _device(device))
     console.print(rounds_table(rows, f"{config.name}: {rounds} round(s)"))
     console.print(f"outputs in {RunLayout.of(config).run_dir}/")
+    _print_report(write_report(config))
 
 
 @main.command()
@@ -459,6 +464,7 @@ def demo(out: Path, rounds: int, device: str | None) -> None:
     Steps whose outputs are up to date are skipped; a killed step resumes.
     """
     from cisctool.data.demo import make_demo
+    from cisctool.report import write_report
     from cisctool.reports import rounds_table
     from cisctool.rounds import run_rounds
     from cisctool.runs import RunLayout
@@ -471,6 +477,31 @@ def demo(out: Path, rounds: int, device: str | None) -> None:
     rows = run_rounds(config, rounds, _device(device))
     console.print(rounds_table(rows, f"demo: {rounds} round(s) of CISC-R"))
     console.print(f"outputs in {RunLayout.of(config).run_dir}/")
+    _print_report(write_report(config))
+
+
+# ---------------------------------------------------------------- review
+@main.command()
+@click.option("--round", "round_index", type=click.IntRange(1), default=None,
+              help="Whose pseudo labels the signals, histogram and gallery show [default: the latest].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to write [default: runs/<name>/report].")
+@click.option("--gallery", "gallery_size", type=click.IntRange(0), default=60, show_default=True,
+              help="How many of the least reliable images the gallery shows.")
+@click.pass_context
+def report(ctx: click.Context, round_index: int | None, out: Path | None, gallery_size: int) -> None:
+    """A static HTML report of the run (opens from disk): rounds, IoU, losses, signals, worst-first gallery."""
+    from cisctool.report import write_report
+
+    _print_report(write_report(_config(ctx), round_index, out, gallery_size))
+
+
+def _print_report(outcome: "ReportOutcome") -> None:
+    shown = (
+        f"round {outcome.pseudo_round}'s {outcome.gallery} least reliable images"
+        if outcome.pseudo_round is not None else "no pseudo labels yet"
+    )  # fmt: skip
+    console.print(f"wrote the report {outcome.path} ({shown}; {outcome.seconds:.1f} s)")
 
 
 if __name__ == "__main__":

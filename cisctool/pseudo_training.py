@@ -35,6 +35,13 @@ def select_rows(reliability: np.ndarray, round_index: int, select: str, ratio: f
     return np.sort(order[:keep])
 
 
+def worst_first(reliability: np.ndarray) -> np.ndarray:
+    """Positions from least to most reliable (highest score first, NaN first): the order in which
+    people should review pseudo labels, the mirror of the reliable-first schedule above."""
+    scores = np.nan_to_num(reliability.astype(np.float64), nan=np.inf)
+    return np.lexsort((np.arange(len(scores)), -scores))
+
+
 def check_pseudo_file(
     stored: PseudoLabels, config: Config, round_index: int, previous_model_sha: str, unlabeled_ids: set[str]
 ) -> None:
