@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # matplotlib loads only for the commands that write a report
     from cisctool.report import ReportOutcome
 
 DEFAULT_CONFIG = Path("cisctool.toml")
+REVIEW_FORMATS = ("labelstudio", "cvat")  # annotation tools that pseudo labels go to and corrections come from
 
 
 class CisctoolGroup(click.Group):
@@ -149,6 +150,24 @@ def check_command(ctx: click.Context) -> None:
     console.print(f"all splits of {config.source} are valid")
 
 
+@data.command("import")
+@click.option("--format", "file_format", type=click.Choice(REVIEW_FORMATS), required=True)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_split", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The labeled split file to write: the existing labeled images plus the imported ones.")
+@click.pass_context
+def import_command(ctx: click.Context, file_format: str, file: Path, out_split: Path) -> None:
+    """Corrected masks from Label Studio (JSON export) or CVAT (Segmentation mask 1.1 zip) → labeled images."""
+    from cisctool.review_import import import_reviewed
+
+    config = _config(ctx)
+    outcome = import_reviewed(config, file_format, file, out_split)
+    console.print(
+        f"imported {outcome.imported} masks to {outcome.masks}/; wrote {outcome.split} ({outcome.labeled} labeled "
+        f"images); train on them with --set data.labeled={outcome.labeled_key(config)!r} or that key in the config"
+    )
+
+
 # ---------------------------------------------------------------- train / eval
 @main.command()
 @click.option("--round", "round_index", type=click.IntRange(0), default=0, show_default=True,
@@ -251,19 +270,33 @@ def tune(ctx: click.Context, folds: int, max_steps: int | None, device: str | No
 
 @main.command()
 @click.option("--round", "round_index", type=click.IntRange(1), required=True)
-@click.option("--format", "file_format", type=click.Choice(["png"]), default="png", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--overlay", is_flag=True, help="Also write overlay/<id>.png: image, labels, CISC, weight.")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images.")
+@click.option("--format", "file_format", type=click.Choice(["png", *REVIEW_FORMATS]), default="png", show_default=True,
+              help="png: palette masks in a folder; labelstudio: tasks JSON; cvat: Segmentation mask 1.1 zip.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="A folder (png), a .json file (labelstudio) or a .zip file (cvat).")
+@click.option("--worst", type=click.IntRange(1), default=None,
+              help="Only the K least reliable images, worst first: the review queue.")
+@click.option("--overlay", is_flag=True, help="png: also write overlay/<id>.png: image, labels, CISC, weight.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="png: only the first N images.")
 @click.pass_context
 def export(
-    ctx: click.Context, round_index: int, file_format: str, out: Path, overlay: bool, limit: int | None
-) -> None:
-    """Round N's pseudo labels as palette PNGs (<id>.png, 255 = ignore), as ST++/UniMatch read them."""
-    from cisctool.export import export_round
+    ctx: click.Context, round_index: int, file_format: str, out: Path, worst: int | None, overlay: bool,
+    limit: int | None,
+) -> None:  # fmt: skip
+    """Round N's pseudo labels as palette PNGs (<id>.png, 255 = ignore, as ST++/UniMatch read them), or as
+    predictions to correct in Label Studio or CVAT (then `cisctool data import`)."""
+    from cisctool.export import export_for_review, export_round, label_config_path
 
-    count = export_round(_config(ctx), round_index, out, overlay, limit)
-    console.print(f"wrote {count} {file_format.upper()} masks to {out}/" + (f" and overlays to {out}/overlay/" if overlay else ""))
+    config = _config(ctx)
+    if file_format == "png":
+        count = export_round(config, round_index, out, overlay, limit, worst)
+        console.print(f"wrote {count} PNG masks to {out}/" + (f" and overlays to {out}/overlay/" if overlay else ""))
+        return
+    if out.is_dir():
+        raise click.BadParameter(f"{out} is a folder; --format {file_format} writes one file", param_hint="--out")
+    count = export_for_review(config, round_index, file_format, out, worst)
+    beside = f" and its labeling config {label_config_path(out)}" if file_format == "labelstudio" else ""
+    console.print(f"wrote {count} images' pseudo labels to {out}{beside}")
 
 
 # ---------------------------------------------------------------- index

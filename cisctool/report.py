@@ -25,12 +25,12 @@ from cisctool import __version__
 from cisctool.config import Config, to_toml
 from cisctool.console import progress_bar
 from cisctool.data.masks import read_image, read_mask
-from cisctool.data.splits import read_split
 from cisctool.errors import InputError
-from cisctool.export import save_overlay
+from cisctool.export import save_overlay, unlabeled_entries
+from cisctool.pictures import class_colours
 from cisctool.pseudo_store import PseudoLabels
 from cisctool.pseudo_training import worst_first
-from cisctool.report_plots import class_colours, iou_bars, loss_curves, reliability_histogram, roc_curves
+from cisctool.report_plots import iou_bars, loss_curves, reliability_histogram, roc_curves
 from cisctool.run_history import RoundHistory, read_history
 from cisctool.runs import RunLayout
 
@@ -147,9 +147,7 @@ def _round_row(history: RoundHistory) -> dict[str, str]:
 
 def _gallery(config: Config, stored: PseudoLabels, folder: Path, size: int) -> list[dict[str, Any]]:
     """Overlays and captions of the `size` least reliable images, worst first."""
-    entries = {entry.id: entry for entry in read_split(
-        config.data_root / config.data.unlabeled, config.data_root, masks_required=False
-    )}  # fmt: skip
+    entries = unlabeled_entries(config, stored)
     class_names = list(config.class_names)
     ignore = config.data.ignore_index
     order = worst_first(stored.reliability)[:size]
@@ -158,9 +156,7 @@ def _gallery(config: Config, stored: PseudoLabels, folder: Path, size: int) -> l
         task = bar.add_task("report gallery", total=len(order))
         for rank, index in enumerate(order.tolist(), start=1):
             image_id = stored.ids[index]
-            entry = entries.get(image_id)
-            if entry is None:
-                raise InputError(f"{stored.path}: image {image_id!r} is not in the unlabeled split {config.data.unlabeled}")
+            entry = entries[image_id]
             picture = f"gallery/{rank:04d}.png"
             save_overlay(stored, index, read_image(entry.image), folder / picture)
             items.append({"rank": rank, "id": image_id, "picture": picture,

@@ -13,7 +13,6 @@ matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from cisctool.data.masks import voc_palette  # noqa: E402
 from cisctool.run_history import RoundHistory  # noqa: E402
 
 DPI = 100
@@ -112,8 +111,3 @@ def loss_curves(rounds: list[RoundHistory], path: Path) -> None:
         axes[0][0].text(0.5, 0.5, "no train.log yet", ha="center", transform=axes[0][0].transAxes)
     _save(figure, path)
 
-
-def class_colours(count: int) -> list[str]:
-    """`#rrggbb` of each class's label colour."""
-    palette = voc_palette()
-    return ["#" + "".join(f"{value:02x}" for value in palette[3 * index : 3 * index + 3]) for index in range(count)]
