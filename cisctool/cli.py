@@ -288,12 +288,13 @@ def export(
     from cisctool.export import export_for_review, export_round, label_config_path
 
     config = _config(ctx)
+    if out.is_dir() != (file_format == "png") and out.exists():
+        raise InputError(f"{out}: is a {'folder' if out.is_dir() else 'file'}; --format {file_format} writes "
+                         f"{'a folder of masks' if file_format == 'png' else 'one file'}")  # fmt: skip
     if file_format == "png":
         count = export_round(config, round_index, out, overlay, limit, worst)
         console.print(f"wrote {count} PNG masks to {out}/" + (f" and overlays to {out}/overlay/" if overlay else ""))
         return
-    if out.is_dir():
-        raise click.BadParameter(f"{out} is a folder; --format {file_format} writes one file", param_hint="--out")
     count = export_for_review(config, round_index, file_format, out, worst)
     beside = f" and its labeling config {label_config_path(out)}" if file_format == "labelstudio" else ""
     console.print(f"wrote {count} images' pseudo labels to {out}{beside}")
