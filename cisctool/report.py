@@ -97,6 +97,7 @@ def _context(
     plots = {"iou": "plots/iou.png", "losses": "plots/losses.png"}
     items: list[dict[str, Any]] = []
     quality: dict[str, Any] = {}
+    without_evidence = 0
     if pseudo_round is not None:
         quality = history[pseudo_round].quality
         if quality.get("roc"):
@@ -108,6 +109,7 @@ def _context(
                                   folder / "plots/reliability.png")  # fmt: skip
             plots["reliability"] = "plots/reliability.png"
             items = _gallery(config, stored, folder, gallery)
+            without_evidence = int(np.isnan(stored.reliability).sum())
     resolved = layout.resolved_config
     return {
         "generator": GENERATOR,
@@ -120,6 +122,7 @@ def _context(
         "quality": quality,
         "gallery": items,
         "gallery_cap": gallery,
+        "without_evidence": without_evidence,
         "classes": list(zip(class_names, class_colours(len(class_names)))),
         "config_text": resolved.read_text() if resolved.is_file() else to_toml(config),
         "config_path": str(resolved),
