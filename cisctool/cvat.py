@@ -36,11 +36,15 @@ def colour_table(count: int) -> np.ndarray:
     return np.asarray(voc_palette(), dtype=np.uint8).reshape(-1, 3)[:count]
 
 
-def write_zip(path: Path, items: Iterable[tuple[str, np.ndarray]], class_names: Sequence[str], ignore_index: int) -> int:
+def write_zip(
+    path: Path, items: Iterable[tuple[str, np.ndarray]], class_names: Sequence[str], ignore_index: int
+) -> int:
     """Write (image id, H×W class indices) pairs as a Segmentation mask 1.1 zip; returns the count."""
     for name in (*class_names, IGNORE_LABEL):
         if any(mark in name for mark in ":,\n") or not name.strip():
-            raise InputError(f"class name {name!r}: CVAT's labelmap.txt cannot hold it (no ':', ',' or newline)")
+            raise InputError(
+                f"class name {name!r}: CVAT's labelmap.txt cannot hold it (no ':', ',' or newline)"
+            )
     colours = colour_table(256)
     lines = ["# label:color_rgb:parts:actions"]
     lines += [f"{name}:{','.join(map(str, colours[index]))}::" for index, name in enumerate(class_names)]
@@ -68,9 +72,13 @@ def read_zip(path: Path, class_names: Sequence[str], ignore_index: int) -> dict[
             names = archive.namelist()
             labelmaps = sorted((name for name in names if PurePosixPath(name).name == LABELMAP), key=len)
             if not labelmaps:
-                raise InputError(f"{path}: no {LABELMAP}; export the task from CVAT as 'Segmentation mask 1.1'")
+                raise InputError(
+                    f"{path}: no {LABELMAP}; export the task from CVAT as 'Segmentation mask 1.1'"
+                )
             root = labelmaps[0][: -len(LABELMAP)]
-            values = _label_values(path, archive.read(labelmaps[0]).decode("utf-8"), class_names, ignore_index)
+            values = _label_values(
+                path, archive.read(labelmaps[0]).decode("utf-8"), class_names, ignore_index
+            )
             masks = {}
             for name in names:
                 if name.startswith(root + CLASS_MASKS) and name.lower().endswith(".png"):
@@ -98,11 +106,15 @@ def _label_values(path: Path, text: str, class_names: Sequence[str], ignore_inde
         elif name == IGNORE_LABEL or (name == UNLABELLED and UNLABELLED not in classes):
             value = ignore_index
         else:
-            raise InputError(f"{path}: {LABELMAP}:{number}: unknown class name {name!r} (classes: {', '.join(class_names)})")
+            raise InputError(
+                f"{path}: {LABELMAP}:{number}: unknown class name {name!r} (classes: {', '.join(class_names)})"
+            )
         red, green, blue = (int(channel) for channel in channels)
         packed = (red << 16) | (green << 8) | blue
         if values.setdefault(packed, value) != value:
-            raise InputError(f"{path}: {LABELMAP}:{number}: colour {red},{green},{blue} of {name!r} is another label's too")
+            raise InputError(
+                f"{path}: {LABELMAP}:{number}: colour {red},{green},{blue} of {name!r} is another label's too"
+            )
     return values
 
 

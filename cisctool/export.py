@@ -20,12 +20,13 @@ from cisctool.console import progress_bar
 from cisctool.cvat import write_zip
 from cisctool.data.masks import read_image, write_mask
 from cisctool.data.splits import SplitEntry, read_split
-from cisctool.labelstudio import labeling_config, prediction_task
 from cisctool.errors import InputError
+from cisctool.labelstudio import labeling_config, prediction_task
 from cisctool.pictures import blend, class_colours, colorize, heatmap, save_panels
 from cisctool.pseudo_store import PseudoLabels
 from cisctool.pseudo_training import worst_first
 from cisctool.runs import RunLayout, atomic_write, atomic_write_text
+
 
 def review_rows(stored: PseudoLabels, worst: int | None) -> list[int]:
     """The images to export: the `worst` least reliable, worst first, or all in split order."""
@@ -48,8 +49,8 @@ def unlabeled_entries(config: Config, stored: PseudoLabels) -> dict[str, SplitEn
 def export_round(
     config: Config, round_index: int, out: Path, overlay: bool, limit: int | None = None, worst: int | None = None
 ) -> int:
-    """Write the PNGs for round N's pseudo labels (the `worst` least reliable, then the first `limit`, when
-    given); returns the count."""
+    """Write the PNGs for round N's pseudo labels (the `worst` least reliable, then the first `limit`,
+    when given); returns the count."""
     with PseudoLabels(RunLayout.of(config).pseudo(round_index)) as stored:
         entries = unlabeled_entries(config, stored)
         rows = review_rows(stored, worst)[:limit]
@@ -66,27 +67,34 @@ def export_round(
     return len(rows)
 
 
-def export_for_review(config: Config, round_index: int, file_format: str, out: Path, worst: int | None = None) -> int:
+def export_for_review(
+    config: Config, round_index: int, file_format: str, out: Path, worst: int | None = None
+) -> int:
     """Round N's pseudo labels as a Label Studio tasks JSON (with its labeling config beside it,
     `<stem>.label_config.xml`) or a CVAT Segmentation mask 1.1 zip; returns the image count."""
     class_names = list(config.class_names)
     with PseudoLabels(RunLayout.of(config).pseudo(round_index)) as stored, progress_bar() as bar:
         entries = unlabeled_entries(config, stored)
-        rows = bar.track(review_rows(stored, worst), description=f"export round {round_index} to {file_format}")
+        description = f"export round {round_index} to {file_format}"
+        rows = bar.track(review_rows(stored, worst), description=description)
         items = ((index, stored.ids[index], stored.pixels("label", index)) for index in rows)
         if file_format == "cvat":
-            return write_zip(out, ((image_id, label) for _, image_id, label in items), class_names,
-                             config.data.ignore_index)  # fmt: skip
+            labels = ((image_id, label) for _, image_id, label in items)
+            return write_zip(out, labels, class_names, config.data.ignore_index)
         tasks = [
             prediction_task(
-                image_id, Path(os.path.relpath(entries[image_id].image, config.data_root)).as_posix(), label,
-                float(stored.reliability[index]), class_names, round_index,
-            )  # fmt: skip
+                image_id, _relative(entries[image_id].image, config), label, float(stored.reliability[index]),
+                class_names, round_index,
+            )
             for index, image_id, label in items
         ]
     atomic_write_text(out, json.dumps(tasks) + "\n")
     atomic_write_text(label_config_path(out), labeling_config(class_names, class_colours(len(class_names))))
     return len(tasks)
+
+
+def _relative(path: Path, config: Config) -> str:
+    return Path(os.path.relpath(path, config.data_root)).as_posix()
 
 
 def label_config_path(tasks_path: Path) -> Path:

@@ -39,7 +39,9 @@ def rle_encode(painted: np.ndarray) -> list[int]:
     flat = painted.ravel().astype(bool)
     starts = np.flatnonzero(np.concatenate([[True], flat[1:] != flat[:-1]]))
     lengths = np.diff(np.concatenate([starts, [flat.size]])) * CHANNELS
-    header = f"{flat.size * CHANNELS:032b}{WORD_BITS - 1:05b}" + "".join(f"{size - 1:04b}" for size in LENGTH_FIELDS)
+    header = f"{flat.size * CHANNELS:032b}{WORD_BITS - 1:05b}" + "".join(
+        f"{size - 1:04b}" for size in LENGTH_FIELDS
+    )
     runs = [header]
     for start, length in zip(starts.tolist(), lengths.tolist()):
         word = f"{255 if flat[start] else 0:08b}"
@@ -87,7 +89,8 @@ def rle_decode(rle: Sequence[int], height: int, width: int) -> np.ndarray:
 def labeling_config(class_names: Sequence[str], colours: Sequence[str]) -> str:
     """The project's labeling config: the image and one brush label per class, in the label colours."""
     labels = "\n".join(
-        f"    <Label value={quoteattr(name)} background={quoteattr(colour)}/>" for name, colour in zip(class_names, colours)
+        f"    <Label value={quoteattr(name)} background={quoteattr(colour)}/>"
+        for name, colour in zip(class_names, colours)
     )
     return (
         f'<View>\n  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
@@ -96,9 +99,13 @@ def labeling_config(class_names: Sequence[str], colours: Sequence[str]) -> str:
 
 
 def prediction_task(
-    image_id: str, image_path: str, label: np.ndarray, reliability: float, class_names: Sequence[str],
+    image_id: str,
+    image_path: str,
+    label: np.ndarray,
+    reliability: float,
+    class_names: Sequence[str],
     round_index: int,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """One task: the image (path relative to data.root) with its H×W pseudo label as brush predictions."""
     height, width = label.shape
     results = [
@@ -129,7 +136,9 @@ def read_annotations(path: Path, class_names: Sequence[str], ignore_index: int) 
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: not a readable JSON file ({error})") from None
-    if not isinstance(tasks, list) or not all(isinstance(task, dict) and isinstance(task.get("data"), dict) for task in tasks):
+    if not isinstance(tasks, list) or not all(
+        isinstance(task, dict) and isinstance(task.get("data"), dict) for task in tasks
+    ):
         raise InputError(f"{path}: not a Label Studio JSON export (expected a list of tasks with `data`)")
     classes = {name: index for index, name in enumerate(class_names)}
     masks: dict[str, np.ndarray] = {}
@@ -154,17 +163,23 @@ def _image_id(data: dict[str, Any]) -> str:
     return PurePosixPath(unquote(str(data.get(TO_NAME, ""))).rsplit("=", 1)[-1]).stem
 
 
-def _task_mask(results: Iterable[dict[str, Any]], classes: dict[str, int], ignore_index: int, where: str) -> np.ndarray:
+def _task_mask(
+    results: Iterable[dict[str, Any]], classes: dict[str, int], ignore_index: int, where: str
+) -> np.ndarray:
     """Paint each brush result's class in order (later strokes win); no brush result → error."""
     mask = None
     for result in results:
         if str(result.get("type", "")).lower() != "brushlabels":
-            raise InputError(f"{where}: result of type {result.get('type')!r}; expected brush masks (brushlabels)")
+            raise InputError(
+                f"{where}: result of type {result.get('type')!r}; expected brush masks (brushlabels)"
+            )
         value = result.get("value") or {}
         names = value.get("brushlabels") or []
         unknown = [name for name in names if name not in classes]
         if unknown or len(names) != 1:
-            problem = f"unknown class name {unknown[0]!r}" if unknown else f"{len(names)} labels on one brush mask"
+            problem = (
+                f"unknown class name {unknown[0]!r}" if unknown else f"{len(names)} labels on one brush mask"
+            )
             raise InputError(f"{where}: {problem} (classes: {', '.join(classes)})")
         try:
             height, width = int(result["original_height"]), int(result["original_width"])
@@ -174,7 +189,9 @@ def _task_mask(results: Iterable[dict[str, Any]], classes: dict[str, int], ignor
         if mask is None:
             mask = np.full((height, width), ignore_index, dtype=np.uint8)
         if mask.shape != painted.shape:
-            raise InputError(f"{where}: brush masks of sizes {mask.shape[1]}×{mask.shape[0]} and {width}×{height}")
+            raise InputError(
+                f"{where}: brush masks of sizes {mask.shape[1]}×{mask.shape[0]} and {width}×{height}"
+            )
         mask[painted] = classes[names[0]]
     if mask is None:
         raise InputError(f"{where}: annotation holds no brush mask")

@@ -10,11 +10,12 @@ images) so that the report stays a few seconds' work on any split size.
 The folder is built under a temporary name and swapped into place whole.
 """
 
+import math
 import os
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,9 @@ class ReportOutcome:
     seconds: float
 
 
-def write_report(config: Config, round_index: int | None = None, out: Path | None = None, gallery: int = 60) -> ReportOutcome:
+def write_report(
+    config: Config, round_index: int | None = None, out: Path | None = None, gallery: int = 60
+) -> ReportOutcome:
     """Write the report of the config's run to `out` (default runs/<name>/report/); returns its index.html.
 
     `round_index` picks whose pseudo labels the ROC curves, histogram and
@@ -74,7 +77,9 @@ def write_report(config: Config, round_index: int | None = None, out: Path | Non
         _swap_in(work, out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return ReportOutcome(out / "index.html", pseudo_round, len(context["gallery"]), time.perf_counter() - started)
+    return ReportOutcome(
+        out / "index.html", pseudo_round, len(context["gallery"]), time.perf_counter() - started
+    )
 
 
 def _pseudo_round(layout: RunLayout, history: list[RoundHistory], round_index: int | None) -> int | None:
@@ -82,14 +87,20 @@ def _pseudo_round(layout: RunLayout, history: list[RoundHistory], round_index: i
         rounds = [item.round_index for item in history if item.has_pseudo]
         return rounds[-1] if rounds else None
     if round_index >= len(history) or not history[round_index].has_pseudo:
-        raise InputError(f"{layout.pseudo(round_index)}: no pseudo labels for round {round_index} (run `cisctool rectify`)")
+        raise InputError(
+            f"{layout.pseudo(round_index)}: no pseudo labels for round {round_index} (run `cisctool rectify`)"
+        )
     return round_index
 
 
 def _context(
-    config: Config, layout: RunLayout, history: list[RoundHistory], pseudo_round: int | None, folder: Path,
+    config: Config,
+    layout: RunLayout,
+    history: list[RoundHistory],
+    pseudo_round: int | None,
+    folder: Path,
     gallery: int,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Everything the template shows; draws the plots and gallery pictures into `folder`."""
     class_names = list(config.class_names)
     iou_bars(history, class_names, folder / "plots/iou.png")
@@ -105,8 +116,11 @@ def _context(
             roc_curves(quality["roc"], quality.get("auroc", {}), title, folder / "plots/roc.png")
             plots["roc"] = "plots/roc.png"
         with PseudoLabels(layout.pseudo(pseudo_round)) as stored:
-            reliability_histogram(stored.reliability, f"round {pseudo_round}: {len(stored)} images",
-                                  folder / "plots/reliability.png")  # fmt: skip
+            reliability_histogram(
+                stored.reliability,
+                f"round {pseudo_round}: {len(stored)} images",
+                folder / "plots/reliability.png",
+            )
             plots["reliability"] = "plots/reliability.png"
             items = _gallery(config, stored, folder, gallery)
             without_evidence = int(np.isnan(stored.reliability).sum())
@@ -115,7 +129,7 @@ def _context(
         "generator": GENERATOR,
         "version": __version__,
         "name": config.name,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "created": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "rounds": [_round_row(item) for item in history],
         "pseudo_round": pseudo_round,
         "plots": plots,
@@ -139,7 +153,9 @@ def _round_row(history: RoundHistory) -> dict[str, str]:
         "steps": str(metrics.get("steps", "—")),
         "final_loss": _number(metrics.get("final_loss"), 4),
         "val_miou": _percent(history.val.get("mean_iou")),
-        "pseudo_images": f"{pseudo[0]} of {pseudo[1]}" if pseudo else ("—" if not quality else str(quality["images"])),
+        "pseudo_images": f"{pseudo[0]} of {pseudo[1]}"
+        if pseudo
+        else ("—" if not quality else str(quality["images"])),
         "raw_miou": _percent(quality.get("raw_miou")),
         "rectified_miou": _percent(quality.get("rectified_miou")),
         "mean_weight": _number(quality.get("mean_weight"), 3),
@@ -162,8 +178,14 @@ def _gallery(config: Config, stored: PseudoLabels, folder: Path, size: int) -> l
             entry = entries[image_id]
             picture = f"gallery/{rank:04d}.png"
             save_overlay(stored, index, read_image(entry.image), folder / picture)
-            items.append({"rank": rank, "id": image_id, "picture": picture,
-                          **_scores(stored, index, class_names, ignore, entry.mask)})  # fmt: skip
+            items.append(
+                {
+                    "rank": rank,
+                    "id": image_id,
+                    "picture": picture,
+                    **_scores(stored, index, class_names, ignore, entry.mask),
+                }
+            )
             bar.advance(task)
     return items
 
@@ -190,16 +212,18 @@ def _scores(
     if mask_path is not None:
         truth = read_mask(mask_path)
         valid = (truth != ignore) & (label != ignore)
-        scores["accuracy"] = f"{100 * float((label[valid] == truth[valid]).mean()):.1f}" if valid.any() else "—"
+        scores["accuracy"] = (
+            f"{100 * float((label[valid] == truth[valid]).mean()):.1f}" if valid.any() else "—"
+        )
     return scores
 
 
 def _number(value: float | None, digits: int) -> str:
-    return "—" if value is None or value != value else f"{value:.{digits}f}"
+    return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _percent(value: float | None) -> str:
-    return "—" if value is None or value != value else f"{100 * value:.2f}"
+    return "—" if value is None or math.isnan(value) else f"{100 * value:.2f}"
 
 
 def _check_replaceable(out: Path) -> None:
@@ -207,7 +231,9 @@ def _check_replaceable(out: Path) -> None:
     if not out.exists():
         return
     index = out / "index.html"
-    if out.is_dir() and (not any(out.iterdir()) or (index.is_file() and GENERATOR in index.read_text(errors="replace")[:2000])):
+    if out.is_dir() and (
+        not any(out.iterdir()) or (index.is_file() and GENERATOR in index.read_text(errors="replace")[:2000])
+    ):
         return
     raise InputError(f"{out}: exists and is not a cisctool report; choose another --out")
 

@@ -44,13 +44,21 @@ def import_reviewed(config: Config, file_format: str, path: Path, out_split: Pat
     """Read `path` (a Label Studio JSON export or a CVAT Segmentation mask 1.1 zip), check every mask,
     then write the masks and the labeled split `out_split`."""
     class_names, ignore = list(config.class_names), config.data.ignore_index
-    masks = read_zip(path, class_names, ignore) if file_format == "cvat" else read_annotations(path, class_names, ignore)
+    masks = (
+        read_zip(path, class_names, ignore)
+        if file_format == "cvat"
+        else read_annotations(path, class_names, ignore)
+    )
     root = config.data_root
-    unlabeled = {entry.id: entry for entry in read_split(root / config.data.unlabeled, root, masks_required=False)}
+    unlabeled = {
+        entry.id: entry for entry in read_split(root / config.data.unlabeled, root, masks_required=False)
+    }
     for image_id, mask in masks.items():
         entry = unlabeled.get(image_id)
         if entry is None:
-            raise InputError(f"{path}: image {image_id!r} is not in the unlabeled split {config.data.unlabeled}")
+            raise InputError(
+                f"{path}: image {image_id!r} is not in the unlabeled split {config.data.unlabeled}"
+            )
         height, width = image_size(entry.image)
         if mask.shape != (height, width):
             raise InputError(
@@ -58,7 +66,11 @@ def import_reviewed(config: Config, file_format: str, path: Path, out_split: Pat
             )
     labeled = read_split(root / config.data.labeled, root, masks_required=True)
     mask_dir = root / REVIEWED_DIR
-    lines = [f"{_relative(entry.image, root)} {_relative(entry.mask, root)}" for entry in labeled if entry.id not in masks]
+    lines = [
+        f"{_relative(entry.image, root)} {_relative(entry.mask, root)}"
+        for entry in labeled
+        if entry.id not in masks
+    ]
     for image_id, mask in masks.items():
         target = mask_dir / f"{image_id}.png"
         atomic_write(target, lambda tmp, mask=mask: write_mask(tmp, mask.astype(np.uint8), fmt="PNG"))

@@ -10,6 +10,7 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import FAST_TRAINING
 from PIL import Image
 
 from cisctool.cli import main
@@ -18,8 +19,6 @@ from cisctool.data.splits import read_split
 from cisctool.labelstudio import rle_decode, rle_encode
 from cisctool.pseudo_store import PseudoLabels
 from cisctool.pseudo_training import worst_first
-
-from conftest import FAST_TRAINING
 
 CLASSES = ["background", "disc", "square", "triangle", "ring", "cross"]
 IGNORE_COLOUR = tuple(voc_palette()[3 * 255 : 3 * 256])
@@ -72,7 +71,9 @@ def test_rle_round_trip_through_label_studio_own_decoder(shape):
 
 
 def test_our_decoder_reads_label_studio_encoder_output():
-    brush = pytest.importorskip("label_studio_converter.brush", reason="Label Studio's converter (make installs it)")
+    brush = pytest.importorskip(
+        "label_studio_converter.brush", reason="Label Studio's converter (make installs it)"
+    )
     mask = np.random.default_rng(3).random((40, 70)) < 0.3  # short runs: Label Studio writes literal words
     assert np.array_equal(rle_decode(brush.mask2rle(mask.astype(np.uint8) * 255), 40, 70), mask)
     with pytest.raises(ValueError, match="not 40×71×4"):
@@ -82,7 +83,9 @@ def test_our_decoder_reads_label_studio_encoder_output():
 def test_labelstudio_export_of_the_worst_reads_back_with_label_studio_decoder(project: Path, tmp_path: Path):
     decode_rle = label_studio_decoder()
     out = tmp_path / "review/tasks.json"
-    result = cli(project, "export", "--round", "1", "--format", "labelstudio", "--out", str(out), "--worst", "3")
+    result = cli(
+        project, "export", "--round", "1", "--format", "labelstudio", "--out", str(out), "--worst", "3"
+    )
     assert result.exit_code == 0, result.output
     tasks = json.loads(out.read_text())
     labels = stored_labels(project)
@@ -120,9 +123,14 @@ def test_cvat_zip_layout_file_by_file(project: Path, tmp_path: Path):
     labels = stored_labels(project)
     with zipfile.ZipFile(out) as archive:
         names = set(archive.namelist())
-        assert names == {"labelmap.txt", "ImageSets/Segmentation/default.txt",
-                         *(f"SegmentationClass/{image_id}.png" for image_id in labels)}  # fmt: skip
-        lines = [line for line in archive.read("labelmap.txt").decode().splitlines() if not line.startswith("#")]
+        assert names == {
+            "labelmap.txt",
+            "ImageSets/Segmentation/default.txt",
+            *(f"SegmentationClass/{image_id}.png" for image_id in labels),
+        }
+        lines = [
+            line for line in archive.read("labelmap.txt").decode().splitlines() if not line.startswith("#")
+        ]
         colours = {}
         for line in lines:  # label : color (RGB) : 'body' parts : actions
             name, colour, parts, actions = line.split(":")
@@ -132,9 +140,13 @@ def test_cvat_zip_layout_file_by_file(project: Path, tmp_path: Path):
         assert archive.read("ImageSets/Segmentation/default.txt").decode().split() == list(labels)
         for image_id, label in labels.items():
             with Image.open(io.BytesIO(archive.read(f"SegmentationClass/{image_id}.png"))) as mask:
-                assert mask.mode == "RGB" and mask.size == image_size(project / f"images/{image_id}.png")[::-1]
+                assert (
+                    mask.mode == "RGB" and mask.size == image_size(project / f"images/{image_id}.png")[::-1]
+                )
                 pixels = np.asarray(mask)
-            named = np.vectorize(lambda r, g, b: colours[(r, g, b)])(pixels[..., 0], pixels[..., 1], pixels[..., 2])
+            named = np.vectorize(lambda r, g, b: colours[(r, g, b)])(
+                pixels[..., 0], pixels[..., 1], pixels[..., 2]
+            )
             expected = np.where(label == 255, "ignored", np.asarray(CLASSES)[np.minimum(label, 5)])
             assert np.array_equal(named, expected)
 
@@ -144,8 +156,12 @@ def test_export_then_import_gives_the_same_masks_and_a_split_of_labeled_plus_imp
     project: Path, tmp_path: Path, file_format: str
 ):
     exported = tmp_path / ("tasks.json" if file_format == "labelstudio" else "cvat.zip")
-    assert cli(project, "export", "--round", "1", "--format", file_format, "--out", str(exported),
-               "--worst", "4").exit_code == 0  # fmt: skip
+    assert (
+        cli(
+            project, "export", "--round", "1", "--format", file_format, "--out", str(exported), "--worst", "4"
+        ).exit_code
+        == 0
+    )
     if file_format == "labelstudio":  # a reviewer who accepts every prediction as it is
         tasks = json.loads(exported.read_text())
         for number, task in enumerate(tasks, start=1):
@@ -162,12 +178,16 @@ def test_export_then_import_gives_the_same_masks_and_a_split_of_labeled_plus_imp
     before = read_split(project / "splits/labeled.txt", project, masks_required=True)
     assert [entry.id for entry in entries] == [entry.id for entry in before] + imported
     assert entries[: len(before)] == before
-    assert [entry.mask for entry in entries[len(before) :]] == [project / f"reviewed/{i}.png" for i in imported]
+    assert [entry.mask for entry in entries[len(before) :]] == [
+        project / f"reviewed/{i}.png" for i in imported
+    ]
 
 
 def _label_studio_tasks(project: Path, tmp_path: Path) -> tuple[Path, list[dict]]:
     path = tmp_path / "tasks.json"
-    assert cli(project, "export", "--round", "1", "--format", "labelstudio", "--out", str(path)).exit_code == 0
+    assert (
+        cli(project, "export", "--round", "1", "--format", "labelstudio", "--out", str(path)).exit_code == 0
+    )
     tasks = json.loads(path.read_text())
     for number, task in enumerate(tasks, start=1):
         task.update(id=number, annotations=[{"id": number, "result": task["predictions"][0]["result"]}])
@@ -233,7 +253,9 @@ def cvat_corrupt_zip(project: Path, tmp_path: Path) -> tuple[str, Path, str]:
 
 
 def cvat_unknown_class(project: Path, tmp_path: Path) -> tuple[str, Path, str]:
-    edited = _cvat_zip(project, tmp_path, lambda name, data: data + b"car:10,20,30::\n" if name == "labelmap.txt" else data)
+    edited = _cvat_zip(
+        project, tmp_path, lambda name, data: data + b"car:10,20,30::\n" if name == "labelmap.txt" else data
+    )
     return "cvat", edited, "labelmap.txt:9: unknown class name 'car'"
 
 
@@ -251,14 +273,27 @@ def cvat_unknown_colour(project: Path, tmp_path: Path) -> tuple[str, Path, str]:
         pixels[0, 0] = (1, 2, 3)
         return _png(pixels)
 
-    return "cvat", _cvat_zip(project, tmp_path, change), "SegmentationClass/unl_0002.png: colour (1,2,3) is not in labelmap.txt"
+    return (
+        "cvat",
+        _cvat_zip(project, tmp_path, change),
+        "SegmentationClass/unl_0002.png: colour (1,2,3) is not in labelmap.txt",
+    )
 
 
 @pytest.mark.parametrize(
     "breaker",
-    [ls_other_project, ls_image_not_unlabeled, ls_wrong_size, ls_not_tasks,
-     cvat_without_labelmap, cvat_corrupt_zip, cvat_unknown_class, cvat_wrong_size, cvat_unknown_colour],
-)  # fmt: skip
+    [
+        ls_other_project,
+        ls_image_not_unlabeled,
+        ls_wrong_size,
+        ls_not_tasks,
+        cvat_without_labelmap,
+        cvat_corrupt_zip,
+        cvat_unknown_class,
+        cvat_wrong_size,
+        cvat_unknown_colour,
+    ],
+)
 def test_bad_review_file_is_one_line_exit_2_and_writes_nothing(project: Path, tmp_path: Path, breaker):
     file_format, path, expected = breaker(project, tmp_path)
     split = tmp_path / "new_labeled.txt"
@@ -281,22 +316,63 @@ def test_the_next_run_trains_on_images_corrected_in_cvat(project: Path, tmp_path
         return _png(pixels)
 
     with zipfile.ZipFile(exported := tmp_path / "queue.zip", "w") as queue:  # the review queue: the 2 worst
-        assert cli(project, "export", "--round", "1", "--format", "cvat", "--out", str(tmp_path / "all.zip"),
-                   "--worst", "2").exit_code == 0  # fmt: skip
+        assert (
+            cli(
+                project,
+                "export",
+                "--round",
+                "1",
+                "--format",
+                "cvat",
+                "--out",
+                str(tmp_path / "all.zip"),
+                "--worst",
+                "2",
+            ).exit_code
+            == 0
+        )
         with zipfile.ZipFile(tmp_path / "all.zip") as source:
             for name in source.namelist():
                 queue.writestr(name, correct(name, source.read(name)))
-    result = cli(project, "data", "import", "--format", "cvat", str(exported), "--out", str(project / "splits/next.txt"))
+    result = cli(
+        project,
+        "data",
+        "import",
+        "--format",
+        "cvat",
+        str(exported),
+        "--out",
+        str(project / "splits/next.txt"),
+    )
     assert result.exit_code == 0, result.output
     corrected = read_mask(project / f"reviewed/{worst[0]}.png")
     assert np.all(corrected[10:40, 10:40] == 2)
 
-    result = cli(project, "--set", "name=next", "--set", "data.labeled=splits/next.txt", "run", "--rounds", "0",
-                 "--device", "cpu")  # fmt: skip
+    result = cli(
+        project,
+        "--set",
+        "name=next",
+        "--set",
+        "data.labeled=splits/next.txt",
+        "run",
+        "--rounds",
+        "0",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     assert "train 0" in result.output and "report" in result.output
-    result = cli(project, "--set", "name=next", "--set", "data.labeled=splits/next.txt", "index", "build",
-                 "--device", "cpu")  # fmt: skip
+    result = cli(
+        project,
+        "--set",
+        "name=next",
+        "--set",
+        "data.labeled=splits/next.txt",
+        "index",
+        "build",
+        "--device",
+        "cpu",
+    )
     assert result.exit_code == 0, result.output
     index = json.loads((project.parent / "work/indexes/next/round0.json").read_text())
     assert set(worst) <= set(index["image_ids"])  # round 0's model and index took them as labeled images

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import FAST_TRAINING
 
 from cisctool.cli import main
 from cisctool.config import Config, load_config
@@ -18,12 +19,17 @@ from cisctool.report import write_report
 from cisctool.run_history import read_losses
 from cisctool.runs import RunLayout
 
-from conftest import FAST_TRAINING
-
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Chromium as root in a container, with nothing that reaches out to the network
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # The README's screenshot: `CISCTOOL_REPORT_SCREENSHOT=docs/report.png pytest tests/test_report.py`
 SCREENSHOT_ENV = "CISCTOOL_REPORT_SCREENSHOT"
 
@@ -39,14 +45,22 @@ def open_in_chromium(page_path: Path, screenshot: Path) -> dict:
     """Load the page from disk; return what it shows and every console message, page error and failed load."""
     if CHROMIUM is None:
         pytest.skip("no Chromium installed (Debian: apt-get install chromium; .ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the `playwright` package (the dev extra) drives Chromium")
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="the `playwright` package (the dev extra) drives Chromium"
+    )
     problems: list[str] = []
     with sync_api.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
-            page.on("console", lambda message: problems.append(f"console {message.type}: {message.text}")
-                    if message.type in ("error", "warning") else None)  # fmt: skip
+            page.on(
+                "console",
+                lambda message: (
+                    problems.append(f"console {message.type}: {message.text}")
+                    if message.type in ("error", "warning")
+                    else None
+                ),
+            )
             page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
             page.on("requestfailed", lambda request: problems.append(f"failed: {request.url}"))
             page.goto(page_path.resolve().as_uri(), wait_until="load")
@@ -67,7 +81,9 @@ def open_in_chromium(page_path: Path, screenshot: Path) -> dict:
 
 def test_report_opens_in_chromium_with_every_image_and_the_worst_first(run_config: Config, tmp_path: Path):
     outcome = write_report(run_config, gallery=4)
-    assert outcome.path == RunLayout.of(run_config).run_dir / "report/index.html" and outcome.pseudo_round == 1
+    assert (
+        outcome.path == RunLayout.of(run_config).run_dir / "report/index.html" and outcome.pseudo_round == 1
+    )
     screenshot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "report.png")
     shown = open_in_chromium(outcome.path, screenshot)
 
@@ -86,10 +102,14 @@ def test_report_opens_in_chromium_with_every_image_and_the_worst_first(run_confi
     assert screenshot.stat().st_size > 10_000
 
 
-def test_report_command_replaces_its_own_folder_and_refuses_others(run_config: Config, demo_dir: Path, tmp_path: Path):
+def test_report_command_replaces_its_own_folder_and_refuses_others(
+    run_config: Config, demo_dir: Path, tmp_path: Path
+):
     config = str(demo_dir / "cisctool.toml")
     flags = ["--config", config, "--set", f"workdir={json.dumps(str(tmp_path / 'work'))}"]
-    flags += [item for key, value in FAST_TRAINING.items() for item in ("--set", f"{key}={json.dumps(value)}")]
+    flags += [
+        item for key, value in FAST_TRAINING.items() for item in ("--set", f"{key}={json.dumps(value)}")
+    ]
     out = tmp_path / "review"
     runner = CliRunner()
     for _ in range(2):  # the second run replaces the first report
