@@ -107,7 +107,6 @@ def _context(
     loss_curves(history, folder / "plots/losses.png")
     plots = {"iou": "plots/iou.png", "losses": "plots/losses.png"}
     items: list[dict[str, Any]] = []
-    quality: dict[str, Any] = {}
     without_evidence = 0
     if pseudo_round is not None:
         quality = history[pseudo_round].quality
@@ -133,7 +132,6 @@ def _context(
         "rounds": [_round_row(item) for item in history],
         "pseudo_round": pseudo_round,
         "plots": plots,
-        "quality": quality,
         "gallery": items,
         "gallery_cap": gallery,
         "without_evidence": without_evidence,
@@ -148,14 +146,13 @@ def _round_row(history: RoundHistory) -> dict[str, str]:
     metrics, quality = history.metrics, history.quality
     median = (quality.get("reliability") or {}).get("quantiles", {}).get("0.50")
     pseudo = history.pseudo_images
+    trained_on = f"{pseudo[0]} of {pseudo[1]}" if pseudo else f"— of {quality['images']}" if quality else "—"
     return {
         "round": str(history.round_index),
         "steps": str(metrics.get("steps", "—")),
         "final_loss": _number(metrics.get("final_loss"), 4),
         "val_miou": _percent(history.val.get("mean_iou")),
-        "pseudo_images": f"{pseudo[0]} of {pseudo[1]}"
-        if pseudo
-        else ("—" if not quality else str(quality["images"])),
+        "pseudo_images": trained_on,
         "raw_miou": _percent(quality.get("raw_miou")),
         "rectified_miou": _percent(quality.get("rectified_miou")),
         "mean_weight": _number(quality.get("mean_weight"), 3),
