@@ -32,10 +32,13 @@ def project(reviewed_workdir: Path, demo_dir: Path, tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-def cli(project: Path, *args: str):
+def cli(project: Path, command: str, *paths: str):
+    """Run `cisctool` on the project: `command` is its words, `paths` follow it as they are."""
     settings = {"workdir": str(project.parent / "work"), **FAST_TRAINING}
     flags = [item for key, value in settings.items() for item in ("--set", f"{key}={json.dumps(value)}")]
-    return CliRunner().invoke(main, ["--config", str(project / "cisctool.toml"), *flags, *args])
+    return CliRunner().invoke(
+        main, ["--config", str(project / "cisctool.toml"), *flags, *command.split(), *paths]
+    )
 
 
 def stored_labels(project: Path) -> dict[str, np.ndarray]:
@@ -83,9 +86,7 @@ def test_our_decoder_reads_label_studio_encoder_output():
 def test_labelstudio_export_of_the_worst_reads_back_with_label_studio_decoder(project: Path, tmp_path: Path):
     decode_rle = label_studio_decoder()
     out = tmp_path / "review/tasks.json"
-    result = cli(
-        project, "export", "--round", "1", "--format", "labelstudio", "--out", str(out), "--worst", "3"
-    )
+    result = cli(project, "export --round 1 --format labelstudio --worst 3 --out", str(out))
     assert result.exit_code == 0, result.output
     tasks = json.loads(out.read_text())
     labels = stored_labels(project)
@@ -118,7 +119,7 @@ def test_labelstudio_export_of_the_worst_reads_back_with_label_studio_decoder(pr
 
 def test_cvat_zip_layout_file_by_file(project: Path, tmp_path: Path):
     out = tmp_path / "cvat.zip"
-    result = cli(project, "export", "--round", "1", "--format", "cvat", "--out", str(out))
+    result = cli(project, "export --round 1 --format cvat --out", str(out))
     assert result.exit_code == 0, result.output
     labels = stored_labels(project)
     with zipfile.ZipFile(out) as archive:
@@ -155,20 +156,15 @@ def test_cvat_zip_layout_file_by_file(project: Path, tmp_path: Path):
 def test_export_then_import_gives_the_same_masks_and_a_split_of_labeled_plus_imported(
     project: Path, tmp_path: Path, file_format: str
 ):
-    exported = tmp_path / ("tasks.json" if file_format == "labelstudio" else "cvat.zip")
-    assert (
-        cli(
-            project, "export", "--round", "1", "--format", file_format, "--out", str(exported), "--worst", "4"
-        ).exit_code
-        == 0
-    )
-    if file_format == "labelstudio":  # a reviewer who accepts every prediction as it is
-        tasks = json.loads(exported.read_text())
-        for number, task in enumerate(tasks, start=1):
-            task.update(id=number, annotations=[{"id": number, "result": task["predictions"][0]["result"]}])
+    if file_format == "labelstudio":
+        exported, tasks = _label_studio_tasks(project, tmp_path, "--worst 4")
         exported.write_text(json.dumps(tasks))
+    else:
+        exported = tmp_path / "cvat.zip"
+        export = cli(project, "export --round 1 --format cvat --worst 4 --out", str(exported))
+        assert export.exit_code == 0, export.output
     split = project / "splits/reviewed.txt"
-    result = cli(project, "data", "import", "--format", file_format, str(exported), "--out", str(split))
+    result = cli(project, f"data import --format {file_format}", str(exported), "--out", str(split))
     assert result.exit_code == 0, result.output
     assert "imported 4 masks" in result.output and "data.labeled='splits/reviewed.txt'" in result.output
     labels, imported = stored_labels(project), worst_ids(project, 4)
@@ -183,11 +179,11 @@ def test_export_then_import_gives_the_same_masks_and_a_split_of_labeled_plus_imp
     ]
 
 
-def _label_studio_tasks(project: Path, tmp_path: Path) -> tuple[Path, list[dict]]:
+def _label_studio_tasks(project: Path, tmp_path: Path, flags: str = "") -> tuple[Path, list[dict]]:
+    """Exported tasks as a reviewer who accepts every prediction leaves them."""
     path = tmp_path / "tasks.json"
-    assert (
-        cli(project, "export", "--round", "1", "--format", "labelstudio", "--out", str(path)).exit_code == 0
-    )
+    export = cli(project, f"export --round 1 --format labelstudio {flags}", "--out", str(path))
+    assert export.exit_code == 0, export.output
     tasks = json.loads(path.read_text())
     for number, task in enumerate(tasks, start=1):
         task.update(id=number, annotations=[{"id": number, "result": task["predictions"][0]["result"]}])
@@ -225,7 +221,7 @@ def ls_not_tasks(project: Path, tmp_path: Path) -> tuple[str, Path, str]:
 
 def _cvat_zip(project: Path, tmp_path: Path, change) -> Path:
     exported = tmp_path / "cvat.zip"
-    assert cli(project, "export", "--round", "1", "--format", "cvat", "--out", str(exported)).exit_code == 0
+    assert cli(project, "export --round 1 --format cvat --out", str(exported)).exit_code == 0
     edited = tmp_path / "edited.zip"
     with zipfile.ZipFile(exported) as source, zipfile.ZipFile(edited, "w") as target:
         for name in source.namelist():
@@ -297,7 +293,7 @@ def cvat_unknown_colour(project: Path, tmp_path: Path) -> tuple[str, Path, str]:
 def test_bad_review_file_is_one_line_exit_2_and_writes_nothing(project: Path, tmp_path: Path, breaker):
     file_format, path, expected = breaker(project, tmp_path)
     split = tmp_path / "new_labeled.txt"
-    result = cli(project, "data", "import", "--format", file_format, str(path), "--out", str(split))
+    result = cli(project, f"data import --format {file_format}", str(path), "--out", str(split))
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: ") and expected in lines[0], result.output
@@ -315,64 +311,25 @@ def test_the_next_run_trains_on_images_corrected_in_cvat(project: Path, tmp_path
         pixels[10:40, 10:40] = square
         return _png(pixels)
 
-    with zipfile.ZipFile(exported := tmp_path / "queue.zip", "w") as queue:  # the review queue: the 2 worst
-        assert (
-            cli(
-                project,
-                "export",
-                "--round",
-                "1",
-                "--format",
-                "cvat",
-                "--out",
-                str(tmp_path / "all.zip"),
-                "--worst",
-                "2",
-            ).exit_code
-            == 0
-        )
-        with zipfile.ZipFile(tmp_path / "all.zip") as source:
-            for name in source.namelist():
-                queue.writestr(name, correct(name, source.read(name)))
-    result = cli(
-        project,
-        "data",
-        "import",
-        "--format",
-        "cvat",
-        str(exported),
-        "--out",
-        str(project / "splits/next.txt"),
+    exported = tmp_path / "queue.zip"
+    assert (
+        cli(project, "export --round 1 --format cvat --worst 2 --out", str(tmp_path / "all.zip")).exit_code
+        == 0
     )
+    with zipfile.ZipFile(tmp_path / "all.zip") as source, zipfile.ZipFile(exported, "w") as queue:
+        for name in source.namelist():
+            queue.writestr(name, correct(name, source.read(name)))
+    split = project / "splits/next.txt"
+    result = cli(project, "data import --format cvat", str(exported), "--out", str(split))
     assert result.exit_code == 0, result.output
     corrected = read_mask(project / f"reviewed/{worst[0]}.png")
     assert np.all(corrected[10:40, 10:40] == 2)
 
-    result = cli(
-        project,
-        "--set",
-        "name=next",
-        "--set",
-        "data.labeled=splits/next.txt",
-        "run",
-        "--rounds",
-        "0",
-        "--device",
-        "cpu",
-    )
+    next_run = "--set name=next --set data.labeled=splits/next.txt"
+    result = cli(project, f"{next_run} run --rounds 0 --device cpu")
     assert result.exit_code == 0, result.output
     assert "train 0" in result.output and "report" in result.output
-    result = cli(
-        project,
-        "--set",
-        "name=next",
-        "--set",
-        "data.labeled=splits/next.txt",
-        "index",
-        "build",
-        "--device",
-        "cpu",
-    )
+    result = cli(project, f"{next_run} index build --device cpu")
     assert result.exit_code == 0, result.output
     index = json.loads((project.parent / "work/indexes/next/round0.json").read_text())
     assert set(worst) <= set(index["image_ids"])  # round 0's model and index took them as labeled images
