@@ -184,7 +184,7 @@ def _task_mask(
         try:
             height, width = int(result["original_height"]), int(result["original_width"])
             painted = rle_decode(value["rle"], height, width)
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, OverflowError) as error:
             raise InputError(f"{where}: unreadable brush mask ({type(error).__name__}: {error})") from None
         if mask is None:
             mask = np.full((height, width), ignore_index, dtype=np.uint8)
