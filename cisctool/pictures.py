@@ -16,6 +16,12 @@ def colorize(mask: np.ndarray) -> np.ndarray:
     return palette[mask]
 
 
+def class_colours(count: int) -> list[str]:
+    """`#rrggbb` of each class's label colour, for legends and annotation tools."""
+    palette = np.asarray(voc_palette(), dtype=np.uint8).reshape(-1, 3)[:count]
+    return ["#" + "".join(f"{value:02x}" for value in colour) for colour in palette.tolist()]
+
+
 def blend(image: np.ndarray, mask: np.ndarray, highlight: int | None = None) -> np.ndarray:
     """Image with the label colours at 50 % (only class `highlight` when given)."""
     colours = colorize(mask).astype(np.float32)

@@ -4,7 +4,9 @@ Streaming and memory-bounded: per-image updates into confusion matrices and
 fixed-bin histograms, so the report over 100k images costs what one image
 costs. AUROC comes from 1000-bin histograms of each signal on right and wrong
 pixels, pooled and per predicted class (then averaged over classes that have
-both), which is what the design's prototype findings compare.
+both), which is what the design's prototype findings compare. The pooled ROC
+curve is kept as ROC_POINTS + 1 points per signal, enough to draw it in the
+HTML report without the histograms.
 Without ground-truth masks: class histogram, mean weight, reliability spread.
 """
 
@@ -16,6 +18,7 @@ import numpy as np
 from cisctool.evaluate import ConfusionMatrix
 
 BINS = 1000
+ROC_POINTS = 50
 
 
 def histogram_auroc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -49,6 +52,20 @@ class SignalHistograms:
     def pooled_auroc(self) -> float:
         pooled = self.counts.sum(axis=0)
         return histogram_auroc(pooled[0], pooled[1])
+
+    def pooled_roc(self) -> dict[str, list[float]] | None:
+        """(FPR, TPR) of "right if signal ≥ t" at ROC_POINTS + 1 thresholds from 1 down to 0.
+
+        Right pixels are the positives, as for the AUROC; None without both kinds.
+        """
+        pooled = self.counts.sum(axis=0)
+        if pooled[0].sum() == 0 or pooled[1].sum() == 0:
+            return None
+        at_or_above = np.cumsum(pooled[:, ::-1], axis=1)[:, ::-1]  # 2×BINS: pixels in bin ≥ b
+        edges = np.linspace(BINS, 0, ROC_POINTS + 1).round().astype(np.int64)
+        rates = np.concatenate([at_or_above, np.zeros((2, 1), dtype=np.int64)], axis=1)[:, edges]
+        rates = rates / pooled.sum(axis=1, keepdims=True)
+        return {"fpr": [round(float(v), 4) for v in rates[1]], "tpr": [round(float(v), 4) for v in rates[0]]}
 
     def class_mean_auroc(self) -> float:
         values = [histogram_auroc(item[0], item[1]) for item in self.counts]
@@ -155,6 +172,7 @@ class QualityAccumulator:
                 }
                 for name, histograms in self.signals.items()
             },
+            roc={name: histograms.pooled_roc() for name, histograms in self.signals.items()},
         )
         return summary
 

@@ -45,3 +45,19 @@ def trained_workdir(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     train_round(config, device="cpu", resume=False)
     build_round_index(config, 0, "cpu")
     return workdir
+
+
+@pytest.fixture(scope="session")
+def reviewed_workdir(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workdir holding a whole run of one round (train 0, index 0, rectify 1, train 1, metrics of both):
+    what `report`, `export` and `data import` read. Copy it before writing."""
+    from cisctool.pipeline import train_and_evaluate
+    from cisctool.rectify import rectify_round
+
+    workdir = tmp_path_factory.mktemp("reviewed")
+    config = load_config(demo_dir / "cisctool.toml", {"workdir": str(workdir), **FAST_TRAINING})
+    train_and_evaluate(config, "cpu", resume=False)
+    build_round_index(config, 0, "cpu")
+    rectify_round(config, 1, "cpu")
+    train_and_evaluate(config, "cpu", resume=False, round_index=1)
+    return workdir

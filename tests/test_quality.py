@@ -57,3 +57,19 @@ def test_report_without_masks_has_no_miou():
     assert not report["with_masks"] and "raw_miou" not in report
     assert report["label_share"] == {"bg": 0.25, "a": 0.5, "(dropped)": 0.25}
     assert report["mean_weight"] == 0.5 and report["reliability"]["images_without_evidence"] == 1
+
+
+def test_pooled_roc_runs_from_nothing_kept_to_everything_kept_and_its_area_is_the_auroc():
+    rng = np.random.default_rng(1)
+    histograms = SignalHistograms(num_classes=3)
+    right = rng.random(4000) < 0.7
+    values = np.clip(np.where(right, rng.normal(0.7, 0.15, 4000), rng.normal(0.4, 0.2, 4000)), 0, 1)
+    histograms.add(values, rng.integers(0, 3, 4000), right)
+    roc = histograms.pooled_roc()
+    fpr, tpr = np.array(roc["fpr"]), np.array(roc["tpr"])
+    assert len(fpr) == len(tpr) == 51 and (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0, 0, 1, 1)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    # 50 thresholds 0.02 apart: the trapezoid area is the AUROC of scores binned that coarsely
+    assert np.trapezoid(tpr, fpr) == pytest.approx(histograms.pooled_auroc(), abs=0.01)
+    assert exact_auroc(values[right], values[~right]) == pytest.approx(histograms.pooled_auroc(), abs=1e-3)
+    assert SignalHistograms(num_classes=1).pooled_roc() is None
