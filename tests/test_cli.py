@@ -159,7 +159,7 @@ def test_index_build_and_info(project: Path, tmp_path: Path):
     assert result.exit_code == 0 and "stale" in result.output and "no" in result.output
     result = run("--config", config, "index", "build", "--factory", "IVF4096,Flat", "--device", "cpu")
     assert result.exit_code == 2 and "4096 inverted lists need at least 4096" in result.output
-    assert run("--config", config, "train", *FAST_FLAGS, "--consistency-weight", "0").exit_code == 0
+    assert run("--config", config, "train", *FAST_FLAGS, "--consistency-weight", "1").exit_code == 0
     result = run("--config", config, "index", "info")
     assert result.exit_code == 0 and "yes: model changed since" in result.output
 
@@ -242,7 +242,7 @@ def test_rectify_bad_inputs_exit_2_and_damage_nothing(project_round0: str, proje
     (tmp_path / "runs/demo/round1").write_text("a file where the round folder should be")
     result = run(*rectify)
     assert result.exit_code == 2 and "cannot create the pseudo-label file's folder" in result.output.replace("\n", "")
-    assert run("--config", config, "train", *FAST_FLAGS, "--consistency-weight", "0").exit_code == 0
+    assert run("--config", config, "train", *FAST_FLAGS, "--consistency-weight", "1").exit_code == 0
     result = run(*rectify)
     assert result.exit_code == 2 and "stale" in result.output
     (tmp_path / "indexes/demo/round0.json").unlink()
@@ -294,7 +294,7 @@ def test_round_one_trains_on_pseudo_labels_and_refuses_wrong_files(project_round
     split.write_text("\n".join(split.read_text().splitlines()[:2]) + "\n")
     result = run("--config", config, "train", "--round", "1", *FAST_FLAGS)
     assert result.exit_code == 2 and "is not in the unlabeled split" in result.output.replace("\n", "")
-    assert run("--config", config, "train", *FAST_FLAGS, "--consistency-weight", "0").exit_code == 0
+    assert run("--config", config, "train", *FAST_FLAGS, "--consistency-weight", "1").exit_code == 0
     result = run("--config", config, "train", "--round", "1", *FAST_FLAGS)
     assert result.exit_code == 2 and "made with another round-0 model" in result.output.replace("\n", "")
     assert "Traceback" not in result.output
