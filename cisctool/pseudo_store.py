@@ -12,6 +12,9 @@ earlier, flushed batch shares damaged. So each image also gets a CRC32 of its
 stored values (`/checksum`, beyond §4's list), and reopening an unfinished file
 re-reads every done image and recomputes those whose values no longer match
 (or no longer read at all).
+
+A file that another live process keeps open and locked is named as such, with
+that process: wait for it or stop it; the file itself is fine.
 """
 
 from collections.abc import Sequence
@@ -26,6 +29,7 @@ import numpy as np
 
 from cisctool import faults
 from cisctool.errors import InputError, first_line
+from cisctool.locks import held_file_message
 
 PSEUDO_FORMAT = "cisctool-pseudo"
 PSEUDO_VERSION = 1
@@ -67,6 +71,16 @@ def partial_path(final_path: Path) -> Path:
     return final_path.with_name(final_path.stem + ".partial" + final_path.suffix)
 
 
+def open_file(path: Path, mode: str, problem: str, **options: Any) -> h5py.File:
+    """h5py.File, or an InputError: `problem` (with `{error}`) for a bad file, the holder for a locked one."""
+    try:
+        return h5py.File(path, mode, **options)
+    except OSError as error:
+        if "unable to lock file" in str(error):
+            raise InputError(held_file_message(path)) from None
+        raise InputError(f"{path}: {problem.format(error=first_line(error))}") from None
+
+
 class PseudoWriter:
     """Writes images into a pre-sized file in any order; each `write` ends with a flush."""
 
@@ -90,9 +104,9 @@ class PseudoWriter:
             raise InputError(f"compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle = h5py.File(path, "w", **WRITE_CACHE)
         except OSError as error:
             raise InputError(f"{path}: cannot create the pseudo-label file ({first_line(error)})") from None
+        handle = open_file(path, "w", "cannot create the pseudo-label file ({error})", **WRITE_CACHE)
         count = len(ids)
         pixels = shapes[:, 0].astype(np.int64) * shapes[:, 1]
         offsets = np.concatenate([[0], np.cumsum(pixels)]).astype(np.int64)
@@ -115,17 +129,15 @@ class PseudoWriter:
         handle.flush()
         return cls(handle)
 
-    @classmethod
-    def reopen(cls, path: Path, expected: dict[str, Any], ids: Sequence[str]) -> "PseudoWriter":
-        """Continue an unfinished file; its attrs (checkpoint, index, config) and ids must match."""
-        try:
-            handle = h5py.File(path, "r+", **WRITE_CACHE)
-        except OSError as error:
-            raise InputError(
-                f"{path}: unfinished pseudo-label file is unreadable ({first_line(error)}); "
-                "rerun without --resume to start over"
-            ) from None
-        try:
+    @staticmethod
+    def resumable(path: Path, expected: dict[str, Any], ids: Sequence[str]) -> np.ndarray:
+        """The `done` flags an unfinished file can resume from: its attrs (checkpoint, index, config)
+        and ids must match, and done images whose values fail their checksum count as not done.
+
+        Reads only: the file is opened for writing later (`reopen`), once the loader's workers exist.
+        """
+        problem = "unfinished pseudo-label file is unreadable ({error}); rerun without --resume to start over"
+        with open_file(path, "r", problem) as handle:
             _check_header(path, handle)
             for key, value in expected.items():
                 if _plain(handle.attrs.get(key)) != _plain(value):
@@ -134,30 +146,16 @@ class PseudoWriter:
                     )
             if [text.decode() for text in handle["ids"][:]] != list(ids):
                 raise InputError(f"{path}: was started for other images; rerun without --resume")
-        except InputError:
-            handle.close()
-            raise
-        writer = cls(handle)
-        writer.recheck()
-        return writer
+            return _intact(handle)
 
-    def recheck(self) -> int:
-        """Mark done images whose stored values fail their checksum (or fail to read) as not done."""
-        damaged = []
-        for index in np.flatnonzero(self.done):
-            try:
-                intact = checksum(stored_image(self.handle, self.offsets, int(index))) == int(
-                    self.handle["checksum"][index]
-                )
-            except (OSError, ValueError, KeyError):
-                intact = False
-            if not intact:
-                damaged.append(int(index))
-        if damaged:
-            self.done[damaged] = False
-            self.handle["done"][sorted(damaged)] = False
-            self.handle.flush()
-        return len(damaged)
+    @classmethod
+    def reopen(cls, path: Path, done: np.ndarray) -> "PseudoWriter":
+        """Continue an unfinished file from `done` (from `resumable`), storing those flags first."""
+        handle = open_file(path, "r+", "unfinished pseudo-label file is unreadable ({error})", **WRITE_CACHE)
+        if not np.array_equal(handle["done"][:], done):
+            handle["done"][:] = done
+            handle.flush()
+        return cls(handle)
 
     def pending(self) -> np.ndarray:
         """Indices of images not yet done."""
@@ -203,6 +201,17 @@ def stored_image(handle: h5py.File, offsets: np.ndarray, index: int) -> PseudoIm
     return PseudoImage(**arrays, guides=handle["guides"][index], reliability=float(handle["reliability"][index]))
 
 
+def _intact(handle: h5py.File) -> np.ndarray:
+    """The file's `done` flags, less the images whose stored values fail their checksum (or fail to read)."""
+    done, offsets = handle["done"][:], handle["offsets"][:]
+    for index in np.flatnonzero(done):
+        try:
+            done[index] = checksum(stored_image(handle, offsets, int(index))) == int(handle["checksum"][index])
+        except (OSError, ValueError, KeyError):
+            done[index] = False
+    return done
+
+
 def checksum(image: PseudoImage) -> int:
     """CRC32 of an image's values as stored (dtype-cast), guides and reliability."""
     crc = 0
@@ -240,10 +249,7 @@ class PseudoLabels:
         self.path = path
         if not path.is_file():
             raise InputError(f"{path}: pseudo-label file not found (run `cisctool rectify`)")
-        try:
-            self.handle = h5py.File(path, "r", rdcc_nbytes=READ_CACHE_BYTES)
-        except OSError as error:
-            raise InputError(f"{path}: not a readable HDF5 file ({first_line(error)})") from None
+        self.handle = open_file(path, "r", "not a readable HDF5 file ({error})", rdcc_nbytes=READ_CACHE_BYTES)
         try:
             _check_header(path, self.handle)
             self.done = self.handle["done"][:]

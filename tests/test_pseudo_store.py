@@ -52,13 +52,13 @@ def test_unfinished_file_is_refused_and_resumable(tmp_path: Path):
     writer.close()
     with pytest.raises(InputError, match="unfinished .1/2 images done"):
         PseudoLabels(path)
-    reopened = PseudoWriter.reopen(path, ATTRS, ["a", "b"])
+    reopened = PseudoWriter.reopen(path, PseudoWriter.resumable(path, ATTRS, ["a", "b"]))
     assert reopened.pending().tolist() == [0]
     reopened.close()
     with pytest.raises(InputError, match="another checkpoint_sha256"):
-        PseudoWriter.reopen(path, {**ATTRS, "checkpoint_sha256": "y" * 64}, ["a", "b"])
+        PseudoWriter.resumable(path, {**ATTRS, "checkpoint_sha256": "y" * 64}, ["a", "b"])
     with pytest.raises(InputError, match="other images"):
-        PseudoWriter.reopen(path, ATTRS, ["a", "z"])
+        PseudoWriter.resumable(path, ATTRS, ["a", "z"])
 
 
 def test_foreign_other_version_and_truncated_files_are_refused(tmp_path: Path):
@@ -95,6 +95,8 @@ def test_reopening_recomputes_done_images_whose_values_were_damaged(tmp_path: Pa
     writer.close()
     with h5py.File(path, "r+") as handle:  # as a killed write can leave a shared chunk
         handle["label"][70:72] = 200
-    reopened = PseudoWriter.reopen(path, ATTRS, ["a", "b", "c"])
-    assert reopened.pending().tolist() == [1, 2]  # image 1 (pixels 64–127) is recomputed, image 0 kept
-    reopened.close()
+    done = PseudoWriter.resumable(path, ATTRS, ["a", "b", "c"])
+    assert np.flatnonzero(~done).tolist() == [1, 2]  # image 1 (pixels 64–127) is recomputed, image 0 kept
+    PseudoWriter.reopen(path, done).close()
+    with h5py.File(path, "r") as handle:
+        assert handle["done"][:].tolist() == done.tolist()
