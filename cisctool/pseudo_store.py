@@ -22,13 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import errno
+import os
 import zlib
 
 import h5py
 import numpy as np
 
 from cisctool import faults
-from cisctool.errors import InputError, first_line
+from cisctool.errors import InputError, first_line, is_disk_full
 from cisctool.locks import held_file_message
 
 PSEUDO_FORMAT = "cisctool-pseudo"
@@ -162,11 +164,20 @@ class PseudoWriter:
         return np.flatnonzero(~self.done)
 
     def write(self, indices: Sequence[int], images: Sequence[PseudoImage]) -> None:
-        """Store images at their split positions, mark them done, flush.
+        """Store images at their split positions, mark them done, flush; a full disk is the
+        OSError ENOSPC of this file (HDF5 names it only inside its message).
 
         Consecutive positions are written as one slice per dataset: a compressed
         chunk is then encoded once, not once per image that touches it.
         """
+        try:
+            self._write(indices, images)
+        except OSError as error:
+            if is_disk_full(error) and not error.filename:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.handle.filename) from error
+            raise
+
+    def _write(self, indices: Sequence[int], images: Sequence[PseudoImage]) -> None:
         handle = self.handle
         order = np.argsort(np.asarray(indices, dtype=np.int64), kind="stable")
         ordered = np.asarray(indices, dtype=np.int64)[order]
