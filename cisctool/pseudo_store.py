@@ -156,7 +156,8 @@ class PseudoWriter:
         handle = open_file(path, "r+", "unfinished pseudo-label file is unreadable ({error})", **WRITE_CACHE)
         if not np.array_equal(handle["done"][:], done):
             handle["done"][:] = done
-            handle.flush()
+        _clear_unreadable_chunks(handle, np.flatnonzero(~done))
+        handle.flush()
         return cls(handle)
 
     def pending(self) -> np.ndarray:
@@ -221,6 +222,31 @@ def _intact(handle: h5py.File) -> np.ndarray:
         except (OSError, ValueError, KeyError):
             done[index] = False
     return done
+
+
+def _clear_unreadable_chunks(handle: h5py.File, pending: np.ndarray) -> None:
+    """Replace with zeros every chunk that a pending image touches and that no longer decompresses.
+
+    HDF5 reads a chunk before writing part of it, so a chunk a killed write
+    left damaged would fail every later write into it; the done images it held
+    failed their checksum and are pending again.
+    """
+    offsets = handle["offsets"][:]
+    starts, stops = offsets[pending], offsets[pending + 1]
+    starts, stops = starts[stops > starts], stops[stops > starts]
+    for name in PIXEL_DTYPES:
+        dataset = handle[name]
+        chunk = dataset.chunks[0]
+        marks = np.zeros(-(-dataset.shape[0] // chunk) + 1, dtype=np.int64)
+        np.add.at(marks, starts // chunk, 1)
+        np.add.at(marks, (stops - 1) // chunk + 1, -1)
+        for index in np.flatnonzero(np.cumsum(marks)[:-1] > 0):
+            span = slice(int(index) * chunk, min((int(index) + 1) * chunk, dataset.shape[0]))
+            try:
+                dataset[span]
+            except OSError:  # stored raw (every filter bit set): nothing of the damaged chunk is read
+                unfiltered = (1 << dataset.id.get_create_plist().get_nfilters()) - 1
+                dataset.id.write_direct_chunk((span.start,), np.zeros(chunk, dataset.dtype).tobytes(), unfiltered)
 
 
 def checksum(image: PseudoImage) -> int:

@@ -74,7 +74,7 @@ class QualityProgress:
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as handle:
-                np.savez(handle, **state)
+                np.savez_compressed(handle, **state)
 
         atomic_write(self.path, write)
         finished = time.perf_counter()

@@ -100,3 +100,27 @@ def test_reopening_recomputes_done_images_whose_values_were_damaged(tmp_path: Pa
     PseudoWriter.reopen(path, done).close()
     with h5py.File(path, "r") as handle:
         assert handle["done"][:].tolist() == done.tolist()
+
+
+def test_a_chunk_that_no_longer_decompresses_is_cleared_and_its_images_rewritten(tmp_path: Path):
+    """As a write killed mid-chunk leaves it: HDF5 would read the chunk before writing into it, and fail."""
+    rng = np.random.default_rng(4)
+    shapes = np.array([[100, 100]] * 8)  # 80 000 pixels: two chunks, image 6 straddles them
+    images = [random_image(rng, 100, 100) for _ in range(8)]
+    path = tmp_path / "pseudo.partial.h5"
+    writer = PseudoWriter.create(path, list("abcdefgh"), shapes, 3, ATTRS)
+    writer.write(list(range(7)), images[:7])
+    writer.close()
+    with h5py.File(path, "r") as handle:
+        chunk = handle["confidence"].id.get_chunk_info(1)  # pixels 65 536…, held by images 6 and 7
+    with open(path, "r+b") as raw:
+        raw.seek(chunk.byte_offset)
+        raw.write(b"\xff" * chunk.size)
+    done = PseudoWriter.resumable(path, ATTRS, list("abcdefgh"))
+    assert np.flatnonzero(~done).tolist() == [6, 7]
+    writer = PseudoWriter.reopen(path, done)
+    writer.write([6, 7], images[6:])
+    writer.close()
+    with PseudoLabels(path) as stored:
+        for index, expected in enumerate(images):
+            assert np.array_equal(stored.pixels("confidence", index), expected.confidence), index
