@@ -11,7 +11,9 @@ HDF5 is not crash-safe: a process killed inside a write can leave chunks an
 earlier, flushed batch shares damaged. So each image also gets a CRC32 of its
 stored values (`/checksum`, beyond §4's list), and reopening an unfinished file
 re-reads every done image and recomputes those whose values no longer match
-(or no longer read at all).
+(or no longer read at all); a chunk that no longer decompresses is replaced
+before anything writes into it. Nor is HDF5 safe against a full disk, so
+writing stops, with ENOSPC, while DISK_HEADROOM is still free.
 
 A file that another live process keeps open and locked is named as such, with
 that process: wait for it or stop it; the file itself is fine.
@@ -24,6 +26,7 @@ from typing import Any
 
 import errno
 import os
+import shutil
 import zlib
 
 import h5py
@@ -53,6 +56,11 @@ COMPRESSIONS = ("lzf", "gzip", "none")
 # Byte-shuffling before compression groups the float16 signals' high bytes: on the demo
 # the file shrank 24 % and lzf spent less time on the nearly incompressible low bytes.
 SHUFFLE = True
+PIXEL_BYTES = sum(np.dtype(dtype).itemsize for dtype in PIXEL_DTYPES.values())
+# HDF5 is not safe against a full disk: a write or close that meets ENOSPC can leave a
+# file that no longer opens, or crashes the library. So writing stops while this much
+# (plus the batch's uncompressed size) is still free: enough to close the file whole.
+DISK_HEADROOM = 16 << 20
 
 
 @dataclass
@@ -166,11 +174,14 @@ class PseudoWriter:
 
     def write(self, indices: Sequence[int], images: Sequence[PseudoImage]) -> None:
         """Store images at their split positions, mark them done, flush; a full disk is the
-        OSError ENOSPC of this file (HDF5 names it only inside its message).
+        OSError ENOSPC of this file, raised before HDF5 meets it while DISK_HEADROOM is left.
 
         Consecutive positions are written as one slice per dataset: a compressed
         chunk is then encoded once, not once per image that touches it.
         """
+        needed = sum(image.label.size for image in images) * PIXEL_BYTES + DISK_HEADROOM
+        if shutil.disk_usage(Path(self.handle.filename).parent).free < needed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.handle.filename)
         try:
             self._write(indices, images)
         except OSError as error:

@@ -209,6 +209,7 @@ def rectify_round(
         computed, seconds = _run(stream, store, settings, todo, source_round, crash_after)
     finally:
         writer.close()
+    progress.save()  # a run killed before the rename below then recomputes nothing
     outcome = RectifyOutcome(final_path, len(entries), computed, seconds, progress.report())
     outcome.report.update(
         images_total=len(entries), guide_exclude=list(settings.guide_exclude),

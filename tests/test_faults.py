@@ -7,77 +7,21 @@ scheduler's requeue does, with DataLoader workers (`WORKERS`) that must not
 outlive their parent or keep its files.
 """
 
-import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
-import torch
 
 from cisctool.checkpoint import load_checkpoint
+from cisctool.pseudo_store import DISK_HEADROOM
 
-from conftest import FAST_TRAINING
-
-
-WORKERS = {"train.workers": 1}
-RECTIFY = ["rectify", "--round", "1", "--device", "cpu"]
-TIMING = ("seconds", "images_per_second", "computed_this_run", "file")
-
-
-def cisctool_command(workdir: Path, config: Path, *args: str, settings: dict | None = None) -> list[str]:
-    overrides = [arg for key, value in {**FAST_TRAINING, "rectify.batch_size": 2, **(settings or {})}.items()
-                 for arg in ("--set", f"{key}={json.dumps(value)}")]  # fmt: skip
-    return [sys.executable, "-m", "cisctool", "--config", str(config), *overrides,
-            "--set", f"workdir={json.dumps(str(workdir))}", *args]  # fmt: skip
-
-
-def fault_environment(fault: str) -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "CISCTOOL_FAULT": fault}
-
-
-def cisctool(
-    workdir: Path, config: Path, *args: str, fault: str = "", settings: dict | None = None
-) -> subprocess.CompletedProcess:
-    command = cisctool_command(workdir, config, *args, settings=settings)
-    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300,
-                          env=fault_environment(fault))  # fmt: skip
-
-
-def one_error_line(completed: subprocess.CompletedProcess) -> str:
-    """The run's only stderr line, which must be an `Error: …` line."""
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), completed.stderr[-2000:]
-    return lines[0]
-
-
-def quality_report(path: Path) -> str:
-    """The quality report without its timings, as canonical JSON (NaN compares equal to NaN)."""
-    report = {key: value for key, value in json.loads(path.read_text()).items() if key not in TIMING}
-    return json.dumps(report, sort_keys=True)
-
-
-def datasets(path: Path) -> dict[str, np.ndarray]:
-    with h5py.File(path, "r") as handle:
-        return {name: handle[name][:] for name in handle}
-
-
-def assert_same_datasets(first: Path, second: Path) -> None:
-    one, two = datasets(first), datasets(second)
-    assert one.keys() == two.keys()
-    for name in one:
-        assert np.array_equal(one[name], two[name], equal_nan=one[name].dtype.kind == "f"), name
-
-
-def assert_same_weights(first: Path, second: Path) -> None:
-    expected, actual = load_checkpoint(first)["model"], load_checkpoint(second)["model"]
-    for key, tensor in expected.items():
-        torch.testing.assert_close(actual[key], tensor, rtol=0, atol=0, msg=key)
+from helpers import (
+    RECTIFY, WORKERS, assert_same_datasets, assert_same_weights, cisctool, one_error_line, quality_report,
+)  # fmt: skip
 
 
 @pytest.fixture
@@ -86,18 +30,6 @@ def workdirs(trained_workdir: Path, tmp_path: Path) -> tuple[Path, Path]:
     for name in ("broken", "whole"):
         shutil.copytree(trained_workdir, tmp_path / name)
     return tmp_path / "broken", tmp_path / "whole"
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(trained_workdir: Path, demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Round 0, its index, round 1's pseudo labels and round 0 trained again, each by an uninterrupted run."""
-    workdir = tmp_path_factory.mktemp("uninterrupted")
-    shutil.copytree(trained_workdir, workdir, dirs_exist_ok=True)
-    config = demo_dir / "cisctool.toml"
-    assert cisctool(workdir, config, *RECTIFY, settings=WORKERS).returncode == 0
-    (workdir / "train").mkdir()
-    assert cisctool(workdir / "train", config, "train", "--device", "cpu", settings=WORKERS).returncode == 0
-    return workdir
 
 
 # forward: 4 calibration batches over the labeled images come first, so forward:6 is unlabeled batch 2;
@@ -172,3 +104,82 @@ def test_run_killed_anywhere_then_rerun_completes_the_same_rounds(tmp_path: Path
         model = f"runs/demo/round{round_index}/model.pt"
         assert_same_weights(tmp_path / "broken" / model, tmp_path / "whole" / model)
     assert_same_datasets(tmp_path / "broken/runs/demo/round1/pseudo.h5", tmp_path / "whole/runs/demo/round1/pseudo.h5")
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 32 MiB tmpfs: a real file system that fills up (ENOSPC as a full disk gives it)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("a real full disk needs a tmpfs mount (root); the injected-ENOSPC variant covers the same code")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({mounted.stderr.strip()}); the injected variant runs")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill `disk` up to `leave` free bytes; delete the returned file to free the space."""
+    status = os.statvfs(disk)
+    filler = disk / "filler"
+    filler.write_bytes(bytes(status.f_bavail * status.f_frsize - leave))
+    return filler
+
+
+def full_disk(request: pytest.FixtureRequest, kind: str, tmp_path: Path, leave: int) -> tuple[Path, Path | None]:
+    """(workdir, filler): on a tmpfs with `leave` bytes free ("tmpfs"), or a plain folder ("injected")."""
+    if kind == "injected":
+        return tmp_path / "work", None
+    disk = request.getfixturevalue("small_disk")
+    return disk / "work", fill(disk, leave) if leave else None
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "injected"])
+def test_rectify_on_a_full_disk_fails_in_one_line_keeps_the_partial_file_and_resumes(
+    request, tmp_path: Path, trained_workdir: Path, demo_dir: Path, uninterrupted: Path, kind: str
+):
+    whole = uninterrupted / "runs/demo/round1"
+    workdir, _ = full_disk(request, kind, tmp_path, 0)
+    shutil.copytree(trained_workdir, workdir)
+    # room for the first batch or two beyond the headroom the writer keeps free
+    filler = fill(workdir.parent, DISK_HEADROOM + (whole / "pseudo.h5").stat().st_size) if kind == "tmpfs" else None
+    config = demo_dir / "cisctool.toml"
+    fault = "pseudo-write:2:ENOSPC" if kind == "injected" else ""
+    full = cisctool(workdir, config, *RECTIFY, fault=fault, settings=WORKERS)
+    assert full.returncode == 1
+    assert "no space left on device; finished files are intact" in one_error_line(full)
+    round1 = workdir / "runs/demo/round1"
+    assert not (round1 / "pseudo.h5").exists() and not list(round1.glob(".*.tmp"))
+    with h5py.File(round1 / "pseudo.partial.h5", "r") as partial:  # kept, with the batches done before
+        assert 0 < partial["done"][:].sum() < len(partial["done"])
+    if filler is not None:
+        filler.unlink()
+    resumed = cisctool(workdir, config, *RECTIFY, "--resume", settings=WORKERS)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_datasets(round1 / "pseudo.h5", whole / "pseudo.h5")
+    assert quality_report(round1 / "pseudo_quality.json") == quality_report(whole / "pseudo_quality.json")
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "injected"])
+def test_training_on_a_full_disk_keeps_the_last_whole_checkpoint_and_resumes(
+    request, tmp_path: Path, demo_dir: Path, uninterrupted: Path, kind: str
+):
+    checkpoint = uninterrupted / "train/runs/demo/round0/last.pt"
+    # room for the step-2 checkpoint, not for the step-4 one beside it
+    workdir, filler = full_disk(request, kind, tmp_path, checkpoint.stat().st_size * 3 // 2)
+    workdir.mkdir()
+    config = demo_dir / "cisctool.toml"
+    fault = "checkpoint-write:2:ENOSPC" if kind == "injected" else ""
+    full = cisctool(workdir, config, "train", "--device", "cpu", fault=fault, settings=WORKERS)
+    assert full.returncode == 1
+    round0 = workdir / "runs/demo/round0"
+    assert f"{round0 / 'last.pt'}: no space left on device" in one_error_line(full)
+    assert load_checkpoint(round0 / "last.pt")["step"] == 2 and not (round0 / "model.pt").exists()
+    assert not list(round0.glob(".*.tmp"))
+    if filler is not None:
+        filler.unlink()
+    resumed = cisctool(workdir, config, "train", "--resume", "--device", "cpu", settings=WORKERS)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_weights(round0 / "model.pt", uninterrupted / "train/runs/demo/round0/model.pt")
