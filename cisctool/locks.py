@@ -84,7 +84,9 @@ def _busy_message(descriptor: int, *, exclusive: bool) -> str:
 def busy_text(pid: int | None, command: str) -> str:
     """The one advice for anything another live process holds: wait for it, or stop it."""
     who = f"pid {pid}" if pid else "another process"
-    shown = f" ({command[:COMMAND_CHARACTERS]})" if command else ""
+    if len(command) > COMMAND_CHARACTERS:  # keep the program and the subcommand at the end
+        command = f"{command[:40]} … {command[-(COMMAND_CHARACTERS - 43):]}"
+    shown = f" ({command})" if command else ""
     stop = f"kill {pid}" if pid else "stop it"
     return f"in use by {who}{shown}; wait for it to finish, or stop it ({stop}) and rerun"
 
