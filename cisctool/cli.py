@@ -412,7 +412,8 @@ def rectify(
     )  # fmt: skip
     shard_spec = _parse_shard(shard)
     # shards of one run share the folder, each holding its own shard alone
-    _hold_run_folder(config, shard=f"round{round_index}-shard{shard_spec[0]}of{shard_spec[1]}" if shard_spec else None)
+    shard_name = f"round{round_index}-shard{shard_spec[0]}of{shard_spec[1]}" if shard_spec else None
+    _hold_run_folder(config, shard=shard_name)
     torchrun = from_environment().active and shard_spec is None and not merge
     final_path = RunLayout.of(config).pseudo(round_index)
     if torchrun and final_path.exists() and not force:

@@ -59,7 +59,8 @@ def _locked(path: Path, *, exclusive: bool, what: str) -> Iterator[None]:
             raise InputError(f"{what}: {_busy_message(descriptor, exclusive=exclusive)}") from None
         if exclusive:  # for a reader on another machine, where the pid says nothing
             os.ftruncate(descriptor, 0)
-            os.pwrite(descriptor, f"{os.getpid()} {socket.gethostname()} {command_line(os.getpid())}\n".encode(), 0)
+            note = f"{os.getpid()} {socket.gethostname()} {command_line(os.getpid())}\n"
+            os.pwrite(descriptor, note.encode(), 0)
         _held.add(path)
         try:
             yield

@@ -257,7 +257,8 @@ def _clear_unreadable_chunks(handle: h5py.File, pending: np.ndarray) -> None:
                 dataset[span]
             except OSError:  # stored raw (every filter bit set): nothing of the damaged chunk is read
                 unfiltered = (1 << dataset.id.get_create_plist().get_nfilters()) - 1
-                dataset.id.write_direct_chunk((span.start,), np.zeros(chunk, dataset.dtype).tobytes(), unfiltered)
+                zeros = np.zeros(chunk, dataset.dtype).tobytes()
+                dataset.id.write_direct_chunk((span.start,), zeros, unfiltered)
 
 
 def checksum(image: PseudoImage) -> int:

@@ -127,15 +127,16 @@ class QualityAccumulator:
             "label_pixels": self.label_pixels,
             "reliabilities": np.asarray(self.reliabilities, dtype=np.float64),
             "counters": np.asarray([getattr(self, name) for name in COUNTERS], dtype=np.int64),
-            "undefined": np.asarray([histograms.undefined for histograms in self.signals.values()], dtype=np.int64),
+            "undefined": np.asarray([signal.undefined for signal in self.signals.values()], dtype=np.int64),
         }
         state.update({f"signal:{name}": histograms.counts for name, histograms in self.signals.items()})
         return state
 
     def restore(self, state: dict[str, np.ndarray]) -> None:
         """Continue from `state()` of an accumulator with the same classes and signals (ValueError if not)."""
-        if set(state) != set(self.state()) or any(state[key].shape != value.shape for key, value in self.state().items()
-                                                   if key != "reliabilities"):  # fmt: skip
+        expected = self.state()
+        shapes_differ = any(state[key].shape != expected[key].shape for key in expected if key != "reliabilities")
+        if state.keys() != expected.keys() or shapes_differ:
             raise ValueError("saved quality totals are of other classes or signals")
         self.raw.matrix = torch.from_numpy(state["raw"].astype(np.int64))
         self.rectified.matrix = torch.from_numpy(state["rectified"].astype(np.int64))
@@ -143,8 +144,8 @@ class QualityAccumulator:
         self.reliabilities = state["reliabilities"].tolist()
         for name, value in zip(COUNTERS, state["counters"].tolist(), strict=True):
             setattr(self, name, value)
-        for (name, histograms), undefined in zip(self.signals.items(), state["undefined"].tolist(), strict=True):
-            histograms.counts, histograms.undefined = state[f"signal:{name}"].astype(np.int64), undefined
+        for (name, signal), undefined in zip(self.signals.items(), state["undefined"].tolist(), strict=True):
+            signal.counts, signal.undefined = state[f"signal:{name}"].astype(np.int64), undefined
 
     def report(self) -> dict[str, object]:
         """Plain-JSON summary; `with_masks` says whether the mIoU/AUROC parts exist."""

@@ -1,4 +1,4 @@
-"""The quality report's running totals, kept beside an unfinished pseudo file so a resumed run reports on every image.
+"""The quality report's running totals, kept beside an unfinished pseudo file: a resumed run reports on every image.
 
 `rectify --resume` recomputes only images that are not done, yet its report
 must score every image, as an uninterrupted run's does. After writing a batch
@@ -52,7 +52,8 @@ class QualityProgress:
                 raise ValueError("saved totals of another split")
             quality.restore(state)
         except (OSError, ValueError, KeyError):  # missing or foreign: recompute what it would have covered
-            return cls(path, QualityAccumulator(quality.class_names, quality.ignore_index, list(quality.signals)), count)
+            fresh = QualityAccumulator(quality.class_names, quality.ignore_index, list(quality.signals))
+            return cls(path, fresh, count)
         progress.covered, progress.queries = covered.astype(bool), queries.astype(np.int64)
         return progress
 
@@ -81,7 +82,8 @@ class QualityProgress:
         self._next_save = finished + SAVE_GAP * (finished - started)
 
     def report(self) -> dict[str, Any]:
-        return {**self.quality.report(), "queries": dict(zip(QUERY_KINDS, self.queries.tolist(), strict=True))}
+        queries = dict(zip(QUERY_KINDS, self.queries.tolist(), strict=True))
+        return {**self.quality.report(), "queries": queries}
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)

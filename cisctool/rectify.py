@@ -187,17 +187,19 @@ def rectify_round(
         raise InputError(f"{final_path.parent}: cannot create the pseudo-label file's folder ({error})") from None
     ids = [entry.id for entry in entries]
     resuming = resume and work_path.exists()
-    done = PseudoWriter.resumable(work_path, {key: attrs[key] for key in RESUME_KEYS}, ids) if resuming else None
+    expected = {key: attrs[key] for key in RESUME_KEYS}
+    done = PseudoWriter.resumable(work_path, expected, ids) if resuming else None
     shapes = None if resuming else image_shapes(entries)
     settings = RectifySettings.of(config)
     model, source = guided_model(config, layout.model(source_round), prototype_index, device)
     calibration = class_calibration(config, model, source, device) if with_masks and source else None
     quality = QualityAccumulator(list(config.class_names), settings.ignore_index, SIGNALS)
     progress = QualityProgress.begin(progress_path(work_path), quality, len(entries), resume=resuming)
-    mine = {position for batch in shard_batches(len(entries), config.rectify.batch_size, shard) for position in batch}
+    batch_size = config.rectify.batch_size
+    mine = {position for batch in shard_batches(len(entries), batch_size, shard) for position in batch}
     unfinished = ~done if done is not None else np.ones(len(entries), dtype=bool)
     todo = set(np.flatnonzero(unfinished | ~progress.covered).tolist()) & mine
-    batches = [batch for batch in fixed_batches(len(entries), config.rectify.batch_size) if todo & set(batch)]
+    batches = [batch for batch in fixed_batches(len(entries), batch_size) if todo & set(batch)]
     stream = signal_stream(config, model, source, entries, batches, device, tta, with_masks)
     if done is not None:  # opened only now that the loader's workers exist, so none inherits it
         writer = PseudoWriter.reopen(work_path, done)

@@ -96,10 +96,11 @@ def test_run_killed_anywhere_then_rerun_completes_the_same_rounds(tmp_path: Path
     for name in ("broken", "whole"):
         (tmp_path / name).mkdir()
     # train-step:5 is round 1's first step (round 0 has 4); forward:6 is rectify 1's second batch
-    killed = cisctool(tmp_path / "broken", config, "run", "--rounds", "1", "--device", "cpu", fault=fault)
+    run = ["run", "--rounds", "1", "--device", "cpu"]
+    killed = cisctool(tmp_path / "broken", config, *run, fault=fault, settings=WORKERS)
     assert killed.returncode == -signal.SIGKILL
-    assert cisctool(tmp_path / "broken", config, "run", "--rounds", "1", "--device", "cpu").returncode == 0
-    assert cisctool(tmp_path / "whole", config, "run", "--rounds", "1", "--device", "cpu").returncode == 0
+    assert cisctool(tmp_path / "broken", config, *run, settings=WORKERS).returncode == 0  # at once
+    assert cisctool(tmp_path / "whole", config, *run).returncode == 0
     for round_index in (0, 1):
         model = f"runs/demo/round{round_index}/model.pt"
         assert_same_weights(tmp_path / "broken" / model, tmp_path / "whole" / model)
