@@ -19,6 +19,7 @@ import fcntl
 import os
 import socket
 import struct
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,7 +95,7 @@ def busy_text(pid: int | None, command: str) -> str:
 
 def _lock_holder(descriptor: int, *, exclusive: bool) -> int | None:
     """The pid of a process whose lock conflicts with ours (F_GETLK), None when none is known."""
-    if not hasattr(fcntl, "F_GETLK") or not os.uname().sysname == "Linux":
+    if not sys.platform.startswith("linux"):  # the struct layout below is Linux's
         return None
     wanted = fcntl.F_WRLCK if exclusive else fcntl.F_RDLCK
     layout = "hhqqi4x"  # Linux struct flock: type, whence, start, len, pid
