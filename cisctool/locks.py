@@ -15,6 +15,7 @@ A POSIX lock belongs to the process, and closing any descriptor of the locked
 file drops it: nothing but this module opens a lock file, once per holding.
 """
 
+import errno
 import fcntl
 import os
 import socket
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cisctool.console import console
 from cisctool.errors import InputError
 
 LOCK_NAME = ".lock"
@@ -56,7 +58,12 @@ def _locked(path: Path, *, exclusive: bool, what: str) -> Iterator[None]:
     try:
         try:
             fcntl.lockf(descriptor, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):  # a file system without locks
+                console.print(f"[yellow]warning: {path}: cannot lock ({error.strerror}); "
+                              "make sure no other cisctool writes here")  # fmt: skip
+                yield
+                return
             raise InputError(f"{what}: {_busy_message(descriptor, exclusive=exclusive)}") from None
         if exclusive:  # for a reader on another machine, where the pid says nothing
             os.ftruncate(descriptor, 0)
