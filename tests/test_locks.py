@@ -139,9 +139,10 @@ bind = exit_with_parent()
 child = os.fork()
 if child == 0:
     bind(0)
-    print(os.getpid(), flush=True)
+    os.close(1)
     time.sleep(3600)  # only the parent's death ends it
     os._exit(0)
+print(child, flush=True)
 sys.stdin.readline()
 os.kill(os.getpid(), signal.SIGKILL)
 """
@@ -152,15 +153,17 @@ def test_a_worker_bound_to_its_parent_dies_when_the_parent_is_killed():
                               stdout=subprocess.PIPE, text=True)  # fmt: skip
     worker = int(parent.stdout.readline())
     try:
-        parent.communicate("go\n")
-        assert parent.returncode == -signal.SIGKILL
-        wait_until(lambda: not Path(f"/proc/{worker}").exists() or "Z" in _state(worker), "the worker is gone")
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert parent.wait(timeout=60) == -signal.SIGKILL
+        wait_until(lambda: _state(worker) == "Z", "the worker is gone")
     finally:
-        if Path(f"/proc/{worker}").exists():
+        if _state(worker) != "Z":
             os.kill(worker, signal.SIGKILL)
 
 
 def _state(pid: int) -> str:
+    """A process's state letter; "Z" also when it is gone."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
