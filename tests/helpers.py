@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import h5py
@@ -43,9 +44,16 @@ def fault_environment(fault: str) -> dict[str, str]:
 def cisctool(
     workdir: Path, config: Path, *args: str, fault: str = "", settings: dict | None = None
 ) -> subprocess.CompletedProcess:
+    """Run `cisctool` and wait for that process alone: its output goes to files, not pipes, so a
+    killed run's orphans (which would keep a pipe open) cannot delay the next command."""
     command = cisctool_command(workdir, config, *args, settings=settings)
-    return subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=300,
-                          env=fault_environment(fault))  # fmt: skip
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, cwd=workdir, stdout=out, stderr=err, text=True,
+                                   env=fault_environment(fault))  # fmt: skip
+        returncode = process.wait(timeout=300)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(command, returncode, out.read(), err.read())
 
 
 def one_error_line(completed: subprocess.CompletedProcess) -> str:

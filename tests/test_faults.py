@@ -7,6 +7,7 @@ scheduler's requeue does, with DataLoader workers (`WORKERS`) that must not
 outlive their parent or keep its files.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -17,10 +18,15 @@ import h5py
 import pytest
 
 from cisctool.checkpoint import load_checkpoint
+from cisctool.config import load_config
+from cisctool.data.demo import make_demo
+from cisctool.index_build import build_round_index
+from cisctool.locks import file_holders
 from cisctool.pseudo_store import DISK_HEADROOM
+from cisctool.train import train_round
 
 from helpers import (
-    RECTIFY, WORKERS, assert_same_datasets, assert_same_weights, cisctool, one_error_line, quality_report,
+    FAST_TRAINING, RECTIFY, WORKERS, assert_same_datasets, assert_same_weights, cisctool, one_error_line, quality_report,
 )  # fmt: skip
 
 
@@ -42,12 +48,44 @@ def test_rectify_killed_then_resumed_at_once_writes_and_reports_the_uninterrupte
     config = demo_dir / "cisctool.toml"
     killed = cisctool(broken, config, *RECTIFY, fault=fault, settings=WORKERS)
     assert killed.returncode == -signal.SIGKILL
+    round1, whole = broken / "runs/demo/round1", uninterrupted / "runs/demo/round1"
+    assert file_holders(round1 / "pseudo.partial.h5") == []  # no worker of the killed run keeps it open
     resumed = cisctool(broken, config, *RECTIFY, "--resume", settings=WORKERS)  # no pause: a requeue
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    round1, whole = broken / "runs/demo/round1", uninterrupted / "runs/demo/round1"
     assert_same_datasets(round1 / "pseudo.h5", whole / "pseudo.h5")
     assert quality_report(round1 / "pseudo_quality.json") == quality_report(whole / "pseudo_quality.json")
     assert not list(round1.glob("*partial*")) and not list(round1.glob(".*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def longer_split(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(config, uninterrupted workdir) of a demo with 24 unlabeled images: 12 batches, so a kill
+    leaves early chunks untouched and the resumed run reuses their images."""
+    data = tmp_path_factory.mktemp("longer")
+    make_demo(data, seed=2, num_labeled=8, num_unlabeled=24, num_val=4)
+    whole = tmp_path_factory.mktemp("longer-whole")
+    config = load_config(data / "cisctool.toml", {"workdir": str(whole), **FAST_TRAINING})
+    train_round(config, device="cpu", resume=False)
+    build_round_index(config, 0, "cpu")
+    assert cisctool(whole, data / "cisctool.toml", *RECTIFY, settings=WORKERS).returncode == 0
+    return data / "cisctool.toml", whole
+
+
+# 4 calibration batches, then 12 of the split: forward:12 stops the main thread before batch 7
+@pytest.mark.parametrize("fault", ["forward:12", "pseudo-write:8"])
+def test_a_resumed_rectify_reuses_done_images_and_still_reports_on_every_image(
+    longer_split: tuple[Path, Path], tmp_path: Path, fault: str
+):
+    config, whole = longer_split
+    workdir = tmp_path / "work"
+    shutil.copytree(whole, workdir, ignore=shutil.ignore_patterns("round1"))
+    assert cisctool(workdir, config, *RECTIFY, fault=fault, settings=WORKERS).returncode == -signal.SIGKILL
+    assert cisctool(workdir, config, *RECTIFY, "--resume", settings=WORKERS).returncode == 0
+    round1 = workdir / "runs/demo/round1"
+    report = json.loads((round1 / "pseudo_quality.json").read_text())
+    assert 0 < report["computed_this_run"] < report["images_total"] == 24  # the saved totals were used
+    assert_same_datasets(round1 / "pseudo.h5", whole / "runs/demo/round1/pseudo.h5")
+    assert quality_report(round1 / "pseudo_quality.json") == quality_report(whole / "runs/demo/round1/pseudo_quality.json")
 
 
 def test_an_unfinished_pseudo_file_is_never_trained_on(workdirs, demo_dir: Path):
