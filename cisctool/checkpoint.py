@@ -5,7 +5,6 @@ code version), so it loads without unpickling arbitrary code; a file that
 needs more is refused with a clear message.
 """
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from cisctool.config import Config, from_dict, to_dict
 from cisctool.errors import InputError, first_line
 from cisctool.models import build_model
 from cisctool.runs import atomic_write
+from cisctool.safe_load import load_weights_only
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -44,17 +44,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint safely; missing, truncated or unsafe files give an InputError."""
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
-        if isinstance(error, pickle.UnpicklingError) and (
-            "weights_only" in str(error) or "Unsupported global" in str(error)
-        ):
-            raise InputError(
-                f"{path}: holds Python objects beyond tensors and plain types; refused, since loading "
-                "them would run arbitrary code (cisctool checkpoints never need that)"
-            ) from None
-        raise InputError(f"{path}: not a readable cisctool checkpoint ({first_line(error)[:200]})") from None
+    payload = load_weights_only(path, "not a readable cisctool checkpoint")
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise InputError(f"{path}: not a cisctool checkpoint (no model weights and config)")
     return payload

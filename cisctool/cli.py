@@ -1,7 +1,8 @@
 """Command line (DESIGN §2): parse, call the pipelines, print where outputs went and a table.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input, 130 interrupted;
-errors are one line naming the file or key and the problem.
+errors are one line naming the file or key and the problem. Commands that
+write under runs/<name>/ hold its lock until they end (`locks`); readers take none.
 """
 
 import sys
@@ -17,7 +18,7 @@ from cisctool import __version__
 from cisctool.config import CHOICES, PROFILES, Config, RectifyConfig, load_config
 from cisctool.console import console, set_verbosity, verbose, warn
 from cisctool.data.demo import DEMO_KINDS
-from cisctool.errors import InputError
+from cisctool.errors import InputError, is_disk_full
 from cisctool.reports import collapse_message, eval_table, guides_table, index_table, train_table
 
 if TYPE_CHECKING:
@@ -45,6 +46,10 @@ class CisctoolGroup(click.Group):
         except Exception as error:  # a runtime failure: one line, the traceback only with -v
             if verbose():
                 traceback.print_exc()
+            if is_disk_full(error):
+                where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+                _fail(f"{where}no space left on device; finished files are intact, free space "
+                      "and rerun with --resume", 1)  # fmt: skip
             _fail(f"{type(error).__name__}: {_one_line(error)}", 1)
 
 
@@ -115,6 +120,14 @@ def _config(ctx: click.Context, overrides: dict[str, Any] | None = None) -> Conf
 def _warn_collapsed(result: "EvalResult", round_index: int) -> None:
     if result.collapsed:
         warn(collapse_message(result.collapsed, f"round {round_index}'s model"))
+def _hold_run_folder(config: Config, *, shard: str | None = None) -> None:
+    """Hold runs/<name>/ until the command ends (under torchrun, rank 0 holds it for all ranks)."""
+    from cisctool.distributed import from_environment
+    from cisctool.locks import writing
+    from cisctool.runs import RunLayout
+
+    if from_environment().is_main:
+        click.get_current_context().with_resource(writing(RunLayout.of(config).run_dir, shard=shard))
 
 
 def _parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -224,6 +237,7 @@ def train(
         {steps_key: max_steps, "train.amp": amp, "train.consistency_weight": consistency_weight,
          "train.init": init},
     )  # fmt: skip
+    _hold_run_folder(config)
     try:
         outcome, result = train_and_evaluate(config, _device(device), resume, round_index)
     finally:
@@ -283,7 +297,9 @@ def tune(ctx: click.Context, folds: int, max_steps: int | None, device: str | No
     from cisctool.reports import quality_tables, tune_table
     from cisctool.tune import tune_thresholds
 
-    outcome = tune_thresholds(_config(ctx), _device(device), folds, max_steps)
+    config = _config(ctx)
+    _hold_run_folder(config)
+    outcome = tune_thresholds(config, _device(device), folds, max_steps)
     console.print(quality_tables(outcome.signals, "held-out signals")[-1])
     console.print(tune_table(outcome.results, outcome.recommended, folds))
     defaults = RectifyConfig()
@@ -341,6 +357,7 @@ def index_build_command(ctx: click.Context, round_index: int, factory: str | Non
     from cisctool.runs import RunLayout
 
     config = _config(ctx)
+    _hold_run_folder(config)
     prototype_index = build_round_index(config, round_index, _device(device), factory)
     console.print(index_table(prototype_index, list(config.class_names)))
     index_path, meta_path = RunLayout.of(config).index_files(round_index)
@@ -454,6 +471,9 @@ def rectify(
          "rectify.enabled": False if plain else None, "rectify.tta": tta},
     )  # fmt: skip
     shard_spec = _parse_shard(shard)
+    # shards of one run share the folder, each holding its own shard alone
+    shard_name = f"round{round_index}-shard{shard_spec[0]}of{shard_spec[1]}" if shard_spec else None
+    _hold_run_folder(config, shard=shard_name)
     torchrun = from_environment().active and shard_spec is None and not merge
     final_path = RunLayout.of(config).pseudo(round_index)
     if torchrun and final_path.exists() and not force:
@@ -543,6 +563,7 @@ def run_command(
         ctx,
         {"rectify.enabled": False if plain else None, "rectify.guide": guide, "rectify.weight_mode": weight_mode},
     )
+    _hold_run_folder(config)
     rows = run_rounds(config, rounds, _device(device))
     console.print(rounds_table(rows, f"{config.name}: {rounds} round(s)"))
     console.print(f"outputs in {RunLayout.of(config).run_dir}/")
@@ -570,6 +591,7 @@ def demo(ctx: click.Context, out: Path, rounds: int, device: str | None) -> None
         make_demo(out)
         console.print(f"demo data written to {out}/")
     config = load_config(config_path, ctx.obj["settings"])
+    _hold_run_folder(config)
     rows = run_rounds(config, rounds, _device(device))
     console.print(rounds_table(rows, f"demo: {rounds} round(s) of CISC-R"))
     console.print(f"outputs in {RunLayout.of(config).run_dir}/")

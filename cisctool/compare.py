@@ -24,6 +24,7 @@ from rich.table import Table
 
 from cisctool.config import Config, with_overrides
 from cisctool.console import console
+from cisctool.locks import writing
 from cisctool.rounds import RoundRow, run_rounds
 from cisctool.runs import RunLayout, atomic_write_json
 
@@ -85,19 +86,25 @@ def compare(
     for seed in seeds:
         shared = arm_config(config, seed, SUPONLY, {})
         console.print(f"[bold]seed {seed}: shared round 0")
-        result.rows[SUPONLY].append(run_rounds(shared, 0, device))
+        result.rows[SUPONLY].append(_run_held(shared, 0, device))
         for name, overrides in arms.items():
             console.print(f"[bold]seed {seed}: {name}")
-            arm = arm_config(config, seed, name, overrides)
-            share_round0(shared, arm)
-            result.rows[name].append(run_rounds(arm, rounds, device))
+            result.rows[name].append(_run_held(arm_config(config, seed, name, overrides), rounds, device, shared))
         if official:
             console.print(f"[bold]seed {seed}: official profile (its own round 0)")
-            result.rows[OFFICIAL].append(run_rounds(arm_config(config, seed, OFFICIAL, {"profile": "official"}),
-                                                    rounds, device))  # fmt: skip
+            official_config = arm_config(config, seed, OFFICIAL, {"profile": "official"})
+            result.rows[OFFICIAL].append(_run_held(official_config, rounds, device))
         result.seeds.append(seed)
         atomic_write_json(record, result.as_dict())
     return result, record
+
+
+def _run_held(config: Config, rounds: int, device: str, shared: Config | None = None) -> list[RoundRow]:
+    """Rounds 0…R of one arm, holding its run folder (and first copying the seed's round 0 from `shared`)."""
+    with writing(RunLayout.of(config).run_dir):
+        if shared is not None:
+            share_round0(shared, config)
+        return run_rounds(config, rounds, device)
 
 
 def arm_config(config: Config, seed: int, arm: str, overrides: dict[str, Any]) -> Config:

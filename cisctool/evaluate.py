@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from cisctool.console import progress_bar
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.splits import SplitEntry
+from cisctool.data.workers import exit_with_parent
 
 
 class ConfusionMatrix:
@@ -155,6 +156,7 @@ def evaluate(
         dataset,
         batch_size=batch_size if mode == "whole" else 1,
         num_workers=workers,
+        worker_init_fn=exit_with_parent(),
         collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
     )
     confusion = ConfusionMatrix(num_classes, ignore_index)

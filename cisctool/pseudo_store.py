@@ -11,7 +11,12 @@ HDF5 is not crash-safe: a process killed inside a write can leave chunks an
 earlier, flushed batch shares damaged. So each image also gets a CRC32 of its
 stored values (`/checksum`, beyond §4's list), and reopening an unfinished file
 re-reads every done image and recomputes those whose values no longer match
-(or no longer read at all).
+(or no longer read at all); a chunk that no longer decompresses is replaced
+before anything writes into it. Nor is HDF5 safe against a full disk, so
+writing stops, with ENOSPC, while DISK_HEADROOM is still free.
+
+A file that another live process keeps open and locked is named as such, with
+that process: wait for it or stop it; the file itself is fine.
 """
 
 from collections.abc import Sequence
@@ -19,13 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import errno
+import os
+import shutil
 import zlib
 
 import h5py
 import numpy as np
 
 from cisctool import faults
-from cisctool.errors import InputError, first_line
+from cisctool.errors import InputError, first_line, is_disk_full
+from cisctool.locks import held_file_message
 
 PSEUDO_FORMAT = "cisctool-pseudo"
 PSEUDO_VERSION = 1
@@ -47,6 +56,11 @@ COMPRESSIONS = ("lzf", "gzip", "none")
 # Byte-shuffling before compression groups the float16 signals' high bytes: on the demo
 # the file shrank 24 % and lzf spent less time on the nearly incompressible low bytes.
 SHUFFLE = True
+PIXEL_BYTES = sum(np.dtype(dtype).itemsize for dtype in PIXEL_DTYPES.values())
+# HDF5 is not safe against a full disk: a write or close that meets ENOSPC can leave a
+# file that no longer opens, or crashes the library. So writing stops while this much
+# (plus the batch's uncompressed size) is still free: enough to close the file whole.
+DISK_HEADROOM = 16 << 20
 
 
 @dataclass
@@ -65,6 +79,16 @@ class PseudoImage:
 def partial_path(final_path: Path) -> Path:
     """Where an unfinished `pseudo.h5` lives until every image is done."""
     return final_path.with_name(final_path.stem + ".partial" + final_path.suffix)
+
+
+def open_file(path: Path, mode: str, problem: str, **options: Any) -> h5py.File:
+    """h5py.File, or an InputError: `problem` (with `{error}`) for a bad file, the holder for a locked one."""
+    try:
+        return h5py.File(path, mode, **options)
+    except OSError as error:
+        if "unable to lock file" in str(error):
+            raise InputError(held_file_message(path)) from None
+        raise InputError(f"{path}: {problem.format(error=first_line(error))}") from None
 
 
 class PseudoWriter:
@@ -90,9 +114,9 @@ class PseudoWriter:
             raise InputError(f"compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle = h5py.File(path, "w", **WRITE_CACHE)
         except OSError as error:
             raise InputError(f"{path}: cannot create the pseudo-label file ({first_line(error)})") from None
+        handle = open_file(path, "w", "cannot create the pseudo-label file ({error})", **WRITE_CACHE)
         count = len(ids)
         pixels = shapes[:, 0].astype(np.int64) * shapes[:, 1]
         offsets = np.concatenate([[0], np.cumsum(pixels)]).astype(np.int64)
@@ -115,17 +139,15 @@ class PseudoWriter:
         handle.flush()
         return cls(handle)
 
-    @classmethod
-    def reopen(cls, path: Path, expected: dict[str, Any], ids: Sequence[str]) -> "PseudoWriter":
-        """Continue an unfinished file; its attrs (checkpoint, index, config) and ids must match."""
-        try:
-            handle = h5py.File(path, "r+", **WRITE_CACHE)
-        except OSError as error:
-            raise InputError(
-                f"{path}: unfinished pseudo-label file is unreadable ({first_line(error)}); "
-                "rerun without --resume to start over"
-            ) from None
-        try:
+    @staticmethod
+    def resumable(path: Path, expected: dict[str, Any], ids: Sequence[str]) -> np.ndarray:
+        """The `done` flags an unfinished file can resume from: its attrs (checkpoint, index, config)
+        and ids must match, and done images whose values fail their checksum count as not done.
+
+        Reads only: the file is opened for writing later (`reopen`), once the loader's workers exist.
+        """
+        problem = "unfinished pseudo-label file is unreadable ({error}); rerun without --resume to start over"
+        with open_file(path, "r", problem) as handle:
             _check_header(path, handle)
             for key, value in expected.items():
                 if _plain(handle.attrs.get(key)) != _plain(value):
@@ -134,41 +156,40 @@ class PseudoWriter:
                     )
             if [text.decode() for text in handle["ids"][:]] != list(ids):
                 raise InputError(f"{path}: was started for other images; rerun without --resume")
-        except InputError:
-            handle.close()
-            raise
-        writer = cls(handle)
-        writer.recheck()
-        return writer
+            return _intact(handle)
 
-    def recheck(self) -> int:
-        """Mark done images whose stored values fail their checksum (or fail to read) as not done."""
-        damaged = []
-        for index in np.flatnonzero(self.done):
-            try:
-                intact = checksum(stored_image(self.handle, self.offsets, int(index))) == int(
-                    self.handle["checksum"][index]
-                )
-            except (OSError, ValueError, KeyError):
-                intact = False
-            if not intact:
-                damaged.append(int(index))
-        if damaged:
-            self.done[damaged] = False
-            self.handle["done"][sorted(damaged)] = False
-            self.handle.flush()
-        return len(damaged)
+    @classmethod
+    def reopen(cls, path: Path, done: np.ndarray) -> "PseudoWriter":
+        """Continue an unfinished file from `done` (from `resumable`), storing those flags first."""
+        handle = open_file(path, "r+", "unfinished pseudo-label file is unreadable ({error})", **WRITE_CACHE)
+        if not np.array_equal(handle["done"][:], done):
+            handle["done"][:] = done
+        _clear_unreadable_chunks(handle, np.flatnonzero(~done))
+        handle.flush()
+        return cls(handle)
 
     def pending(self) -> np.ndarray:
         """Indices of images not yet done."""
         return np.flatnonzero(~self.done)
 
     def write(self, indices: Sequence[int], images: Sequence[PseudoImage]) -> None:
-        """Store images at their split positions, mark them done, flush.
+        """Store images at their split positions, mark them done, flush; a full disk is the
+        OSError ENOSPC of this file, raised before HDF5 meets it while DISK_HEADROOM is left.
 
         Consecutive positions are written as one slice per dataset: a compressed
         chunk is then encoded once, not once per image that touches it.
         """
+        needed = sum(image.label.size for image in images) * PIXEL_BYTES + DISK_HEADROOM
+        if shutil.disk_usage(Path(self.handle.filename).parent).free < needed:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.handle.filename)
+        try:
+            self._write(indices, images)
+        except OSError as error:
+            if is_disk_full(error) and not error.filename:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.handle.filename) from error
+            raise
+
+    def _write(self, indices: Sequence[int], images: Sequence[PseudoImage]) -> None:
         handle = self.handle
         order = np.argsort(np.asarray(indices, dtype=np.int64), kind="stable")
         ordered = np.asarray(indices, dtype=np.int64)[order]
@@ -201,6 +222,43 @@ def stored_image(handle: h5py.File, offsets: np.ndarray, index: int) -> PseudoIm
     shape = tuple(handle["shapes"][index])
     arrays = {name: handle[name][start:stop].reshape(shape) for name in PIXEL_DTYPES}
     return PseudoImage(**arrays, guides=handle["guides"][index], reliability=float(handle["reliability"][index]))
+
+
+def _intact(handle: h5py.File) -> np.ndarray:
+    """The file's `done` flags, less the images whose stored values fail their checksum (or fail to read)."""
+    done, offsets = handle["done"][:], handle["offsets"][:]
+    for index in np.flatnonzero(done):
+        try:
+            done[index] = checksum(stored_image(handle, offsets, int(index))) == int(handle["checksum"][index])
+        except (OSError, ValueError, KeyError):
+            done[index] = False
+    return done
+
+
+def _clear_unreadable_chunks(handle: h5py.File, pending: np.ndarray) -> None:
+    """Replace with zeros every chunk that a pending image touches and that no longer decompresses.
+
+    HDF5 reads a chunk before writing part of it, so a chunk a killed write
+    left damaged would fail every later write into it; the done images it held
+    failed their checksum and are pending again.
+    """
+    offsets = handle["offsets"][:]
+    starts, stops = offsets[pending], offsets[pending + 1]
+    starts, stops = starts[stops > starts], stops[stops > starts]
+    for name in PIXEL_DTYPES:
+        dataset = handle[name]
+        chunk = dataset.chunks[0]
+        marks = np.zeros(-(-dataset.shape[0] // chunk) + 1, dtype=np.int64)
+        np.add.at(marks, starts // chunk, 1)
+        np.add.at(marks, (stops - 1) // chunk + 1, -1)
+        for index in np.flatnonzero(np.cumsum(marks)[:-1] > 0):
+            span = slice(int(index) * chunk, min((int(index) + 1) * chunk, dataset.shape[0]))
+            try:
+                dataset[span]
+            except OSError:  # stored raw (every filter bit set): nothing of the damaged chunk is read
+                unfiltered = (1 << dataset.id.get_create_plist().get_nfilters()) - 1
+                zeros = np.zeros(chunk, dataset.dtype).tobytes()
+                dataset.id.write_direct_chunk((span.start,), zeros, unfiltered)
 
 
 def checksum(image: PseudoImage) -> int:
@@ -240,10 +298,7 @@ class PseudoLabels:
         self.path = path
         if not path.is_file():
             raise InputError(f"{path}: pseudo-label file not found (run `cisctool rectify`)")
-        try:
-            self.handle = h5py.File(path, "r", rdcc_nbytes=READ_CACHE_BYTES)
-        except OSError as error:
-            raise InputError(f"{path}: not a readable HDF5 file ({first_line(error)})") from None
+        self.handle = open_file(path, "r", "not a readable HDF5 file ({error})", rdcc_nbytes=READ_CACHE_BYTES)
         try:
             _check_header(path, self.handle)
             self.done = self.handle["done"][:]

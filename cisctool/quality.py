@@ -8,17 +8,24 @@ both), which is what the design's prototype findings compare. The pooled ROC
 curve is kept as ROC_POINTS + 1 points per signal, enough to draw it in the
 HTML report without the histograms.
 Without ground-truth masks: class histogram, mean weight, reliability spread.
+Every total is a count (weights as integer multiples of 2^-24, exact for the
+stored float16), so totals added in any order, or saved and restored
+(`state`, `restore`), give the same report.
 """
 
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from cisctool.evaluate import ConfusionMatrix
 
 BINS = 1000
 ROC_POINTS = 50
+WEIGHT_UNIT = 2.0**-24  # float16 weights are whole multiples of it
+COUNTERS = ("images", "pixels", "scored_pixels", "weight_units", "dropped", "dropped_wrong", "relabeled",
+            "relabeled_right_before", "relabeled_right_after")  # fmt: skip
 
 
 def histogram_auroc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -83,7 +90,7 @@ class QualityAccumulator:
         self.rectified = ConfusionMatrix(num_classes, ignore_index)
         self.signals = {name: SignalHistograms(num_classes) for name in signal_names}
         self.label_pixels = np.zeros(num_classes + 1, dtype=np.int64)  # last bin = dropped
-        self.weight_sum = 0.0
+        self.weight_units = 0
         self.pixels = 0
         self.scored_pixels = 0
         self.dropped = self.dropped_wrong = 0
@@ -105,7 +112,7 @@ class QualityAccumulator:
         self.images += 1
         self.reliabilities.append(reliability)
         self.pixels += raw.size
-        self.weight_sum += float(weight.sum(dtype=np.float64))
+        self.weight_units += int(np.rint(weight.astype(np.float64) / WEIGHT_UNIT).sum())
         kept = label != ignore
         self.label_pixels += np.bincount(
             np.where(kept, label, len(self.class_names)).ravel().astype(np.int64),
@@ -129,6 +136,34 @@ class QualityAccumulator:
         for name, values in signals.items():
             self.signals[name].add(values[valid].astype(np.float32), predicted, right)
 
+    def state(self) -> dict[str, np.ndarray]:
+        """Every total as arrays, for `restore` in a later process."""
+        state = {
+            "raw": self.raw.matrix.numpy(),
+            "rectified": self.rectified.matrix.numpy(),
+            "label_pixels": self.label_pixels,
+            "reliabilities": np.asarray(self.reliabilities, dtype=np.float64),
+            "counters": np.asarray([getattr(self, name) for name in COUNTERS], dtype=np.int64),
+            "undefined": np.asarray([signal.undefined for signal in self.signals.values()], dtype=np.int64),
+        }
+        state.update({f"signal:{name}": histograms.counts for name, histograms in self.signals.items()})
+        return state
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from `state()` of an accumulator with the same classes and signals (ValueError if not)."""
+        expected = self.state()
+        shapes_differ = any(state[key].shape != expected[key].shape for key in expected if key != "reliabilities")
+        if state.keys() != expected.keys() or shapes_differ:
+            raise ValueError("saved quality totals are of other classes or signals")
+        self.raw.matrix = torch.from_numpy(state["raw"].astype(np.int64))
+        self.rectified.matrix = torch.from_numpy(state["rectified"].astype(np.int64))
+        self.label_pixels = state["label_pixels"].astype(np.int64)
+        self.reliabilities = state["reliabilities"].tolist()
+        for name, value in zip(COUNTERS, state["counters"].tolist(), strict=True):
+            setattr(self, name, value)
+        for (name, signal), undefined in zip(self.signals.items(), state["undefined"].tolist(), strict=True):
+            signal.counts, signal.undefined = state[f"signal:{name}"].astype(np.int64), undefined
+
     def report(self) -> dict[str, object]:
         """Plain-JSON summary; `with_masks` says whether the mIoU/AUROC parts exist."""
         reliabilities = np.asarray(self.reliabilities, dtype=np.float64)
@@ -137,7 +172,7 @@ class QualityAccumulator:
         summary: dict[str, object] = {
             "images": self.images,
             "with_masks": self.scored_pixels > 0,
-            "mean_weight": self.weight_sum / max(self.pixels, 1),
+            "mean_weight": self.weight_units * WEIGHT_UNIT / max(self.pixels, 1),
             "label_share": {
                 name: float(count) / max(self.pixels, 1) for name, count in zip(names, self.label_pixels)
             },

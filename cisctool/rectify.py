@@ -2,7 +2,11 @@
 
 `signals` computes each batch on the model's device; a writer thread crops
 each image, appends it to the file and feeds the quality report while the
-next batch computes. Unfinished work resumes from the file's `done` flags.
+next batch computes. Unfinished work resumes from the file's `done` flags and
+the report's saved totals (`quality_progress`), so a resumed run writes and
+reports what an uninterrupted one does. The pseudo file is opened only after
+the DataLoader's workers have started: no worker holds it open (or locked)
+after its parent has gone.
 """
 
 import functools
@@ -13,7 +17,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,7 @@ from cisctool.errors import InputError
 from cisctool.index_build import open_round_index
 from cisctool.pseudo_store import PseudoImage, PseudoWriter, partial_path
 from cisctool.quality import QualityAccumulator
+from cisctool.quality_progress import QualityProgress, progress_path
 from cisctool.runs import RunLayout, atomic_write_json, remove_stale_temporaries, sha256_file
 from cisctool.signal_report import SIGNALS, class_calibration, report_signals
 from cisctool.signals import (
@@ -189,69 +194,71 @@ def rectify_round(
     except OSError as error:
         raise InputError(f"{final_path.parent}: cannot create the pseudo-label file's folder ({error})") from None
     ids = [entry.id for entry in entries]
-    if resume and work_path.exists():
-        writer = PseudoWriter.reopen(work_path, {key: attrs[key] for key in RESUME_KEYS}, ids)
+    resuming = resume and work_path.exists()
+    expected = {key: attrs[key] for key in RESUME_KEYS}
+    done = PseudoWriter.resumable(work_path, expected, ids) if resuming else None
+    shapes = None if resuming else image_shapes(entries)
+    settings = RectifySettings.of(config)
+    model, source = guided_model(config, layout.model(source_round), prototype_index, device)
+    calibration = class_calibration(config, model, source, device) if with_masks and source else None
+    quality = QualityAccumulator(list(config.class_names), settings.ignore_index, SIGNALS)
+    progress = QualityProgress.begin(progress_path(work_path), quality, len(entries), resume=resuming)
+    batch_size = config.rectify.batch_size
+    mine = {position for batch in shard_batches(len(entries), batch_size, shard) for position in batch}
+    unfinished = ~done if done is not None else np.ones(len(entries), dtype=bool)
+    todo = set(np.flatnonzero(unfinished | ~progress.covered).tolist()) & mine
+    batches = [batch for batch in fixed_batches(len(entries), batch_size) if todo & set(batch)]
+    stream = signal_stream(config, model, source, entries, batches, device, with_masks=with_masks)
+    if done is not None:  # opened only now that the loader's workers exist, so none inherits it
+        writer = PseudoWriter.reopen(work_path, done)
     else:
-        shapes = image_shapes(entries)
         work_path.unlink(missing_ok=True)
         writer = PseudoWriter.create(work_path, ids, shapes, config.data.num_classes, attrs, compression)
+    store = functools.partial(_store, writer, progress, todo, config.rectify.weight_mode, with_masks, calibration)
     try:
-        outcome = _run(
-            config, source_round, entries, with_masks, writer, prototype_index, device, crash_after, shard
-        )
+        computed, seconds = _run(stream, store, settings, todo, source_round, crash_after)
     finally:
         writer.close()
-    os.replace(work_path, final_path)
-    outcome.path = final_path
+    progress.save()  # a run killed before the rename below then recomputes nothing
+    outcome = RectifyOutcome(final_path, len(entries), computed, seconds, progress.report())
     outcome.report.update(
+        images_total=len(entries), guide_exclude=list(settings.guide_exclude),
+        thresholds={"margin": settings.margin, "p_min": settings.p_min,
+                    "cisc_min": settings.cisc_min, "conf_min": settings.conf_min},
         round=round_index, file=str(final_path), images_per_second=outcome.images_per_second,
-        seconds=outcome.seconds, computed_this_run=outcome.computed, tta=tta_description(config),
+        seconds=seconds, computed_this_run=computed, tta=tta_description(config),
         guide=config.rectify.guide, weight_mode=config.rectify.weight_mode,
     )  # fmt: skip
     quality_path = layout.pseudo_quality(round_index) if shard is None else final_path.with_suffix(".json")
     atomic_write_json(quality_path, outcome.report)
+    os.replace(work_path, final_path)
+    progress.discard()
     return outcome
 
 
 def _run(
-    config: Config,
+    stream: Iterator[tuple[dict[str, torch.Tensor], Any]],
+    store: Callable[[Any], None],
+    settings: RectifySettings,
+    todo: set[int],
     source_round: int,
-    entries: list[SplitEntry],
-    with_masks: bool,
-    writer: PseudoWriter,
-    prototype_index: Any,
-    device: str,
     crash_after: int | None,
-    shard: tuple[int, int] | None,
-) -> RectifyOutcome:
-    settings = RectifySettings.of(config)
-    model, source = guided_model(config, RunLayout.of(config).model(source_round), prototype_index, device)
-    mine = shard_batches(len(entries), config.rectify.batch_size, shard)
-    pending = set(writer.pending().tolist()) & {position for batch in mine for position in batch}
-    batches = [batch for batch in mine if pending & set(batch)]
-    quality = QualityAccumulator(list(config.class_names), settings.ignore_index, SIGNALS)
-    queries = {"guided": 0, "fallback": 0, "unguided": 0}
-    calibration = class_calibration(config, model, source, device) if with_masks and source else None
-    store = functools.partial(
-        _store, writer, quality, pending, config.rectify.weight_mode, with_masks, calibration
-    )
+) -> tuple[int, float]:
+    """Threshold each computed batch and hand it to the writer thread; (images computed, seconds)."""
     background = BackgroundWriter(store)
     started = time.perf_counter()
     computed = 0
-    stream = signal_stream(config, model, source, entries, batches, device, with_masks)
     try:
         with progress_bar(RateColumn("img")) as bar, torch.inference_mode():
-            task = bar.add_task(f"rectify for round {source_round + 1}", total=len(pending))
+            task = bar.add_task(f"rectify for round {source_round + 1}", total=len(todo))
             for done_batches, (batch, signals) in enumerate(stream):
                 label = rectified_labels(
                     signals, settings.margin, settings.p_min, settings.cisc_min, settings.conf_min,
                     settings.ignore_index,
                 )  # fmt: skip
-                for name, count in signals.queries.items():
-                    queries[name] += count
                 keys = batch["index"].numpy()
                 background.put((keys, batch["sizes"].numpy(), host_arrays(signals, label), batch["mask"].numpy()))
-                fresh = len(pending.intersection(keys.tolist()))
+                fresh = len(todo.intersection(keys.tolist()))
                 computed += fresh
                 bar.advance(task, fresh)
                 if crash_after is not None and done_batches + 1 >= crash_after:
@@ -260,31 +267,23 @@ def _run(
     finally:
         if background.thread.is_alive():
             background.close()
-    seconds = time.perf_counter() - started
-    report = quality.report()
-    report.update(
-        queries=queries,
-        images_total=len(entries),
-        guide_exclude=list(settings.guide_exclude),
-        thresholds={"margin": settings.margin, "p_min": settings.p_min,
-                    "cisc_min": settings.cisc_min, "conf_min": settings.conf_min},
-    )  # fmt: skip
-    return RectifyOutcome(Path(), len(entries), computed, seconds, report)
+    return computed, time.perf_counter() - started
 
 
 def _store(
     writer: PseudoWriter,
-    quality: QualityAccumulator,
-    pending: set[int],
+    progress: QualityProgress,
+    todo: set[int],
     weight_mode: str,
     with_masks: bool,
     calibration: np.ndarray | None,
     item: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray],
 ) -> None:
-    """Writer-thread side: crop each pending image out of its batch, write it, score it."""
+    """Writer-thread side: crop each image to do out of its batch, write it, and score it unless
+    the saved report totals already hold it."""
     positions, images = [], []
     for key, crop, truth in cropped_images(*item, with_masks):
-        if key not in pending:
+        if key not in todo:
             continue
         image = PseudoImage(
             label=crop["label"],
@@ -297,6 +296,9 @@ def _store(
         )
         positions.append(key)
         images.append(image)
-        signals = report_signals(crop, calibration) if truth is not None else {}
-        quality.add(image.raw_label, image.label, image.weight, image.reliability, signals, truth)
+        if not progress.covered[key]:
+            signals = report_signals(crop, calibration) if truth is not None else {}
+            progress.add(image.raw_label, image.label, image.weight, image.reliability, signals, truth,
+                         crop["queries"])  # fmt: skip
     writer.write(positions, images)
+    progress.cover(positions)

@@ -8,6 +8,7 @@ Every file is written to a temporary name beside its target and renamed into
 place, so a killed process never leaves a file that looks whole.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from cisctool.config import Config
+from cisctool.errors import is_disk_full
+
+FULL_BYTES = 1 << 20  # a failed write with less free than this ran out of space
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,11 @@ def temporary_path(path: Path) -> Path:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` then rename tmp onto `path`; on failure remove tmp, keep the old file."""
+    """Call `write(tmp)` then rename tmp onto `path`; on failure remove tmp, keep the old file.
+
+    A writer that fails on a full disk in its own words (torch.save's "unexpected
+    pos …") is reported as the OSError ENOSPC of `path`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(path)
     try:
@@ -87,8 +95,22 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except Exception as error:
+        full = is_disk_full(error) or (not isinstance(error, OSError) and disk_full(path.parent))
+        if full and not getattr(error, "filename", None):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from error
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def disk_full(folder: Path) -> bool:
+    """Less than FULL_BYTES free for ordinary users on the file system of `folder`."""
+    try:
+        status = os.statvfs(folder)
+    except OSError:
+        return False
+    return status.f_bavail * status.f_frsize < FULL_BYTES
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

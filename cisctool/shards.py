@@ -64,10 +64,16 @@ def merge_shards(config: Config, round_index: int, compression: str = "lzf", for
             expected = np.zeros(len(stored), dtype=bool)
             for batch in shard_batches(len(stored), batch_size, (index, len(shards))):
                 expected[batch] = True
-            if not np.array_equal(stored.done, expected):
+            foreign, missing = int((stored.done & ~expected).sum()), int((expected & ~stored.done).sum())
+            if foreign:
                 raise InputError(
-                    f"{stored.path}: holds {int(stored.done.sum())} images where shard {index}/{len(shards)} "
-                    f"has {int(expected.sum())} (unfinished, or cut with another batch size or count)"
+                    f"{stored.path}: overlaps other shards: holds {foreign} images that are not shard "
+                    f"{index}/{len(shards)}'s (cut with another batch size or count?); remove it and rerun that shard"
+                )
+            if missing:
+                raise InputError(
+                    f"{stored.path}: unfinished: {missing} of its {int(expected.sum())} images not done; "
+                    f"recompute it with `cisctool rectify --round {round_index} --shard {index}/{len(shards)} --force`"
                 )
         work_path = partial_path(final_path)
         attrs = {key: value for key, value in first.attrs.items() if key not in ("format", "version", "num_classes")}

@@ -13,7 +13,7 @@ uninterrupted run would; random choices hash (seed, image position, class).
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from cisctool.cisc import (
 from cisctool.config import CHOICES, Config
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.splits import SplitEntry
+from cisctool.data.workers import exit_with_parent
 from cisctool.guides import Guides, GuideSource, official_slots
 
 # Batches are padded to a multiple of the backbone's largest stride, as mmsegmentation's
@@ -52,6 +53,7 @@ from cisctool.guides import Guides, GuideSource, official_slots
 # a 4000-image demo run's RSS crept from 440 to 600 MiB; padded, it stays level.
 SIZE_DIVISOR = 32
 WEIGHT_MODES = CHOICES["rectify.weight_mode"]
+QUERY_KINDS = ("guided", "fallback", "unguided")
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ class BatchSignals:
     weights: dict[str, torch.Tensor]  # per weight mode (only the configured one without a report)
     reliability: torch.Tensor  # B
     guide_rows: torch.Tensor  # B×C
-    queries: dict[str, int] = field(default_factory=dict)  # guided / fallback / unguided counts
+    queries: torch.Tensor  # B×3 class queries of each image: guided, fallback, unguided (QUERY_KINDS)
 
 
 def predict(
@@ -198,11 +200,10 @@ def batch_signals(
         weights={mode: weight(mode) for mode in (WEIGHT_MODES if report else (settings.weight_mode,))},
         reliability=reliability(cisc if source is not None else confidence, valid),
         guide_rows=guide_rows,
-        queries={
-            "guided": int((guides.guided & ~guides.fallback).sum()),
-            "fallback": int(guides.fallback.sum()),
-            "unguided": int((~guides.guided).sum()),
-        },
+        queries=torch.from_numpy(np.stack([
+            np.bincount(image_host, weights=kind, minlength=batch).astype(np.int64)
+            for kind in (guides.guided & ~guides.fallback, guides.fallback, ~guides.guided)
+        ], axis=1)),  # fmt: skip
     )
 
 
@@ -226,6 +227,7 @@ def host_arrays(signals: BatchSignals, label: torch.Tensor) -> dict[str, np.ndar
         "cisc": signals.cisc.half(),
         "reliability": signals.reliability.float(),
         "guide_rows": signals.guide_rows.int(),
+        "queries": signals.queries,
         **{f"weight_{mode}": weight.half() for mode, weight in signals.weights.items()},
     }
     if signals.contrast is not None:
@@ -264,7 +266,11 @@ def signal_stream(
     with_masks: bool,
 ) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
     """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each;
-    report-only signals are computed only when the entries have masks to score them against."""
+    report-only signals are computed only when the entries have masks to score them against.
+
+    The workers start before this returns: a file opened afterwards (the pseudo
+    file being written) is never inherited by them, so no worker keeps it open.
+    """
     settings = RectifySettings.of(config)
     ids = [entry.id for entry in entries]
     own_rows = source.labeled_rows(ids) if source is not None else np.full(len(ids), -1, dtype=np.int64)
@@ -275,10 +281,24 @@ def signal_stream(
         num_workers=min(config.train.workers, 4),
         collate_fn=functools.partial(pad_collate, ignore_index=settings.ignore_index, size_divisor=SIZE_DIVISOR),
         pin_memory=device.startswith("cuda"),
+        worker_init_fn=exit_with_parent(),
     )
+    return _signals(iter(loader), model, source, settings, own_rows, config, device, with_masks)
+
+
+def _signals(
+    loaded: Iterator[dict[str, torch.Tensor]],
+    model: nn.Module,
+    source: GuideSource,
+    settings: RectifySettings,
+    own_rows: np.ndarray,
+    config: Config,
+    device: str,
+    with_masks: bool,
+) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
     amp = config.train.amp and device.startswith("cuda")
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
-    for batch in loader:
+    for batch in loaded:
         faults.reached("forward")
         with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=amp):
             images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)

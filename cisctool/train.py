@@ -33,6 +33,7 @@ from cisctool.config import Config, to_dict, to_toml
 from cisctool.console import progress_bar
 from cisctool.data.datasets import LabeledPairDataset, PairSettings, PseudoLabeledDataset, SeededSampler
 from cisctool.data.splits import read_split
+from cisctool.data.workers import exit_with_parent
 from cisctool.distributed import Processes, barrier
 from cisctool.distributed import start as start_processes
 from cisctool.errors import InputError
@@ -180,6 +181,7 @@ def _pseudo_stream(
     )  # fmt: skip
     loader = DataLoader(  # its own generator: creating it must not draw from the global RNG (resume)
         dataset, batch_size=batch, sampler=sampler, num_workers=config.train.workers, drop_last=True,
+        worker_init_fn=exit_with_parent(),
         generator=torch.Generator().manual_seed(config.train.seed + 7919 * round_index),
     )  # fmt: skip
     fingerprint += hashlib.sha256(rows.tobytes()).hexdigest()
@@ -256,6 +258,7 @@ def train_round(
         batch_size=pairs,
         sampler=sampler,
         num_workers=config.train.workers,
+        worker_init_fn=exit_with_parent(),
         pin_memory=device.startswith("cuda"),
         drop_last=True,
         generator=torch.Generator().manual_seed(config.train.seed),

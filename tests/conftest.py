@@ -1,5 +1,7 @@
-"""Shared fixtures: a tiny demo data set (the real generator at small size) and a fast config."""
+"""Shared fixtures: a tiny demo data set (the real generator at small size), a fast config, and the
+uninterrupted runs the fault and lock tests compare with."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -9,19 +11,7 @@ from cisctool.data.demo import make_demo
 from cisctool.index_build import build_round_index
 from cisctool.train import train_round
 
-FAST_TRAINING = {
-    "model.backbone": "tiny",
-    "model.pretrained": "",
-    "train.max_steps": 4,
-    "train.round_max_steps": 2,
-    "train.batch_size": 4,
-    "train.crop_size": 64,
-    "train.workers": 0,
-    "train.checkpoint_every": 2,
-    "train.log_every": 1,
-    "eval.batch_size": 4,
-    "rectify.tta_scales": [0.5, 1.0],  # TTA on (the default) but cheap: 2 scales × flip
-}
+from helpers import FAST_TRAINING, RECTIFY, WORKERS, cisctool
 
 
 @pytest.fixture(scope="session")
@@ -60,4 +50,16 @@ def reviewed_workdir(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     build_round_index(config, 0, "cpu")
     rectify_round(config, 1, "cpu")
     train_and_evaluate(config, "cpu", resume=False, round_index=1)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(trained_workdir: Path, demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Round 0, its index, round 1's pseudo labels and round 0 trained again, each by an uninterrupted run."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    shutil.copytree(trained_workdir, workdir, dirs_exist_ok=True)
+    config = demo_dir / "cisctool.toml"
+    assert cisctool(workdir, config, *RECTIFY, settings=WORKERS).returncode == 0
+    (workdir / "train").mkdir()
+    assert cisctool(workdir / "train", config, "train", "--device", "cpu", settings=WORKERS).returncode == 0
     return workdir

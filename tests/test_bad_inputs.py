@@ -1,5 +1,6 @@
 """Bad inputs across commands: each gives one line naming the file or key and the problem, exit 2,
-no traceback, and leaves every existing output byte for byte as it was."""
+no traceback, and leaves every existing output byte for byte as it was. Each case is a row of
+README's "What happens when…" table."""
 
 import hashlib
 import re
@@ -10,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -35,7 +37,8 @@ def invoke(*args: str):
 
 @pytest.fixture(scope="module")
 def prepared(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Demo data with a fast config, round 0 trained, its index built and round 1's pseudo labels made."""
+    """Demo data with a fast config, round 0 trained, its index built, round 1's pseudo labels made, and
+again as two shards."""
     root = tmp_path_factory.mktemp("prepared")
     shutil.copytree(demo_dir, root / "data")
     config = root / "data/cisctool.toml"
@@ -43,7 +46,9 @@ def prepared(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     config.write_text(re.sub(r"\[model\][^\[]*", '[model]\nbackbone = "tiny"\n\n', text))
     base = ["--config", str(config), "--set", f'workdir="{root}"']
     for command in (["train", "--device", "cpu"], ["index", "build", "--device", "cpu"],
-                    ["rectify", "--round", "1", "--device", "cpu"]):  # fmt: skip
+                    ["rectify", "--round", "1", "--device", "cpu"],
+                    ["rectify", "--round", "1", "--shard", "0/2", "--device", "cpu"],
+                    ["rectify", "--round", "1", "--shard", "1/2", "--device", "cpu"]):  # fmt: skip
         assert invoke(*base, *command).exit_code == 0
     return root
 
@@ -156,7 +161,93 @@ def wrong_type(root: Path) -> str:
     return "train.max_steps must be int"
 
 
+def set_pseudo_attr(path: Path, key: str, value: object) -> None:
+    with h5py.File(path, "r+") as handle:
+        handle.attrs[key] = value
+
+
+def shard(root: Path, index: int) -> Path:
+    return root / f"runs/demo/round1/pseudo.shard{index}of2.h5"
+
+
+def pseudo_of_another_class_list(root: Path) -> str:
+    set_text(root / "data/cisctool.toml", '"disc"', '"disk"')
+    return "pseudo.h5: made for classes"
+
+
+def pseudo_of_another_model(root: Path) -> str:
+    set_pseudo_attr(root / "runs/demo/round1/pseudo.h5", "checkpoint_sha256", "0" * 64)
+    return "pseudo.h5: made with another round-0 model than the current one"
+
+
+def pseudo_of_another_round(root: Path) -> str:
+    set_pseudo_attr(root / "runs/demo/round1/pseudo.h5", "round", 2)
+    return "pseudo.h5: holds pseudo labels for round 2, not round 1"
+
+
+def pseudo_exists(root: Path) -> str:
+    return "pseudo.h5: already exists; pass --force to recompute it"
+
+
+def resume_with_other_settings(root: Path) -> str:
+    shutil.copy(root / "runs/demo/round1/pseudo.h5", root / "runs/demo/round1/pseudo.partial.h5")
+    set_text(root / "data/cisctool.toml", "[rectify]", '[rectify]\nguide = "random"')
+    return "pseudo.partial.h5: was started with another inputs_hash; rerun without --resume to start over"
+
+
+def train_resume_with_other_settings(root: Path) -> str:
+    set_text(root / "data/cisctool.toml", "crop_size = 64", "crop_size = 48")
+    return "last.pt: written with other data/model/train settings"
+
+
+def merge_shards_of_another_model(root: Path) -> str:
+    set_pseudo_attr(shard(root, 1), "checkpoint_sha256", "0" * 64)
+    return "pseudo.shard1of2.h5: made with another checkpoint_sha256 than pseudo.shard0of2.h5"
+
+
+def merge_shards_of_other_settings(root: Path) -> str:
+    set_pseudo_attr(shard(root, 1), "inputs_hash", "0" * 64)
+    return "pseudo.shard1of2.h5: made with another inputs_hash than pseudo.shard0of2.h5"
+
+
+def merge_unfinished_shard(root: Path) -> str:
+    with h5py.File(shard(root, 0), "r+") as handle:
+        handle["done"][0] = False
+    return "pseudo.shard0of2.h5: unfinished: 1 of its"
+
+
+def merge_overlapping_shards(root: Path) -> str:
+    shutil.copy(shard(root, 0), shard(root, 1))
+    return "pseudo.shard1of2.h5: overlaps other shards"
+
+
+def merge_missing_shard(root: Path) -> str:
+    shard(root, 1).unlink()
+    return "pseudo.shard1of2.h5: shard missing"
+
+
+def merge_mixed_shard_counts(root: Path) -> str:
+    shutil.copy(shard(root, 0), root / "runs/demo/round1/pseudo.shard0of3.h5")
+    return "shard files of different counts [2, 3]"
+
+
+class Arbitrary:
+    """A pickled class instance: loading it would run code."""
+
+
+def unsafe_checkpoint(root: Path) -> str:
+    torch.save({"model": {}, "config": {}, "payload": Arbitrary()}, root / "runs/demo/round0/model.pt")
+    return "model.pt: holds Python objects beyond tensors and plain types; refused"
+
+
+def unsafe_pretrained(root: Path) -> str:
+    torch.save({"features.0.0.weight": torch.zeros(1), "payload": Arbitrary()}, root / "pretrained.pth")
+    set_text(root / "data/cisctool.toml", 'backbone = "tiny"', f'backbone = "mobilenetv2"\npretrained = "{root / "pretrained.pth"}"')
+    return "pretrained.pth: holds Python objects beyond tensors and plain types; refused"
+
+
 RECTIFY = ["rectify", "--round", "1", "--force", "--device", "cpu"]
+MERGE = ["rectify", "--round", "1", "--merge", "--force"]
 TRAIN1 = ["train", "--round", "1", "--device", "cpu"]
 CASES: list[tuple[Callable[[Path], str], list[str]]] = [
     (missing_root, ["data", "check"]),
@@ -176,6 +267,20 @@ CASES: list[tuple[Callable[[Path], str], list[str]]] = [
     (pseudo_of_another_split, TRAIN1),
     (other_architecture, ["eval", "--device", "cpu"]),
     (other_class_count, ["index", "build", "--device", "cpu"]),
+    (pseudo_of_another_class_list, TRAIN1),
+    (pseudo_of_another_model, TRAIN1),
+    (pseudo_of_another_round, TRAIN1),
+    (pseudo_exists, ["rectify", "--round", "1", "--device", "cpu"]),
+    (resume_with_other_settings, [*RECTIFY, "--resume"]),
+    (train_resume_with_other_settings, ["train", "--resume", "--device", "cpu"]),
+    (merge_shards_of_another_model, MERGE),
+    (merge_shards_of_other_settings, MERGE),
+    (merge_unfinished_shard, MERGE),
+    (merge_overlapping_shards, MERGE),
+    (merge_missing_shard, MERGE),
+    (merge_mixed_shard_counts, MERGE),
+    (unsafe_checkpoint, ["eval", "--device", "cpu"]),
+    (unsafe_pretrained, ["train", "--device", "cpu"]),
 ]
 
 

@@ -207,3 +207,18 @@ def test_confidence_weight_is_confidence_times_s_and_confidence_where_unguided()
     confidence = torch.tensor([[[0.9, 0.6, 0.8]]])
     cisc = torch.tensor([[[0.5, float("nan"), 1.4]]])  # S above 1 counts as 1
     assert torch.allclose(confidence_weight(confidence, cisc), torch.tensor([[[0.45, 0.6, 0.8]]]))
+
+
+def test_a_pixel_of_an_unguided_class_is_weighed_by_the_guided_classes_of_its_image():
+    """README: a class no labeled image has gets no guide, yet its pixels' weight is not 1 when
+    another class of the image is guided: official mode gives 1 − S_c of the chosen class c,
+    mean mode the mean of that over the guided classes; 1 only without any guided class."""
+    prediction = torch.tensor([[[2, 2, 1, 0]], [[2, 2, 2, 2]]])  # class 2 has no labeled image
+    slot_classes = torch.tensor([[1, 0], [-1, -1]])  # image 0: classes 1 and 0 guided; image 1: none
+    maps = torch.tensor([[[[0.9, 0.2, 0.8, 0.1]], [[0.3, 1.4, 0.0, 0.6]]], [[[0.5] * 4], [[0.5] * 4]]])
+    agreements = agreement(maps, prediction, slot_classes)
+    official = pixel_weight(agreements, slot_classes, "official", torch.tensor([0, -1]))
+    mean = pixel_weight(agreements, slot_classes, "mean", torch.tensor([0, -1]))
+    torch.testing.assert_close(official[0, 0, :2], torch.tensor([0.1, 0.8]))  # 1 − S_1 on class-2 pixels
+    torch.testing.assert_close(mean[0, 0, :2], torch.tensor([(0.1 + 0.7) / 2, (0.8 + 0.0) / 2]))  # S clamped to 1
+    assert torch.equal(official[1], torch.ones(1, 4)) and torch.equal(mean[1], torch.ones(1, 4))

@@ -10,7 +10,7 @@ import torch
 from cisctool.checkpoint import load_checkpoint
 from cisctool.data.datasets import SeededSampler
 
-from conftest import FAST_TRAINING
+from helpers import FAST_TRAINING
 
 SCRIPT = """
 import json, sys

@@ -52,13 +52,13 @@ def test_unfinished_file_is_refused_and_resumable(tmp_path: Path):
     writer.close()
     with pytest.raises(InputError, match="unfinished .1/2 images done"):
         PseudoLabels(path)
-    reopened = PseudoWriter.reopen(path, ATTRS, ["a", "b"])
+    reopened = PseudoWriter.reopen(path, PseudoWriter.resumable(path, ATTRS, ["a", "b"]))
     assert reopened.pending().tolist() == [0]
     reopened.close()
     with pytest.raises(InputError, match="another checkpoint_sha256"):
-        PseudoWriter.reopen(path, {**ATTRS, "checkpoint_sha256": "y" * 64}, ["a", "b"])
+        PseudoWriter.resumable(path, {**ATTRS, "checkpoint_sha256": "y" * 64}, ["a", "b"])
     with pytest.raises(InputError, match="other images"):
-        PseudoWriter.reopen(path, ATTRS, ["a", "z"])
+        PseudoWriter.resumable(path, ATTRS, ["a", "z"])
 
 
 def test_foreign_other_version_and_truncated_files_are_refused(tmp_path: Path):
@@ -95,6 +95,32 @@ def test_reopening_recomputes_done_images_whose_values_were_damaged(tmp_path: Pa
     writer.close()
     with h5py.File(path, "r+") as handle:  # as a killed write can leave a shared chunk
         handle["label"][70:72] = 200
-    reopened = PseudoWriter.reopen(path, ATTRS, ["a", "b", "c"])
-    assert reopened.pending().tolist() == [1, 2]  # image 1 (pixels 64–127) is recomputed, image 0 kept
-    reopened.close()
+    done = PseudoWriter.resumable(path, ATTRS, ["a", "b", "c"])
+    assert np.flatnonzero(~done).tolist() == [1, 2]  # image 1 (pixels 64–127) is recomputed, image 0 kept
+    PseudoWriter.reopen(path, done).close()
+    with h5py.File(path, "r") as handle:
+        assert handle["done"][:].tolist() == done.tolist()
+
+
+def test_a_chunk_that_no_longer_decompresses_is_cleared_and_its_images_rewritten(tmp_path: Path):
+    """As a write killed mid-chunk leaves it: HDF5 would read the chunk before writing into it, and fail."""
+    rng = np.random.default_rng(4)
+    shapes = np.array([[100, 100]] * 8)  # 80 000 pixels: two chunks, image 6 straddles them
+    images = [random_image(rng, 100, 100) for _ in range(8)]
+    path = tmp_path / "pseudo.partial.h5"
+    writer = PseudoWriter.create(path, list("abcdefgh"), shapes, 3, ATTRS)
+    writer.write(list(range(7)), images[:7])
+    writer.close()
+    with h5py.File(path, "r") as handle:
+        chunk = handle["confidence"].id.get_chunk_info(1)  # pixels 65 536…, held by images 6 and 7
+    with open(path, "r+b") as raw:
+        raw.seek(chunk.byte_offset)
+        raw.write(b"\xff" * chunk.size)
+    done = PseudoWriter.resumable(path, ATTRS, list("abcdefgh"))
+    assert np.flatnonzero(~done).tolist() == [6, 7]
+    writer = PseudoWriter.reopen(path, done)
+    writer.write([6, 7], images[6:])
+    writer.close()
+    with PseudoLabels(path) as stored:
+        for index, expected in enumerate(images):
+            assert np.array_equal(stored.pixels("confidence", index), expected.confidence), index

@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -73,3 +74,30 @@ def test_pooled_roc_runs_from_nothing_kept_to_everything_kept_and_its_area_is_th
     assert np.trapezoid(tpr, fpr) == pytest.approx(histograms.pooled_auroc(), abs=0.01)
     assert exact_auroc(values[right], values[~right]) == pytest.approx(histograms.pooled_auroc(), abs=1e-3)
     assert SignalHistograms(num_classes=1).pooled_roc() is None
+
+
+def random_image(rng: np.random.Generator) -> tuple:
+    raw = rng.integers(0, 3, (6, 5)).astype(np.uint8)
+    label = np.where(rng.random((6, 5)) < 0.1, 255, raw).astype(np.uint8)
+    weight = rng.random((6, 5)).astype(np.float16)
+    signals = {"confidence": rng.random((6, 5)).astype(np.float32)}
+    return raw, label, weight, float(rng.random()), signals, rng.integers(0, 3, (6, 5)).astype(np.uint8)
+
+
+def test_totals_saved_and_restored_then_added_in_another_order_give_the_same_report():
+    """As a resumed rectify: part of the images before the kill, the rest after, in another order."""
+    rng = np.random.default_rng(5)
+    images = [random_image(rng) for _ in range(20)]
+    whole = QualityAccumulator(["a", "b", "c"], 255, ["confidence"])
+    for image in images:
+        whole.add(*image)
+    before = QualityAccumulator(["a", "b", "c"], 255, ["confidence"])
+    for image in images[:7]:
+        before.add(*image)
+    resumed = QualityAccumulator(["a", "b", "c"], 255, ["confidence"])
+    resumed.restore({key: value.copy() for key, value in before.state().items()})
+    for image in reversed(images[7:]):
+        resumed.add(*image)
+    assert json.dumps(resumed.report(), sort_keys=True) == json.dumps(whole.report(), sort_keys=True)
+    with pytest.raises(ValueError, match="other classes or signals"):
+        QualityAccumulator(["a", "b"], 255, ["confidence"]).restore(before.state())

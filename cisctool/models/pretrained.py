@@ -3,10 +3,10 @@
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from cisctool.errors import InputError, first_line
+from cisctool.errors import InputError
+from cisctool.safe_load import load_weights_only
 
 SHOWN_KEYS = 3
 
@@ -43,10 +43,7 @@ def load_pretrained(
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: pretrained weights file not found")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, non-torch or unsafe files fail in many ways
-        raise InputError(f"{path}: cannot read pretrained weights ({first_line(error)})") from None
+    loaded = load_weights_only(path, "cannot read pretrained weights")
     state = {
         key: value
         for key, value in _state_dict_of(loaded, path).items()
