@@ -19,14 +19,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from cisctool.data.masks import voc_palette, write_mask
+from cisctool.data.demo_images import write_dataset
 
 AERIAL_CLASS_NAMES: tuple[str, ...] = ("ground", "road", "river", "field", "building", "tree", "lake")
 
 # P(class in a tile) for ground = 0 (always) and classes 1…6: unequal on purpose.
 _PRESENCE = (1.0, 0.6, 0.3, 0.5, 0.45, 0.55, 0.25)
 _MIN_LABELED_IMAGES_PER_CLASS = 3
-_SPLITS = (("labeled", "lab"), ("unlabeled", "unl"), ("val", "val"))
 _EARTH = np.array([(0.52, 0.45, 0.33), (0.45, 0.47, 0.30), (0.58, 0.54, 0.46), (0.40, 0.36, 0.28)], np.float32)
 _WATER = np.array([(0.16, 0.30, 0.45), (0.22, 0.36, 0.30), (0.30, 0.33, 0.36), (0.12, 0.22, 0.30)], np.float32)
 _CROPS = np.array([(0.40, 0.58, 0.22), (0.75, 0.68, 0.35), (0.55, 0.44, 0.26), (0.30, 0.45, 0.20)], np.float32)
@@ -47,23 +46,16 @@ def generate_aerial_dataset(
         raise ValueError(f"need 32 <= min_size <= max_size, got {min_size} and {max_size}")
     if num_labeled < 1:
         raise ValueError("num_labeled must be at least 1")
-    for folder in ("images", "masks", "splits"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
     counts = {"labeled": num_labeled, "unlabeled": num_unlabeled, "val": num_val}
-    palette = voc_palette()
-    for split_code, (split, prefix) in enumerate(_SPLITS, start=1):
-        lines = []
-        for index in range(counts[split]):
-            rng = np.random.default_rng([seed, 100 + split_code, index])
-            classes = _draw_classes(rng)
-            if split == "labeled":  # every class in at least a few labeled tiles
-                classes.add(1 + index % (len(AERIAL_CLASS_NAMES) - 1))
-            image, mask = render_tile(rng, classes, min_size, max_size)
-            name = f"{prefix}_{index:04d}"
-            Image.fromarray(image, mode="RGB").save(out / "images" / f"{name}.png")
-            write_mask(out / "masks" / f"{name}.png", mask, palette)
-            lines.append(f"images/{name}.png masks/{name}.png\n")
-        (out / "splits" / f"{split}.txt").write_text("".join(lines))
+
+    def draw(split: str, split_code: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([seed, 100 + split_code, index])
+        classes = _draw_classes(rng)
+        if split == "labeled":  # every class in at least a few labeled tiles
+            classes.add(1 + index % (len(AERIAL_CLASS_NAMES) - 1))
+        return render_tile(rng, classes, min_size, max_size)
+
+    write_dataset(out, counts, draw)
 
 
 def _draw_classes(rng: np.random.Generator) -> set[int]:

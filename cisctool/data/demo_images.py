@@ -58,17 +58,32 @@ def generate_demo_dataset(
         raise ValueError(f"need 16 <= min_size <= max_size, got {min_size} and {max_size}")
     if num_labeled < 1:
         raise ValueError("num_labeled must be at least 1")
-    for folder in ("images", "masks", "splits"):
-        (out / folder).mkdir(parents=True, exist_ok=True)
     counts = {"labeled": num_labeled, "unlabeled": num_unlabeled, "val": num_val}
     labeled_plan = _balanced_class_plan(np.random.default_rng([seed, 0]), num_labeled)
+
+    def draw(split: str, split_code: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng([seed, split_code, index])
+        classes = labeled_plan[index] if split == "labeled" else _draw_classes(rng)
+        return _render(rng, classes, min_size, max_size)
+
+    write_dataset(out, counts, draw)
+
+
+def write_dataset(
+    out: Path, counts: dict[str, int], draw: Callable[[str, int, int], tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """Write images/, masks/ (palette PNGs) and splits/{labeled,unlabeled,val}.txt of a generated set.
+
+    `draw(split, split_code, index)` returns one image (H×W×3 uint8) and its mask (H×W uint8);
+    split codes are 1, 2, 3 for labeled, unlabeled, val (for seeding per image).
+    """
+    for folder in ("images", "masks", "splits"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
     palette = voc_palette()
     for split_code, (split, prefix) in enumerate(_SPLITS, start=1):
         lines = []
         for index in range(counts[split]):
-            rng = np.random.default_rng([seed, split_code, index])
-            classes = labeled_plan[index] if split == "labeled" else _draw_classes(rng)
-            image, mask = _render(rng, classes, min_size, max_size)
+            image, mask = draw(split, split_code, index)
             name = f"{prefix}_{index:04d}"
             Image.fromarray(image, mode="RGB").save(out / "images" / f"{name}.png")
             write_mask(out / "masks" / f"{name}.png", mask, palette)
