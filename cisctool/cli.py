@@ -21,10 +21,8 @@ from cisctool.data.demo import DEMO_KINDS
 from cisctool.errors import InputError, is_disk_full
 from cisctool.reports import collapse_message, eval_table, guides_table, index_table, train_table
 
-if TYPE_CHECKING:
-    from cisctool.evaluate import EvalResult
-
 if TYPE_CHECKING:  # matplotlib loads only for the commands that write a report
+    from cisctool.evaluate import EvalResult
     from cisctool.report import ReportOutcome
 
 DEFAULT_CONFIG = Path("cisctool.toml")
