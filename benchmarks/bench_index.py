@@ -21,7 +21,7 @@ from records import write_record
 from rich.table import Table
 
 from cisctool.console import console
-from cisctool.index import auto_factory, build_index, search_by_class, tune_nprobe
+from cisctool.method.index import auto_factory, build_index, search_by_class, tune_nprobe
 
 ROOT = Path(__file__).resolve().parent
 BATCH_QUERIES = 48

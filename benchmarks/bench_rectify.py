@@ -38,13 +38,14 @@ from cisctool.console import console, set_verbosity
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.demo import make_demo
 from cisctool.data.splits import read_split
-from cisctool.index import search_by_class, stored_vectors
-from cisctool.index_build import ensure_round_index, open_round_index
-from cisctool.pseudo_store import PseudoImage, PseudoWriter
-from cisctool.rectify import image_shapes, rectify_round
-from cisctool.runs import RunLayout
-from cisctool.signals import SIZE_DIVISOR, fixed_batches, guided_model
-from cisctool.train import train_round
+from cisctool.method.index import search_by_class, stored_vectors
+from cisctool.method.signals import fixed_batches
+from cisctool.steps.index import ensure_round_index, open_round_index
+from cisctool.steps.rectify import image_shapes, rectify_round
+from cisctool.steps.signal_stream import SIZE_DIVISOR, guided_model
+from cisctool.steps.train import train_round
+from cisctool.store.layout import RunLayout
+from cisctool.store.pseudo_labels import PseudoImage, PseudoWriter
 
 ROOT = Path(__file__).resolve().parent
 

@@ -24,8 +24,8 @@ from rich.table import Table
 from cisctool.config import load_config
 from cisctool.console import console, set_verbosity
 from cisctool.data.demo import make_demo
-from cisctool.rounds import run_rounds
-from cisctool.runs import RunLayout
+from cisctool.steps.rounds import run_rounds
+from cisctool.store.layout import RunLayout
 
 ROOT = Path(__file__).resolve().parent
 

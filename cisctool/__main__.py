@@ -1,5 +1,5 @@
 """`python -m cisctool` (and `torchrun -m cisctool`) runs the command line."""
 
-from cisctool.cli import main
+from cisctool.cli.main import main
 
 main()

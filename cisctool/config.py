@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cisctool.data.presets import PRESETS
 from cisctool.errors import InputError
+from cisctool.presets import PRESETS
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import FAST_TRAINING, RECTIFY, WORKERS, cisctool
 
 from cisctool.config import Config, load_config
 from cisctool.data.demo import make_demo
-from cisctool.index_build import build_round_index
-from cisctool.train import train_round
-
-from helpers import FAST_TRAINING, RECTIFY, WORKERS, cisctool
+from cisctool.steps.index import build_round_index
+from cisctool.steps.train import train_round
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +40,8 @@ def trained_workdir(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def reviewed_workdir(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workdir holding a whole run of one round (train 0, index 0, rectify 1, train 1, metrics of both):
     what `report`, `export` and `data import` read. Copy it before writing."""
-    from cisctool.pipeline import train_and_evaluate
-    from cisctool.rectify import rectify_round
+    from cisctool.steps.rectify import rectify_round
+    from cisctool.steps.train import train_and_evaluate
 
     workdir = tmp_path_factory.mktemp("reviewed")
     config = load_config(demo_dir / "cisctool.toml", {"workdir": str(workdir), **FAST_TRAINING})

@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import torch
 
-from cisctool.checkpoint import load_checkpoint
+from cisctool.store.checkpoints import load_checkpoint
 
 FAST_TRAINING = {
     "model.backbone": "tiny",

@@ -15,12 +15,13 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from cisctool.cli import main
+from cisctool.cli.main import main
 from cisctool.config import load_config
 from cisctool.data.masks import write_mask
-from cisctool.index import build_index, load_index, save_index, stored_vectors
-from cisctool.pseudo_store import PseudoLabels
-from cisctool.rectify import rectify_round
+from cisctool.method.index import build_index, stored_vectors
+from cisctool.steps.rectify import rectify_round
+from cisctool.store.index_files import load_index, save_index
+from cisctool.store.pseudo_labels import PseudoLabels
 
 FAST = """
 [train]

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from cisctool.checkpoint import load_checkpoint, load_model, model_payload, save_checkpoint
 from cisctool.config import with_overrides
 from cisctool.errors import InputError
 from cisctool.models import build_model
+from cisctool.store.checkpoints import load_checkpoint, load_model, model_payload, save_checkpoint
 
 
 class NotPlainData:

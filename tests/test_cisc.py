@@ -3,14 +3,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from cisctool.cisc import (
+from cisctool.method.cisc import (
     agreement,
-    class_areas,
-    class_prototypes,
     cisc_maps,
     consistency_loss,
     drop,
-    one_hot_masks,
     pixel_weight,
     predicted_class_similarity,
     relabel,
@@ -18,6 +15,7 @@ from cisctool.cisc import (
     similarity_contrast,
     upsample_maps,
 )
+from cisctool.method.prototypes import class_areas, class_prototypes, one_hot_masks
 
 IGNORE = 255
 
@@ -96,7 +94,7 @@ def test_consistency_loss_skips_unshared_pairs():
 
 
 def test_present_classes_need_min_area_and_a_pixel():
-    from cisctool.cisc import present_classes
+    from cisctool.method.prototypes import present_classes
 
     areas = torch.tensor([[0.0, 0.02, 0.5]])
     assert present_classes(areas, 0.03).tolist() == [[False, False, True]]
@@ -202,7 +200,7 @@ def test_similarity_contrast_equals_pixel_loop():
 
 
 def test_confidence_weight_is_confidence_times_s_and_confidence_where_unguided():
-    from cisctool.cisc import confidence_weight
+    from cisctool.method.cisc import confidence_weight
 
     confidence = torch.tensor([[[0.9, 0.6, 0.8]]])
     cisc = torch.tensor([[[0.5, float("nan"), 1.4]]])  # S above 1 counts as 1

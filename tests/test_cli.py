@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from cisctool.cli import main
+from cisctool.cli.main import main
 from cisctool.data.masks import write_mask
 
 FAST_FLAGS = ["--max-steps", "2", "--device", "cpu"]
@@ -213,7 +213,7 @@ def test_rectify_export_and_pseudo_eval(project_round0: str, tmp_path: Path):
     masks = sorted((tmp_path / "png").glob("*.png"))
     assert len(masks) == 6 and len(list((tmp_path / "png/overlay").glob("*.png"))) == 6
     from cisctool.data.masks import read_mask
-    from cisctool.pseudo_store import PseudoLabels
+    from cisctool.store.pseudo_labels import PseudoLabels
 
     with PseudoLabels(tmp_path / "runs/demo/round1/pseudo.h5") as stored:
         assert np.array_equal(read_mask(tmp_path / "png" / f"{stored.ids[0]}.png"), stored.pixels("label", 0))

@@ -4,10 +4,11 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from cisctool.cli import main
-from cisctool.compare import BASELINE, METHOD, SUPONLY, compare
+from cisctool.cli.main import main
 from cisctool.config import with_overrides
-from cisctool.runs import RunLayout, sha256_file
+from cisctool.steps.compare import BASELINE, METHOD, SUPONLY, compare
+from cisctool.store.atomic import sha256_file
+from cisctool.store.layout import RunLayout
 
 
 def test_compare_runs_every_arm_on_shared_round0s_and_pairs_by_seed(demo_config):

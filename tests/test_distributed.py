@@ -6,16 +6,15 @@ import sys
 from pathlib import Path
 
 import torch
-
-from cisctool.checkpoint import load_checkpoint
-from cisctool.data.datasets import SeededSampler
-
 from helpers import FAST_TRAINING
+
+from cisctool.data.datasets import SeededSampler
+from cisctool.store.checkpoints import load_checkpoint
 
 SCRIPT = """
 import json, sys
 from cisctool.config import load_config
-from cisctool.train import train_round
+from cisctool.steps.train import train_round
 config_path, workdir, stop, resume = sys.argv[1:5]
 config = load_config(config_path, {**json.loads(sys.argv[5]), "workdir": workdir})
 train_round(config, 0, "cpu", resume=resume == "1", stop_at_step=int(stop) or None)

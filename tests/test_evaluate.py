@@ -2,7 +2,8 @@ import math
 
 import torch
 
-from cisctool.evaluate import ConfusionMatrix, _window_starts
+from cisctool.report.confusion import ConfusionMatrix
+from cisctool.steps.evaluate import _window_starts
 
 
 def test_confusion_matrix_miou_by_hand():
@@ -26,7 +27,7 @@ def test_sliding_windows_cover_the_image():
 
 
 def test_collapsed_classes_are_those_present_but_never_or_barely_predicted():
-    from cisctool.evaluate import collapsed_classes
+    from cisctool.report.confusion import collapsed_classes
 
     target = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2] * 10)
     one_class = ConfusionMatrix(4, 255)

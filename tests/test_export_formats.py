@@ -13,12 +13,12 @@ from click.testing import CliRunner
 from conftest import FAST_TRAINING
 from PIL import Image
 
-from cisctool.cli import main
+from cisctool.cli.main import main
+from cisctool.data.labelstudio import rle_decode, rle_encode
 from cisctool.data.masks import image_size, read_mask, voc_palette
 from cisctool.data.splits import read_split
-from cisctool.labelstudio import rle_decode, rle_encode
-from cisctool.pseudo_store import PseudoLabels
-from cisctool.pseudo_training import worst_first
+from cisctool.method.pseudo_training import worst_first
+from cisctool.store.pseudo_labels import PseudoLabels
 
 CLASSES = ["background", "disc", "square", "triangle", "ring", "cross"]
 IGNORE_COLOUR = tuple(voc_palette()[3 * 255 : 3 * 256])

@@ -16,18 +16,24 @@ from pathlib import Path
 
 import h5py
 import pytest
+from helpers import (
+    FAST_TRAINING,
+    RECTIFY,
+    WORKERS,
+    assert_same_datasets,
+    assert_same_weights,
+    cisctool,
+    one_error_line,
+    quality_report,
+)  # fmt: skip
 
-from cisctool.checkpoint import load_checkpoint
 from cisctool.config import load_config
 from cisctool.data.demo import make_demo
-from cisctool.index_build import build_round_index
-from cisctool.locks import file_holders
-from cisctool.pseudo_store import DISK_HEADROOM
-from cisctool.train import train_round
-
-from helpers import (
-    FAST_TRAINING, RECTIFY, WORKERS, assert_same_datasets, assert_same_weights, cisctool, one_error_line, quality_report,
-)  # fmt: skip
+from cisctool.steps.index import build_round_index
+from cisctool.steps.train import train_round
+from cisctool.store.checkpoints import load_checkpoint
+from cisctool.store.locks import file_holders
+from cisctool.store.pseudo_labels import DISK_HEADROOM
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from cisctool.guides import GuideSource, mix_hash, official_slots
-from cisctool.index import build_index
+from cisctool.method.guides import GuideSource, mix_hash, official_slots
+from cisctool.method.index import build_index
 
 
 def unit(rows: np.ndarray) -> np.ndarray:

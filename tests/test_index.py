@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from cisctool.errors import InputError
-from cisctool.index import build_index, load_index, save_index, search_by_class
+from cisctool.method.index import build_index, search_by_class
+from cisctool.store.index_files import load_index, save_index
 
 NUM_CLASSES, DIM = 5, 32
 
@@ -94,8 +95,8 @@ def test_bad_factories_are_clear_errors():
 
 
 def test_gpu_setting_is_resolved_against_what_faiss_sees(monkeypatch):
-    import cisctool.index as index_module
-    from cisctool.index import resolve_use_gpu
+    import cisctool.method.index as index_module
+    from cisctool.method.index import resolve_use_gpu
 
     monkeypatch.setattr(index_module, "gpu_count", lambda: 0)
     assert resolve_use_gpu("auto") is False and resolve_use_gpu("false") is False
@@ -110,7 +111,7 @@ def test_gpu_setting_is_resolved_against_what_faiss_sees(monkeypatch):
 
 
 def test_auto_picks_flat_for_small_sets_and_tunes_ivf_to_the_recall_target():
-    from cisctool.index import RECALL_TARGET, auto_factory, recall_at_1, tune_nprobe
+    from cisctool.method.index import RECALL_TARGET, auto_factory, recall_at_1, tune_nprobe
 
     assert auto_factory(5000) == "Flat" and auto_factory(120_000) == "IVF1024,Flat"
     vectors, rows, classes, areas = clustered_prototypes(20000)

@@ -12,12 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-
-from cisctool.locks import writing
-
 from helpers import (
-    RECTIFY, WORKERS, assert_same_datasets, cisctool, one_error_line, quality_report, running,
+    RECTIFY,
+    WORKERS,
+    assert_same_datasets,
+    cisctool,
+    one_error_line,
+    quality_report,
+    running,
 )  # fmt: skip
+
+from cisctool.store.locks import writing
 
 PATIENCE = 120.0  # seconds to wait for a process to reach a state; polled, never slept through
 

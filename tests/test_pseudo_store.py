@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cisctool.errors import InputError
-from cisctool.pseudo_store import PseudoImage, PseudoLabels, PseudoWriter, partial_path
+from cisctool.store.pseudo_labels import PseudoImage, PseudoLabels, PseudoWriter, partial_path
 
 ATTRS = {"round": 1, "ignore_index": 255, "class_names": ["a", "b", "c"], "checkpoint_sha256": "x" * 64}
 

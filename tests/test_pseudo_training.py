@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cisctool.pseudo_training import cutmix, select_rows, weighted_cross_entropy
+from cisctool.method.losses import weighted_cross_entropy
+from cisctool.method.pseudo_training import cutmix, select_rows
 
 
 def test_weighted_cross_entropy_equals_hand_computation():

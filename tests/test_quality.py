@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from cisctool.quality import QualityAccumulator, SignalHistograms, histogram_auroc
+from cisctool.report.quality import QualityAccumulator, SignalHistograms, histogram_auroc
 
 
 def exact_auroc(positive: np.ndarray, negative: np.ndarray) -> float:

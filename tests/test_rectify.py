@@ -7,10 +7,10 @@ import pytest
 
 from cisctool.config import Config, with_overrides
 from cisctool.errors import InputError
-from cisctool.pseudo_store import PIXEL_DTYPES, PseudoLabels, partial_path
-from cisctool.rectify import SimulatedCrash, rectify_round
-from cisctool.signals import fixed_batches
-from cisctool.runs import RunLayout
+from cisctool.method.signals import fixed_batches
+from cisctool.steps.rectify import SimulatedCrash, rectify_round
+from cisctool.store.layout import RunLayout
+from cisctool.store.pseudo_labels import PIXEL_DTYPES, PseudoLabels, partial_path
 
 
 @pytest.fixture
@@ -128,8 +128,7 @@ def test_plain_self_training_keeps_argmax_labels_with_unit_weights_and_needs_no_
 
 
 def test_shards_merge_into_the_file_a_single_process_writes(config: Config, tmp_path: Path):
-    from cisctool.rectify import shard_path
-    from cisctool.shards import merge_shards
+    from cisctool.steps.shards import merge_shards, shard_path
 
     single = rectify_round(config, 1, "cpu")
     expected = stored_arrays(single.path)

@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import FAST_TRAINING
 
-from cisctool.cli import main
+from cisctool.cli.main import main
 from cisctool.config import Config, load_config
-from cisctool.pseudo_store import PseudoLabels
-from cisctool.pseudo_training import worst_first
-from cisctool.report import write_report
-from cisctool.run_history import read_losses
-from cisctool.runs import RunLayout
+from cisctool.method.pseudo_training import worst_first
+from cisctool.steps.report import write_report
+from cisctool.store.history import read_losses
+from cisctool.store.layout import RunLayout
+from cisctool.store.pseudo_labels import PseudoLabels
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Chromium as root in a container, with nothing that reaches out to the network

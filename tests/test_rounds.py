@@ -4,9 +4,9 @@ import shutil
 from pathlib import Path
 
 from cisctool.config import Config, with_overrides
-from cisctool.rounds import run_rounds
-from cisctool.runs import RunLayout
-from cisctool.train import train_round
+from cisctool.steps.rounds import run_rounds
+from cisctool.steps.train import train_round
+from cisctool.store.layout import RunLayout
 
 
 def test_run_resumes_an_unfinished_training_and_skips_done_steps(demo_config: Config):

@@ -1,8 +1,8 @@
 import torch
 import torch.nn.functional as F
 
+from cisctool.method.signals import predict
 from cisctool.models import build_model
-from cisctool.signals import predict
 
 
 def test_tta_probabilities_equal_a_hand_averaged_loop_of_views():

@@ -4,12 +4,12 @@ import math
 import pytest
 import torch
 
-from cisctool.checkpoint import load_checkpoint, load_model
 from cisctool.config import with_overrides
 from cisctool.errors import InputError
-from cisctool.pipeline import train_and_evaluate
-from cisctool.runs import RunLayout
-from cisctool.train import build_optimizer, masked_cross_entropy, scheduled_lr, train_round
+from cisctool.method.losses import masked_cross_entropy
+from cisctool.steps.train import build_optimizer, scheduled_lr, train_and_evaluate, train_round
+from cisctool.store.checkpoints import load_checkpoint, load_model
+from cisctool.store.layout import RunLayout
 
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(demo_config, tmp_path):
@@ -82,7 +82,7 @@ def test_masked_cross_entropy_ignores_pixels_and_never_nans():
 def test_round_one_resume_after_a_crash_equals_an_uninterrupted_run(demo_config, trained_workdir, tmp_path):
     import shutil
 
-    from cisctool.rectify import rectify_round
+    from cisctool.steps.rectify import rectify_round
 
     runs = {}
     for name in ("whole", "crashed"):
@@ -101,7 +101,7 @@ def test_round_one_resume_after_a_crash_equals_an_uninterrupted_run(demo_config,
 
 
 def test_round_budgets_in_epochs_scale_with_the_data(demo_config):
-    from cisctool.train import total_steps_of
+    from cisctool.steps.train_data import total_steps_of
 
     config = with_overrides(demo_config, {"train.max_steps": 0, "train.epochs": 10, "train.batch_size": 8,
                                           "train.round_max_steps": 0, "train.round_epochs": 2.5,

@@ -7,7 +7,14 @@ import pytest
 from cisctool.config import Config
 from cisctool.data.splits import SplitEntry
 from cisctool.errors import InputError
-from cisctool.tune import OFF, family, fold_entries, miou_dropped_as_missed, threshold_grid, tune_thresholds
+from cisctool.steps.tune import (
+    OFF,
+    family,
+    fold_entries,
+    miou_dropped_as_missed,
+    threshold_grid,
+    tune_thresholds,
+)
 
 
 def test_dropped_pixels_count_as_missed_not_as_false_positives():

@@ -15,15 +15,17 @@ import click
 import torch
 
 from cisctool import __version__
+from cisctool.cli.tables import eval_table, train_table
 from cisctool.config import CHOICES, PROFILES, Config, RectifyConfig, load_config
 from cisctool.console import console, set_verbosity, verbose, warn
 from cisctool.data.demo import DEMO_KINDS
 from cisctool.errors import InputError, is_disk_full
-from cisctool.reports import collapse_message, eval_table, guides_table, index_table, train_table
+from cisctool.report.confusion import collapse_message
+from cisctool.report.tables import guides_table, index_table
 
 if TYPE_CHECKING:  # matplotlib loads only for the commands that write a report
-    from cisctool.evaluate import EvalResult
-    from cisctool.report import ReportOutcome
+    from cisctool.steps.evaluate import EvalResult
+    from cisctool.steps.report import ReportOutcome
 
 DEFAULT_CONFIG = Path("cisctool.toml")
 REVIEW_FORMATS = ("labelstudio", "cvat")  # annotation tools that pseudo labels go to and corrections come from
@@ -88,7 +90,7 @@ def main(
     verbosity: int | None,
 ) -> None:
     """cisctool: rectify pseudo labels with cross-image semantic consistency (CISC-R)."""
-    from cisctool.distributed import from_environment
+    from cisctool.steps.distributed import from_environment
 
     set_verbosity((verbosity or 0) if from_environment().is_main else -1)  # one voice under torchrun
     chosen = {"profile": profile} if profile else {}
@@ -120,9 +122,9 @@ def _warn_collapsed(result: "EvalResult", round_index: int) -> None:
         warn(collapse_message(result.collapsed, f"round {round_index}'s model"))
 def _hold_run_folder(config: Config, *, shard: str | None = None) -> None:
     """Hold runs/<name>/ until the command ends (under torchrun, rank 0 holds it for all ranks)."""
-    from cisctool.distributed import from_environment
-    from cisctool.locks import writing
-    from cisctool.runs import RunLayout
+    from cisctool.steps.distributed import from_environment
+    from cisctool.store.layout import RunLayout
+    from cisctool.store.locks import writing
 
     if from_environment().is_main:
         click.get_current_context().with_resource(writing(RunLayout.of(config).run_dir, shard=shard))
@@ -191,7 +193,7 @@ def check_command(ctx: click.Context) -> None:
 @click.pass_context
 def import_command(ctx: click.Context, file_format: str, file: Path, out_split: Path) -> None:
     """Corrected masks from Label Studio (JSON export) or CVAT (Segmentation mask 1.1 zip) → labeled images."""
-    from cisctool.review_import import import_reviewed
+    from cisctool.steps.review_import import import_reviewed
 
     config = _config(ctx)
     outcome = import_reviewed(config, file_format, file, out_split)
@@ -226,8 +228,8 @@ def train(
     consistency_weight: float | None,
 ) -> None:
     """Train round N (0: labeled images; N ≥ 1: labeled + rectified pseudo labels), then evaluate on val."""
-    from cisctool.distributed import stop as stop_processes
-    from cisctool.pipeline import train_and_evaluate
+    from cisctool.steps.distributed import stop as stop_processes
+    from cisctool.steps.train import train_and_evaluate
 
     steps_key = "train.max_steps" if round_index == 0 else "train.round_max_steps"
     config = _config(
@@ -266,9 +268,9 @@ def eval_command(
     json_path: Path | None,
 ) -> None:
     """Per-class IoU and mIoU of a round's model on val, or of its pseudo labels (--split pseudo)."""
-    from cisctool.pipeline import evaluate_round, score_pseudo_labels
-    from cisctool.reports import quality_tables
-    from cisctool.runs import atomic_write_json
+    from cisctool.report.tables import quality_tables
+    from cisctool.steps.evaluate import evaluate_round, score_pseudo_labels
+    from cisctool.store.atomic import atomic_write_json
 
     config = _config(ctx, {"eval.mode": mode})
     if split == "pseudo":
@@ -292,8 +294,8 @@ def eval_command(
 @click.pass_context
 def tune(ctx: click.Context, folds: int, max_steps: int | None, device: str | None) -> None:
     """Choose rectify thresholds by K-fold cross-fitting on the labeled images (never the unlabeled masks)."""
-    from cisctool.reports import quality_tables, tune_table
-    from cisctool.tune import tune_thresholds
+    from cisctool.report.tables import quality_tables, tune_table
+    from cisctool.steps.tune import tune_thresholds
 
     config = _config(ctx)
     _hold_run_folder(config)
@@ -323,7 +325,7 @@ def export(
 ) -> None:  # fmt: skip
     """Round N's pseudo labels as palette PNGs (<id>.png, 255 = ignore, as ST++/UniMatch read them), or as
     predictions to correct in Label Studio or CVAT (then `cisctool data import`)."""
-    from cisctool.export import export_for_review, export_round, label_config_path
+    from cisctool.steps.export import export_for_review, export_round, label_config_path
 
     config = _config(ctx)
     if out.is_dir() != (file_format == "png") and out.exists():
@@ -351,8 +353,8 @@ def index() -> None:
 @click.pass_context
 def index_build_command(ctx: click.Context, round_index: int, factory: str | None, device: str | None) -> None:
     """Embed every labeled image's present classes with round N's model and index them."""
-    from cisctool.index_build import build_round_index
-    from cisctool.runs import RunLayout
+    from cisctool.steps.index import build_round_index
+    from cisctool.store.layout import RunLayout
 
     config = _config(ctx)
     _hold_run_folder(config)
@@ -367,7 +369,7 @@ def index_build_command(ctx: click.Context, round_index: int, factory: str | Non
 @click.pass_context
 def index_info_command(ctx: click.Context, round_index: int) -> None:
     """Vectors per class, dim, checkpoint hash and staleness of round N's index."""
-    from cisctool.index_build import open_round_index
+    from cisctool.steps.index import open_round_index
 
     config = _config(ctx)
     prototype_index, stale = open_round_index(config, round_index)
@@ -387,7 +389,7 @@ def index_query_command(
     ctx: click.Context, image: Path, round_index: int, k: int | None, save_path: Path | None, device: str | None
 ) -> None:
     """Show the labeled guides IMAGE would get: per predicted class, the top-k prototypes."""
-    from cisctool.index_build import query_image, save_guide_picture
+    from cisctool.steps.index import query_image, save_guide_picture
 
     config = _config(ctx)
     hits, pixels, prediction = query_image(config, round_index, image, k or config.index.topk, _device(device))
@@ -409,7 +411,7 @@ def predict(
     checkpoint: Path, images: tuple[Path, ...], out: Path, overlay: bool, batch_size: int, device: str | None
 ) -> None:
     """Palette PNG masks (<name>.png, palette index = class) for any IMAGES with a model.pt; no config needed."""
-    from cisctool.predict import predict_images
+    from cisctool.steps.predict import predict_images
 
     class_names = predict_images(checkpoint, list(images), out, _device(device), overlay, batch_size)
     console.print(f"wrote {len(images)} masks to {out}/ (classes: {', '.join(class_names)})")
@@ -455,13 +457,13 @@ def rectify(
 
     Under torchrun each rank computes one shard and rank 0 merges them.
     """
-    from cisctool.distributed import barrier, from_environment
-    from cisctool.distributed import start as start_processes
-    from cisctool.distributed import stop as stop_processes
-    from cisctool.rectify import rectify_round
-    from cisctool.reports import quality_tables
-    from cisctool.runs import RunLayout
-    from cisctool.shards import merge_and_report
+    from cisctool.report.tables import quality_tables
+    from cisctool.steps.distributed import barrier, from_environment
+    from cisctool.steps.distributed import start as start_processes
+    from cisctool.steps.distributed import stop as stop_processes
+    from cisctool.steps.rectify import rectify_round
+    from cisctool.steps.shards import merge_and_report
+    from cisctool.store.layout import RunLayout
 
     config = _config(
         ctx,
@@ -516,7 +518,8 @@ def compare_command(
     device: str | None,
 ) -> None:  # fmt: skip
     """SupOnly vs self-training vs CISC-R on one shared round 0 per seed; paired differences."""
-    from cisctool.compare import compare, comparison_table
+    from cisctool.cli.tables import comparison_table
+    from cisctool.steps.compare import compare
 
     config = _config(ctx)
     extra = dict(_parse_arm(text) for text in arms)
@@ -552,10 +555,10 @@ def run_command(
     ctx: click.Context, rounds: int, plain: bool, guide: str | None, weight_mode: str | None, device: str | None
 ) -> None:
     """Every step of every round (train, index, rectify, train, …), skipping those already done."""
-    from cisctool.report import write_report
-    from cisctool.reports import rounds_table
-    from cisctool.rounds import run_rounds
-    from cisctool.runs import RunLayout
+    from cisctool.cli.tables import rounds_table
+    from cisctool.steps.report import write_report
+    from cisctool.steps.rounds import run_rounds
+    from cisctool.store.layout import RunLayout
 
     config = _config(
         ctx,
@@ -578,11 +581,11 @@ def demo(ctx: click.Context, out: Path, rounds: int, device: str | None) -> None
 
     Steps whose outputs are up to date are skipped; a killed step resumes.
     """
+    from cisctool.cli.tables import rounds_table
     from cisctool.data.demo import make_demo
-    from cisctool.report import write_report
-    from cisctool.reports import rounds_table
-    from cisctool.rounds import run_rounds
-    from cisctool.runs import RunLayout
+    from cisctool.steps.report import write_report
+    from cisctool.steps.rounds import run_rounds
+    from cisctool.store.layout import RunLayout
 
     config_path = out / "cisctool.toml"
     if not config_path.exists():
@@ -607,7 +610,7 @@ def demo(ctx: click.Context, out: Path, rounds: int, device: str | None) -> None
 @click.pass_context
 def report(ctx: click.Context, round_index: int | None, out: Path | None, gallery_size: int) -> None:
     """A static HTML report of the run (opens from disk): rounds, IoU, losses, signals, worst-first gallery."""
-    from cisctool.report import write_report
+    from cisctool.steps.report import write_report
 
     _print_report(write_report(_config(ctx), round_index, out, gallery_size))
 

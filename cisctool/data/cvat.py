@@ -22,7 +22,7 @@ from PIL import Image
 
 from cisctool.data.masks import voc_palette
 from cisctool.errors import InputError
-from cisctool.runs import atomic_write
+from cisctool.store.atomic import atomic_write
 
 LABELMAP = "labelmap.txt"
 IMAGE_SET = "ImageSets/Segmentation/default.txt"

@@ -17,7 +17,7 @@ from cisctool.data.masks import read_image, read_mask
 from cisctool.data.splits import SplitEntry
 from cisctool.data.transforms import normalize, pseudo_transform, train_transform
 from cisctool.errors import InputError
-from cisctool.pseudo_store import PseudoLabels
+from cisctool.store.pseudo_labels import PseudoLabels
 
 
 def load_pair(entry: SplitEntry, num_classes: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cisctool.data.aerial_images import AERIAL_CLASS_NAMES, generate_aerial_dataset
 from cisctool.data.demo_images import DEMO_CLASS_NAMES, generate_demo_dataset
-from cisctool.runs import atomic_write_text
+from cisctool.store.atomic import atomic_write_text
 
 
 @dataclass(frozen=True)

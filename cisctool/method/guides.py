@@ -11,7 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cisctool.index import PrototypeIndex, search_by_class, stored_vectors
+from cisctool.method.index import (
+    PrototypeIndex,
+    search_by_class,
+    stored_vectors,
+)
 
 GUIDE_MODES = ("nearest", "random")
 
@@ -121,3 +125,15 @@ def official_slots(guided_slots: np.ndarray, image_keys: np.ndarray, seed: int) 
     rank = np.cumsum(guided_slots, axis=1) - 1
     matches = guided_slots & (rank == draw.astype(np.int64)[:, None])
     return np.where(count > 0, np.argmax(matches, axis=1), -1)
+
+
+@dataclass
+class GuideHit:
+    """One retrieved guide of a query class: labeled row, its image id, cosine."""
+
+    cls: int
+    area: float
+    rank: int
+    row: int
+    image_id: str
+    score: float

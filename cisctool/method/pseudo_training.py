@@ -15,11 +15,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-
-from cisctool.config import Config
-from cisctool.errors import InputError
-from cisctool.pseudo_store import PseudoLabels
 
 CUTMIX_PROBABILITY = 0.5
 
@@ -46,38 +41,6 @@ def worst_first(reliability: np.ndarray) -> np.ndarray:
     missing = np.isnan(reliability)
     scores = np.where(missing, 0.0, reliability.astype(np.float64))
     return np.lexsort((np.arange(len(scores)), -scores, missing))
-
-
-def check_pseudo_file(
-    stored: PseudoLabels, config: Config, round_index: int, previous_model_sha: str, unlabeled_ids: set[str]
-) -> None:
-    """Refuse pseudo labels of another round, model, class list or unlabeled split."""
-    path = stored.path
-    attrs = stored.attrs
-    if attrs.get("round") != round_index:
-        raise InputError(f"{path}: holds pseudo labels for round {attrs.get('round')}, not round {round_index}")
-    if attrs.get("checkpoint_sha256") != previous_model_sha:
-        raise InputError(
-            f"{path}: made with another round-{round_index - 1} model than the current one; "
-            f"rerun `cisctool rectify --round {round_index} --force`"
-        )
-    if list(attrs.get("class_names", [])) != list(config.class_names):
-        raise InputError(f"{path}: made for classes {attrs.get('class_names')}; config has {list(config.class_names)}")
-    missing = [image_id for image_id in stored.ids if image_id not in unlabeled_ids]
-    if missing:
-        raise InputError(
-            f"{path}: image {missing[0]!r} (and {len(missing) - 1} more) is not in the unlabeled split "
-            f"{config.data.unlabeled}; the file belongs to another config"
-        )
-
-
-def weighted_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, ignore_index: int
-) -> torch.Tensor:
-    """Σ w·CE / Σ w over non-ignore pixels (0 when nothing counts). logits B×C×H×W, labels/weights B×H×W."""
-    per_pixel = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")
-    counted = (labels != ignore_index).float() * weights.float()
-    return (per_pixel * counted).sum() / counted.sum().clamp_min(1e-6)
 
 
 def cutmix(

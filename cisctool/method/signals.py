@@ -11,47 +11,30 @@ resumed or sharded run pads and computes every image exactly as an
 uninterrupted run would; random choices hash (seed, image position, class).
 """
 
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
-from cisctool import faults
-from cisctool.checkpoint import load_model
-from cisctool.cisc import (
+from cisctool.config import CHOICES, Config
+from cisctool.method.cisc import (
     agreement,
-    class_areas,
-    class_prototypes,
     cisc_maps,
     confidence_weight,
     drop,
     pixel_weight,
     predicted_class_similarity,
-    present_classes,
     relabel,
     reliability,
     similarity_contrast,
     upsample_maps,
 )
-from cisctool.config import CHOICES, Config
-from cisctool.data.datasets import InferenceDataset, pad_collate
-from cisctool.data.splits import SplitEntry
-from cisctool.data.workers import exit_with_parent
-from cisctool.guides import Guides, GuideSource, official_slots
+from cisctool.method.guides import Guides, GuideSource, official_slots
+from cisctool.method.prototypes import class_areas, class_prototypes, present_classes
 
-# Batches are padded to a multiple of the backbone's largest stride, as mmsegmentation's
-# `size_divisor`: the feature grid then sits exactly on the image grid, and a long run
-# sees few distinct batch shapes. With every batch's own maximum (as many shapes as
-# image sizes), oneDNN's per-shape kernels and the allocator's free lists never settle:
-# a 4000-image demo run's RSS crept from 440 to 600 MiB; padded, it stays level.
-SIZE_DIVISOR = 32
 WEIGHT_MODES = CHOICES["rectify.weight_mode"]
 QUERY_KINDS = ("guided", "fallback", "unguided")
 
@@ -238,81 +221,6 @@ def host_arrays(signals: BatchSignals, label: torch.Tensor) -> dict[str, np.ndar
 def fixed_batches(count: int, batch_size: int) -> list[list[int]]:
     """Positions 0…count−1 cut into consecutive batches (the same cut on every run)."""
     return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
-
-
-def guided_model(
-    config: Config, model_path: Path, prototype_index: Any, device: str
-) -> tuple[nn.Module, GuideSource | None]:
-    """The model in eval mode on `device` and the guide source over its index (None without one)."""
-    model, _ = load_model(model_path, expected=config)
-    model.eval().to(device)
-    if config.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if prototype_index is None:
-        return model, None
-    source = GuideSource(
-        prototype_index, config.data.num_classes, config.rectify.guide, config.index.topk, config.train.seed
-    )
-    return model, source
-
-
-def signal_stream(
-    config: Config,
-    model: nn.Module,
-    source: GuideSource,
-    entries: list[SplitEntry],
-    batches: list[list[int]],
-    device: str,
-    with_masks: bool,
-) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
-    """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each;
-    report-only signals are computed only when the entries have masks to score them against.
-
-    The workers start before this returns: a file opened afterwards (the pseudo
-    file being written) is never inherited by them, so no worker keeps it open.
-    """
-    settings = RectifySettings.of(config)
-    ids = [entry.id for entry in entries]
-    own_rows = source.labeled_rows(ids) if source is not None else np.full(len(ids), -1, dtype=np.int64)
-    dataset = InferenceDataset(entries, settings.num_classes, settings.ignore_index, with_masks=with_masks)
-    loader = DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=min(config.train.workers, 4),
-        collate_fn=functools.partial(pad_collate, ignore_index=settings.ignore_index, size_divisor=SIZE_DIVISOR),
-        pin_memory=device.startswith("cuda"),
-        worker_init_fn=exit_with_parent(),
-    )
-    return _signals(iter(loader), model, source, settings, own_rows, config, device, with_masks)
-
-
-def _signals(
-    loaded: Iterator[dict[str, torch.Tensor]],
-    model: nn.Module,
-    source: GuideSource,
-    settings: RectifySettings,
-    own_rows: np.ndarray,
-    config: Config,
-    device: str,
-    with_masks: bool,
-) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
-    amp = config.train.amp and device.startswith("cuda")
-    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
-    for batch in loaded:
-        faults.reached("forward")
-        with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=amp):
-            images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-            keys = batch["index"].numpy()
-            valid = _valid_pixels(batch["sizes"], images.shape[-2:]).to(device)
-            signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, with_masks)
-        yield batch, signals
-
-
-def _valid_pixels(sizes: torch.Tensor, padded: torch.Size) -> torch.Tensor:
-    """B×H×W bools: inside each image's own H×W, false on the padding."""
-    rows = torch.arange(padded[0]).view(1, -1, 1) < sizes[:, 0].view(-1, 1, 1)
-    cols = torch.arange(padded[1]).view(1, 1, -1) < sizes[:, 1].view(-1, 1, 1)
-    return rows & cols
 
 
 def cropped_images(

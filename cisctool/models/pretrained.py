@@ -6,7 +6,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from cisctool.errors import InputError
-from cisctool.safe_load import load_weights_only
+from cisctool.models.safe_load import load_weights_only
 
 SHOWN_KEYS = 3
 

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 
 from cisctool.data.masks import voc_palette
+from cisctool.store.pseudo_labels import PseudoLabels
 
 PANEL_HEIGHT = 160
 
@@ -55,3 +56,17 @@ def heatmap(values: np.ndarray) -> np.ndarray:
     colours = HEAT_ANCHORS[low] * (1 - fraction) + HEAT_ANCHORS[low + 1] * fraction
     colours[undefined] = UNDEFINED_GREY
     return colours.astype(np.uint8)
+
+
+def save_overlay(stored: PseudoLabels, index: int, image: np.ndarray, path: Path) -> None:
+    """Panels: image | rectified label on image | raw label | CISC S_ŷ | weight."""
+    label = stored.pixels("label", index)
+    shown = np.where(label == stored.attrs["ignore_index"], 0, label)
+    panels = [
+        image,
+        blend(image, shown),
+        colorize(stored.pixels("raw_label", index)),
+        heatmap(stored.pixels("cisc", index).astype(np.float32)),
+        heatmap(stored.pixels("weight", index).astype(np.float32)),
+    ]
+    save_panels(path, panels)

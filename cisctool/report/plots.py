@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cisctool.run_history import RoundHistory
+from cisctool.store.history import RoundHistory
 
 DPI = 100
 plt.rcParams.update({"font.size": 9, "axes.spines.top": False, "axes.spines.right": False})

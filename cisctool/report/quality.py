@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from cisctool.evaluate import ConfusionMatrix
+from cisctool.report.confusion import ConfusionMatrix
 
 BINS = 1000
 ROC_POINTS = 50

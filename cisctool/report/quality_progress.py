@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from cisctool.quality import QualityAccumulator
-from cisctool.runs import atomic_write
-from cisctool.signals import QUERY_KINDS
+from cisctool.method.signals import QUERY_KINDS
+from cisctool.report.quality import QualityAccumulator
+from cisctool.store.atomic import atomic_write
 
 SAVE_GAP = 20
 

@@ -8,46 +8,12 @@ comparable across classes; measured, it does not help — reported, not used).
 """
 
 import numpy as np
-import torch
-from torch import nn
 
-from cisctool.config import Config
-from cisctool.data.splits import read_split
-from cisctool.guides import GuideSource
-from cisctool.signals import WEIGHT_MODES, fixed_batches, signal_stream
+from cisctool.method.signals import WEIGHT_MODES
 
 SIGNALS = ["confidence", "confidence_where_guided", "cisc", "cisc_calibrated", "cisc_contrast", "confidence_x_cisc",
            *(f"weight_{mode}" for mode in WEIGHT_MODES),
            *(f"confidence_x_weight_{mode}" for mode in WEIGHT_MODES)]  # fmt: skip
-
-
-CALIBRATION_QUANTILES = 101
-
-
-def class_calibration(
-    config: Config, model: nn.Module, source: GuideSource, device: str
-) -> np.ndarray:
-    """C×Q quantiles of S_c on labeled pixels of class c (rightly predicted, guided by another image).
-
-    Maps an unlabeled pixel's S_ŷ to how typical that similarity is for class ŷ
-    on labeled images (`calibrated_cisc`), making S comparable across classes.
-    Rows of classes without guided labeled pixels are NaN.
-    """
-    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
-    batches = fixed_batches(len(entries), config.rectify.batch_size)
-    values: list[list[np.ndarray]] = [[] for _ in range(config.data.num_classes)]
-    for batch, signals in signal_stream(config, model, source, entries, batches, device, with_masks=True):
-        truth = batch["mask"].to(signals.raw_label.device)
-        right = (signals.raw_label == truth) & ~torch.isnan(signals.cisc)
-        cisc, classes = signals.cisc[right].cpu().numpy(), truth[right].cpu().numpy()
-        for cls in np.unique(classes):
-            values[cls].append(cisc[classes == cls])
-    levels = np.linspace(0.0, 1.0, CALIBRATION_QUANTILES)
-    table = np.full((config.data.num_classes, CALIBRATION_QUANTILES), np.nan, dtype=np.float32)
-    for cls, parts in enumerate(values):
-        if parts:
-            table[cls] = np.quantile(np.concatenate(parts), levels)
-    return table
 
 
 def calibrated_cisc(cisc: np.ndarray, predicted: np.ndarray, table: np.ndarray) -> np.ndarray:

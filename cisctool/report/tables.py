@@ -7,58 +7,13 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from cisctool.evaluate import COLLAPSE_IOU, EvalResult
-from cisctool.train import TrainOutcome
-
 if TYPE_CHECKING:  # faiss loads only for the index commands
-    from cisctool.index import PrototypeIndex
-    from cisctool.index_build import GuideHit
-    from cisctool.rounds import RoundRow
+    from cisctool.method.guides import GuideHit
+    from cisctool.method.index import PrototypeIndex
 
 
 def _percent(value: float) -> str:
     return "—" if math.isnan(value) else f"{100 * value:.2f}"
-
-
-def collapse_message(collapsed: list[str], what: str) -> str:
-    """The warning for classes a model never learned (see `EvalResult.collapsed`)."""
-    return (
-        f"{what} never learned {', '.join(collapsed)} (IoU < {100 * COLLAPSE_IOU:.0f} % or never predicted on val); "
-        "pseudo labels from it will repeat that: check the recipe (train.epochs, train.lr, "
-        "train.consistency_weight, model.pretrained) before spending rounds"
-    )
-
-
-def eval_table(result: EvalResult, title: str) -> Table:
-    """Per-class IoU (collapsed classes marked), then mIoU and pixel accuracy, in percent."""
-    table = Table(title=title)
-    table.add_column("class")
-    table.add_column("IoU %", justify="right")
-    for name, value in zip(result.class_names, result.per_class_iou, strict=True):
-        table.add_row(name, _percent(value) + (" [red]collapsed" if name in result.collapsed else ""))
-    table.add_section()
-    table.add_row("[bold]mIoU", f"[bold]{_percent(result.mean_iou)}")
-    table.add_row("pixel accuracy", _percent(result.pixel_accuracy))
-    table.add_row("images / seconds", f"{result.images} / {result.seconds:.1f}")
-    return table
-
-
-def train_table(outcome: TrainOutcome) -> Table:
-    table = Table(title=f"training round {outcome.round_index}")
-    if outcome.pseudo_images is not None:
-        table.caption = f"pseudo-labeled images trained on: {outcome.pseudo_images[0]} of {outcome.pseudo_images[1]}"
-    for column in ("steps", "resumed from", "final loss", "seconds", "steps/s"):
-        table.add_column(column, justify="right")
-    done = outcome.steps - outcome.resumed_from
-    rate = done / outcome.seconds if outcome.seconds > 0 else math.nan
-    table.add_row(
-        f"{outcome.steps}/{outcome.total_steps}",
-        str(outcome.resumed_from),
-        f"{outcome.final_loss:.4f}",
-        f"{outcome.seconds:.1f}",
-        f"{rate:.2f}",
-    )
-    return table
 
 
 def index_table(prototype_index: PrototypeIndex, class_names: list[str], stale: bool | None = None) -> Table:
@@ -180,16 +135,3 @@ def _setting_value(value: float) -> str:
     return "off" if math.isinf(value) else f"{value:g}"
 
 
-def rounds_table(rows: list[RoundRow], title: str) -> Table:
-    """Per round: pseudo-label mIoU raw → rectified, val mIoU, collapsed classes, time, steps run."""
-    table = Table(title=title)
-    for column in ("round", "pseudo mIoU % raw", "rectified", "val mIoU %", "collapsed classes", "seconds",
-                   "steps run"):  # fmt: skip
-        table.add_column(column, justify="left" if column in ("steps run", "collapsed classes") else "right")
-    for row in rows:
-        table.add_row(
-            str(row.round_index), _percent(row.raw_miou), _percent(row.rectified_miou), _percent(row.val_miou),
-            f"[red]{', '.join(row.collapsed)}" if row.collapsed else "none", f"{row.seconds:.0f}",
-            ", ".join(row.ran) or "none (all up to date)",
-        )  # fmt: skip
-    return table

@@ -13,20 +13,18 @@ where it stopped (finished steps are skipped). The record is written to
 `runs/<name>-compare.json` after every seed.
 """
 
-import math
 import shutil
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from cisctool.config import Config, with_overrides
 from cisctool.console import console
-from cisctool.locks import writing
-from cisctool.rounds import RoundRow, run_rounds
-from cisctool.runs import RunLayout, atomic_write_json
+from cisctool.steps.rounds import RoundRow, run_rounds
+from cisctool.store.atomic import atomic_write_json
+from cisctool.store.layout import RunLayout
+from cisctool.store.locks import writing
 
 SUPONLY, BASELINE, METHOD, OFFICIAL = "suponly", "st", "cisc", "official"
 STANDARD_ARMS: dict[str, dict[str, Any]] = {BASELINE: {"rectify.enabled": False}, METHOD: {}}
@@ -125,34 +123,3 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def comparison_table(result: Comparison, title: str) -> Table:
-    """Arms as rows: final val mIoU per seed, mean ± std, and the paired difference to self-training."""
-    table = Table(title=title)
-    table.add_column("arm")
-    for seed in result.seeds:
-        table.add_column(f"seed {seed}", justify="right")
-    for column in ("mean ± std", "minus ST, same seed", "seeds > ST"):
-        table.add_column(column, justify="right")
-    for arm in result.arms:
-        final = result.final(arm)
-        cells = [_percent(value) for value in final] + [_pm(mean_std(final))]
-        if arm == BASELINE:
-            cells += ["—", "—"]
-        else:
-            differences = result.minus_baseline(arm)
-            cells += [_pm(mean_std(differences), signed=True),
-                      f"{sum(value > 0 for value in differences)}/{len(differences)}"]  # fmt: skip
-        table.add_row(arm, *cells)
-    table.caption = (
-        f"final val mIoU % after {result.rounds} round(s); suponly = the shared round 0; "
-        f"every arm but {OFFICIAL} continues its seed's round 0"
-    )
-    return table
-
-
-def _percent(value: float) -> str:
-    return "—" if math.isnan(value) else f"{100 * value:.2f}"
-
-
-def _pm(pair: tuple[float, float], signed: bool = False) -> str:
-    return f"{100 * pair[0]:{'+' if signed else ''}.2f} ± {100 * pair[1]:.2f}"

@@ -15,57 +15,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from cisctool.config import Config
 from cisctool.console import progress_bar
 from cisctool.data.datasets import InferenceDataset, pad_collate
-from cisctool.data.splits import SplitEntry
+from cisctool.data.masks import read_mask
+from cisctool.data.splits import SplitEntry, read_split
 from cisctool.data.workers import exit_with_parent
-
-
-class ConfusionMatrix:
-    """C×C counts, rows = ground truth, columns = prediction; ignore pixels skipped."""
-
-    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
-        self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-
-    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        """prediction, target: any equal shapes of class indices."""
-        valid = target != self.ignore_index
-        codes = target[valid].long() * self.num_classes + prediction[valid].long()
-        counts = torch.bincount(codes.cpu(), minlength=self.num_classes**2)
-        self.matrix += counts.view(self.num_classes, self.num_classes)
-
-    def update_numpy(self, prediction: np.ndarray, target: np.ndarray) -> None:
-        """As `update`, for numpy arrays (the writer thread's per-image path)."""
-        valid = target != self.ignore_index
-        codes = target[valid].astype(np.int64) * self.num_classes + prediction[valid].astype(np.int64)
-        counts = np.bincount(codes, minlength=self.num_classes**2)
-        self.matrix += torch.from_numpy(counts).view(self.num_classes, self.num_classes)
-
-    def iou(self) -> list[float]:
-        """Per-class IoU; NaN for a class absent from both prediction and ground truth."""
-        matrix = self.matrix.double()
-        true_positive = matrix.diag()
-        union = matrix.sum(0) + matrix.sum(1) - true_positive
-        return [
-            float(tp / u) if u > 0 else math.nan for tp, u in zip(true_positive, union, strict=True)
-        ]
-
-    def mean_iou(self) -> float:
-        values = [value for value in self.iou() if not math.isnan(value)]
-        return sum(values) / len(values) if values else math.nan
-
-    def present_and_predicted(self) -> tuple[list[bool], list[bool]]:
-        """Per class: does it occur in the ground truth; is it ever predicted."""
-        return (self.matrix.sum(1) > 0).tolist(), (self.matrix.sum(0) > 0).tolist()
-
-    def pixel_accuracy(self) -> float:
-        total = self.matrix.sum()
-        return float(self.matrix.diag().sum()) / float(total) if total > 0 else math.nan
-
-
-# A class the masks hold that the model scores below this IoU (or never predicts) has collapsed.
-COLLAPSE_IOU = 0.05
+from cisctool.report.confusion import ConfusionMatrix, collapsed_classes
+from cisctool.report.quality import QualityAccumulator
+from cisctool.store.checkpoints import load_model
+from cisctool.store.layout import RunLayout
+from cisctool.store.pseudo_labels import PseudoLabels
 
 
 @dataclass
@@ -182,12 +142,44 @@ def evaluate(
     )
 
 
-def collapsed_classes(confusion: ConfusionMatrix, class_names: list[str]) -> list[str]:
-    """Classes present in the ground truth that are never predicted or have IoU < COLLAPSE_IOU."""
-    present, predicted = confusion.present_and_predicted()
-    return [
-        name
-        for name, iou, here, seen in zip(class_names, confusion.iou(), present, predicted, strict=True)
-        if here and (not seen or iou < COLLAPSE_IOU)
-    ]
+def evaluate_round(config: Config, round_index: int, device: str) -> EvalResult:
+    """Load round N's model.pt and score it on the val split with the config's eval mode."""
+    model_path = RunLayout.of(config).model(round_index)
+    model, _ = load_model(model_path, expected=config)
+    entries = read_split(config.data_root / config.data.val, config.data_root, masks_required=True)
+    return evaluate(
+        model,
+        entries,
+        list(config.class_names),
+        config.data.ignore_index,
+        mode=config.eval.mode,
+        crop_size=config.eval.crop_size,
+        stride=config.eval.stride,
+        batch_size=config.eval.batch_size,
+        workers=min(config.train.workers, 2),
+        device=device,
+        amp=config.train.amp,
+        description=f"eval round {round_index}",
+    )
 
+
+def score_pseudo_labels(config: Config, round_index: int) -> dict[str, object]:
+    """The quality report of a finished `pseudo.h5` from its stored signals (`eval --split pseudo`)."""
+    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    masks = {entry.id: entry.mask for entry in entries}
+    signals = ["confidence", "cisc", "weight", "confidence_x_weight"]
+    quality = QualityAccumulator(list(config.class_names), config.data.ignore_index, signals)
+    with PseudoLabels(RunLayout.of(config).pseudo(round_index)) as stored, progress_bar() as bar:
+        task = bar.add_task(f"score round {round_index} pseudo labels", total=len(stored))
+        for index, image_id in enumerate(stored.ids):
+            image = stored.image(index)
+            mask_path = masks.get(image_id)
+            truth = read_mask(mask_path) if mask_path is not None else None
+            confidence, weight = image.confidence.astype(np.float32), image.weight.astype(np.float32)
+            values = {"confidence": confidence, "cisc": image.cisc.astype(np.float32), "weight": weight,
+                      "confidence_x_weight": confidence * weight}  # fmt: skip
+            quality.add(image.raw_label, image.label, weight, image.reliability, values, truth)
+            bar.advance(task)
+        report = quality.report()
+        report.update(round=round_index, guide=stored.attrs.get("guide"), weight_mode=stored.attrs.get("weight_mode"))
+    return report

@@ -13,19 +13,18 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
 from cisctool.config import Config
 from cisctool.console import progress_bar
-from cisctool.cvat import write_zip
+from cisctool.data.cvat import write_zip
+from cisctool.data.labelstudio import labeling_config, prediction_task
 from cisctool.data.masks import read_image, write_mask
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.errors import InputError
-from cisctool.labelstudio import labeling_config, prediction_task
-from cisctool.pictures import blend, class_colours, colorize, heatmap, save_panels
-from cisctool.pseudo_store import PseudoLabels
-from cisctool.pseudo_training import worst_first
-from cisctool.runs import RunLayout, atomic_write, atomic_write_text
+from cisctool.method.pseudo_training import worst_first
+from cisctool.report.pictures import class_colours, save_overlay
+from cisctool.store.atomic import atomic_write, atomic_write_text
+from cisctool.store.layout import RunLayout
+from cisctool.store.pseudo_labels import PseudoLabels
 
 
 def review_rows(stored: PseudoLabels, worst: int | None) -> list[int]:
@@ -102,15 +101,3 @@ def label_config_path(tasks_path: Path) -> Path:
     return tasks_path.with_name(tasks_path.stem + ".label_config.xml")
 
 
-def save_overlay(stored: PseudoLabels, index: int, image: np.ndarray, path: Path) -> None:
-    """Panels: image | rectified label on image | raw label | CISC S_ŷ | weight."""
-    label = stored.pixels("label", index)
-    shown = np.where(label == stored.attrs["ignore_index"], 0, label)
-    panels = [
-        image,
-        blend(image, shown),
-        colorize(stored.pixels("raw_label", index)),
-        heatmap(stored.pixels("cisc", index).astype(np.float32)),
-        heatmap(stored.pixels("weight", index).astype(np.float32)),
-    ]
-    save_panels(path, panels)

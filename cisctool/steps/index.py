@@ -12,8 +12,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cisctool.checkpoint import load_model
-from cisctool.cisc import class_areas, class_prototypes, present_classes
 from cisctool.config import Config, config_hash
 from cisctool.console import progress_bar
 from cisctool.data.datasets import InferenceDataset, load_pair, pad_collate
@@ -22,19 +20,22 @@ from cisctool.data.splits import read_split
 from cisctool.data.transforms import normalize
 from cisctool.data.workers import exit_with_parent
 from cisctool.errors import InputError
-from cisctool.index import (
+from cisctool.method.guides import GuideHit
+from cisctool.method.index import (
     PrototypeIndex,
     auto_factory,
     build_index,
-    load_index,
     recall_at_1,
     resolve_use_gpu,
-    save_index,
     search_by_class,
     tune_nprobe,
 )
-from cisctool.pictures import blend, colorize, save_panels
-from cisctool.runs import RunLayout, sha256_file
+from cisctool.method.prototypes import class_areas, class_prototypes, present_classes
+from cisctool.report.pictures import blend, colorize, save_panels
+from cisctool.store.atomic import sha256_file
+from cisctool.store.checkpoints import load_model
+from cisctool.store.index_files import load_index, save_index
+from cisctool.store.layout import RunLayout
 
 
 @dataclass
@@ -144,18 +145,6 @@ def current_round_index(config: Config, round_index: int) -> PrototypeIndex | No
 def ensure_round_index(config: Config, round_index: int, device: str) -> PrototypeIndex:
     """The current index of round N, built first when missing, stale or made with other settings."""
     return current_round_index(config, round_index) or build_round_index(config, round_index, device)
-
-
-@dataclass
-class GuideHit:
-    """One retrieved guide of a query class: labeled row, its image id, cosine."""
-
-    cls: int
-    area: float
-    rank: int
-    row: int
-    image_id: str
-    score: float
 
 
 @torch.inference_mode()

@@ -11,14 +11,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cisctool.checkpoint import load_model
 from cisctool.console import RateColumn, progress_bar
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.masks import read_image, write_mask
 from cisctool.data.splits import SplitEntry
 from cisctool.errors import InputError
-from cisctool.pictures import blend, save_panels
-from cisctool.runs import atomic_write
+from cisctool.report.pictures import blend, save_panels
+from cisctool.store.atomic import atomic_write
+from cisctool.store.checkpoints import load_model
 
 IGNORE_INDEX = 255
 

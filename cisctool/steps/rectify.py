@@ -30,24 +30,22 @@ from cisctool.console import RateColumn, progress_bar
 from cisctool.data.masks import image_size
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.errors import InputError
-from cisctool.index_build import open_round_index
-from cisctool.pseudo_store import PseudoImage, PseudoWriter, partial_path
-from cisctool.quality import QualityAccumulator
-from cisctool.quality_progress import QualityProgress, progress_path
-from cisctool.runs import RunLayout, atomic_write_json, remove_stale_temporaries, sha256_file
-from cisctool.signal_report import SIGNALS, class_calibration, report_signals
-from cisctool.signals import (
+from cisctool.method.signals import (
     RectifySettings,
     cropped_images,
     fixed_batches,
-    guided_model,
     host_arrays,
     rectified_labels,
-    signal_stream,
 )
-
-# What an unfinished file, or the shards of one file, must share (batch size fixes the padding).
-RESUME_KEYS = ("checkpoint_sha256", "index_sha256", "inputs_hash", "tta", "batch_size")
+from cisctool.report.quality import QualityAccumulator
+from cisctool.report.quality_progress import QualityProgress, progress_path
+from cisctool.report.quality_signals import SIGNALS, report_signals
+from cisctool.steps.index import open_round_index
+from cisctool.steps.shards import RESUME_KEYS, shard_batches, shard_path
+from cisctool.steps.signal_stream import class_calibration, guided_model, signal_stream
+from cisctool.store.atomic import atomic_write_json, remove_stale_temporaries, sha256_file
+from cisctool.store.layout import RunLayout
+from cisctool.store.pseudo_labels import PseudoImage, PseudoWriter, partial_path
 
 
 class SimulatedCrash(RuntimeError):
@@ -117,17 +115,6 @@ def tta_description(config: Config) -> str:
         return "off"
     scales = ",".join(f"{scale:g}" for scale in config.rectify.tta_scales)
     return scales + (" x flip" if config.rectify.tta_flip else "")
-
-
-def shard_path(final_path: Path, index: int, count: int) -> Path:
-    """Where shard i of n of `pseudo.h5` is written."""
-    return final_path.with_name(f"{final_path.stem}.shard{index}of{count}{final_path.suffix}")
-
-
-def shard_batches(count: int, batch_size: int, shard: tuple[int, int] | None) -> list[list[int]]:
-    """The fixed batches of a split that shard (i, n) computes: b mod n = i (all without a shard)."""
-    batches = fixed_batches(count, batch_size)
-    return batches if shard is None else batches[shard[0] :: shard[1]]
 
 
 def image_shapes(entries: list[SplitEntry]) -> np.ndarray:

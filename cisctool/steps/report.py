@@ -27,13 +27,13 @@ from cisctool.config import Config, to_toml
 from cisctool.console import progress_bar
 from cisctool.data.masks import read_image, read_mask
 from cisctool.errors import InputError
-from cisctool.export import save_overlay, unlabeled_entries
-from cisctool.pictures import class_colours
-from cisctool.pseudo_store import PseudoLabels
-from cisctool.pseudo_training import worst_first
-from cisctool.report_plots import iou_bars, loss_curves, reliability_histogram, roc_curves
-from cisctool.run_history import RoundHistory, read_history
-from cisctool.runs import RunLayout
+from cisctool.method.pseudo_training import worst_first
+from cisctool.report.pictures import class_colours, save_overlay
+from cisctool.report.plots import iou_bars, loss_curves, reliability_histogram, roc_curves
+from cisctool.steps.export import unlabeled_entries
+from cisctool.store.history import RoundHistory, read_history
+from cisctool.store.layout import RunLayout
+from cisctool.store.pseudo_labels import PseudoLabels
 
 GENERATOR = "cisctool report"  # the <meta name="generator"> that marks a folder this command may replace
 TEMPLATES = jinja2.Environment(

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from cisctool.config import Config
-from cisctool.cvat import read_zip
+from cisctool.data.cvat import read_zip
+from cisctool.data.labelstudio import read_annotations
 from cisctool.data.masks import image_size, write_mask
 from cisctool.data.splits import read_split
 from cisctool.errors import InputError
-from cisctool.labelstudio import read_annotations
-from cisctool.runs import atomic_write, atomic_write_text
+from cisctool.store.atomic import atomic_write, atomic_write_text
 
 REVIEWED_DIR = "reviewed"
 

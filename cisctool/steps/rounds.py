@@ -20,13 +20,13 @@ from typing import Any
 from cisctool.config import Config
 from cisctool.console import console, warn
 from cisctool.errors import InputError
-from cisctool.index_build import build_round_index, current_round_index
-from cisctool.pipeline import train_and_evaluate
-from cisctool.pseudo_store import PseudoLabels, partial_path
-from cisctool.rectify import pseudo_inputs_hash, rectify_round
-from cisctool.reports import collapse_message
-from cisctool.runs import RunLayout, sha256_file
-from cisctool.train import training_status
+from cisctool.report.confusion import collapse_message
+from cisctool.steps.index import build_round_index, current_round_index
+from cisctool.steps.rectify import pseudo_inputs_hash, rectify_round
+from cisctool.steps.train import train_and_evaluate, training_status
+from cisctool.store.atomic import sha256_file
+from cisctool.store.layout import RunLayout
+from cisctool.store.pseudo_labels import PseudoLabels, partial_path
 
 
 @dataclass

@@ -18,10 +18,13 @@ import numpy as np
 
 from cisctool.config import Config
 from cisctool.errors import InputError
-from cisctool.pipeline import score_pseudo_labels
-from cisctool.pseudo_store import PseudoLabels, PseudoWriter, partial_path
-from cisctool.rectify import RESUME_KEYS, shard_batches, shard_path
-from cisctool.runs import RunLayout, atomic_write_json
+from cisctool.method.signals import (
+    fixed_batches,
+)
+from cisctool.steps.evaluate import score_pseudo_labels
+from cisctool.store.atomic import atomic_write_json
+from cisctool.store.layout import RunLayout
+from cisctool.store.pseudo_labels import PseudoLabels, PseudoWriter, partial_path
 
 SHARD_NAME = re.compile(r"\.shard(\d+)of(\d+)\.h5$")
 
@@ -99,3 +102,18 @@ def merge_and_report(config: Config, round_index: int, compression: str, force: 
     report = score_pseudo_labels(config, round_index)
     atomic_write_json(RunLayout.of(config).pseudo_quality(round_index), report)
     return path, report
+
+
+# What an unfinished file, or the shards of one file, must share (batch size fixes the padding).
+RESUME_KEYS = ("checkpoint_sha256", "index_sha256", "inputs_hash", "tta", "batch_size")
+
+
+def shard_path(final_path: Path, index: int, count: int) -> Path:
+    """Where shard i of n of `pseudo.h5` is written."""
+    return final_path.with_name(f"{final_path.stem}.shard{index}of{count}{final_path.suffix}")
+
+
+def shard_batches(count: int, batch_size: int, shard: tuple[int, int] | None) -> list[list[int]]:
+    """The fixed batches of a split that shard (i, n) computes: b mod n = i (all without a shard)."""
+    batches = fixed_batches(count, batch_size)
+    return batches if shard is None else batches[shard[0] :: shard[1]]

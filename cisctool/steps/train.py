@@ -12,41 +12,35 @@ sample stream is addressed by step, so `--resume` continues exactly.
 """
 
 import hashlib
-import json
-import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from rich.progress import TextColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from cisctool import faults
-from cisctool.checkpoint import load_checkpoint, load_model, model_payload, save_checkpoint
-from cisctool.cisc import consistency_loss
-from cisctool.config import Config, to_dict, to_toml
+from cisctool.config import Config, to_toml
 from cisctool.console import progress_bar
-from cisctool.data.datasets import LabeledPairDataset, PairSettings, PseudoLabeledDataset, SeededSampler
+from cisctool.data.datasets import LabeledPairDataset, SeededSampler
 from cisctool.data.splits import read_split
 from cisctool.data.workers import exit_with_parent
-from cisctool.distributed import Processes, barrier
-from cisctool.distributed import start as start_processes
 from cisctool.errors import InputError
+from cisctool.method.cisc import consistency_loss
+from cisctool.method.losses import masked_cross_entropy, weighted_cross_entropy
+from cisctool.method.pseudo_training import cutmix
 from cisctool.models import build_model
-from cisctool.pseudo_store import PseudoLabels, partial_path
-from cisctool.pseudo_training import check_pseudo_file, cutmix, select_rows, weighted_cross_entropy
-from cisctool.runs import RunLayout, atomic_write_text, remove_stale_temporaries, sha256_file
-
-# Settings that may change between a run and its resume without changing the result.
-RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every"}
-# Settings of rounds ≥ 1 only: round 0 does not depend on them.
-LATER_ROUND_KEYS = {"pseudo_batch_size", "round_max_steps", "round_epochs", "round_lr", "init"}
-
+from cisctool.steps.distributed import barrier, from_environment
+from cisctool.steps.distributed import start as start_processes
+from cisctool.steps.evaluate import EvalResult, evaluate_round
+from cisctool.steps.train_data import _pseudo_stream, pair_settings, total_steps_of, training_signature
+from cisctool.store.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
+from cisctool.store.checkpoints import load_checkpoint, load_model, model_payload, save_checkpoint
+from cisctool.store.layout import RunLayout
 
 @dataclass
 class TrainOutcome:
@@ -60,39 +54,6 @@ class TrainOutcome:
     model_path: Path | None
     resumed_from: int
     pseudo_images: tuple[int, int] | None = None  # rounds ≥ 1: (trained on, in the file)
-
-
-def training_signature(config: Config, round_index: int = 0, world: int = 1) -> str:
-    """Hash of every setting that changes the trained weights (not workers, logging, device)."""
-    values = to_dict(config)
-    ignored = RESUME_FREE_KEYS | (set() if round_index else LATER_ROUND_KEYS)
-    train = {key: value for key, value in values["train"].items() if key not in ignored}
-    relevant = {"data": values["data"], "model": values["model"], "train": train,
-                "min_area": values["index"]["min_area"], "round": round_index,
-                "guide_exclude": values["rectify"]["guide_exclude"]}  # fmt: skip
-    if round_index:
-        relevant["schedule"] = [values["rectify"]["select"], values["rectify"]["ratio"]]
-    if world > 1:  # the total batch, and so the sample stream, depends on the number of processes
-        relevant["world"] = world
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
-
-
-def pair_settings(config: Config) -> PairSettings:
-    """How training images are drawn and augmented, from the config."""
-    return PairSettings(
-        num_classes=config.data.num_classes,
-        ignore_index=config.data.ignore_index,
-        crop_size=config.train.crop_size,
-        scale_range=(config.train.scale_min, config.train.scale_max),
-        min_area=config.index.min_area,
-        excluded_classes=config.rectify.guide_exclude,
-    )
-
-
-def masked_cross_entropy(logits: torch.Tensor, masks: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Mean CE over non-ignore pixels; 0 (not NaN) when a batch has none. logits B×C×H×W, masks B×H×W."""
-    total = F.cross_entropy(logits.float(), masks, ignore_index=ignore_index, reduction="sum")
-    return total / (masks != ignore_index).sum().clamp_min(1)
 
 
 def scheduled_lr(base_lr: float, step: int, total_steps: int, warmup_ratio: float = 0.0, power: float = 0.9) -> float:
@@ -123,69 +84,6 @@ def build_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
         momentum=config.train.momentum,
         weight_decay=config.train.weight_decay,
     )
-
-
-def total_steps_of(config: Config, dataset_size: int, round_index: int = 0, pseudo_images: int = 0) -> int:
-    """Round 0: `train.max_steps` if set, else epochs × pair-batches per pass over the labeled set.
-    Rounds ≥ 1: `train.round_max_steps` when set, else `round_epochs` passes over the round's
-    `pseudo_images` (selected pseudo-labeled images) when set, else as round 0."""
-    if round_index > 0 and config.train.round_max_steps > 0:
-        return config.train.round_max_steps
-    if round_index > 0 and config.train.round_epochs > 0:
-        per_step = config.train.pseudo_batch_size or config.train.batch_size
-        return max(math.ceil(config.train.round_epochs * pseudo_images / per_step), 1)
-    if config.train.max_steps > 0:
-        return config.train.max_steps
-    pairs = max(config.train.batch_size // 2, 1)
-    return config.train.epochs * max(dataset_size // pairs, 1)
-
-
-@dataclass
-class PseudoStream:
-    """Round ≥ 1's pseudo-labeled images: the loader and what the signature must cover."""
-
-    loader: DataLoader
-    images: int
-    selected: int
-    fingerprint: str
-
-
-def _pseudo_stream(
-    config: Config, round_index: int, settings: PairSettings, start: int, total: int,
-    processes: Processes = Processes(),
-) -> PseudoStream:
-    """Open and check round N's pseudo.h5, pick the schedule's images, and stream them from `start`."""
-    layout = RunLayout.of(config)
-    previous = layout.model(round_index - 1)
-    if not previous.is_file():
-        raise InputError(f"{previous}: no model for round {round_index - 1}; train round {round_index - 1} first")
-    unlabeled = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
-    pseudo_path = layout.pseudo(round_index)
-    if not pseudo_path.exists() and partial_path(pseudo_path).exists():
-        raise InputError(
-            f"{partial_path(pseudo_path)}: unfinished; finish it with `cisctool rectify --round {round_index} --resume`"
-        )
-    with PseudoLabels(pseudo_path) as stored:
-        check_pseudo_file(stored, config, round_index, sha256_file(previous), {entry.id for entry in unlabeled})
-        rows = select_rows(stored.reliability, round_index, config.rectify.select, config.rectify.ratio)
-        images = len(stored)
-        fingerprint = json.dumps(
-            [stored.attrs.get(key) for key in ("checkpoint_sha256", "index_sha256", "config_hash")]
-        )
-    batch = config.train.pseudo_batch_size or config.train.batch_size
-    dataset = PseudoLabeledDataset(pseudo_path, unlabeled, rows.tolist(), settings)
-    world = processes.world
-    sampler = SeededSampler(
-        len(rows), config.train.seed + 7919 * round_index, start * batch * world, total * batch * world,
-        processes.rank, world,
-    )  # fmt: skip
-    loader = DataLoader(  # its own generator: creating it must not draw from the global RNG (resume)
-        dataset, batch_size=batch, sampler=sampler, num_workers=config.train.workers, drop_last=True,
-        worker_init_fn=exit_with_parent(),
-        generator=torch.Generator().manual_seed(config.train.seed + 7919 * round_index),
-    )  # fmt: skip
-    fingerprint += hashlib.sha256(rows.tobytes()).hexdigest()
-    return PseudoStream(loader, images, len(rows), fingerprint)
 
 
 def train_round(
@@ -424,3 +322,27 @@ def training_status(config: Config, round_index: int) -> str:
         return "none"
     finished = int(state["step"]) == int(state["total_steps"]) and layout.model(round_index).is_file()
     return "finished" if finished else "partial"
+
+
+def train_and_evaluate(
+    config: Config, device: str, resume: bool, round_index: int = 0
+) -> tuple[TrainOutcome, EvalResult | None]:
+    """Train round N, then evaluate on val (when the config names a val split) and write metrics.json."""
+    outcome = train_round(config, round_index, device=device, resume=resume)
+    if not from_environment().is_main:  # under torchrun, rank 0 evaluates and writes metrics
+        return outcome, None
+    result = None
+    if config.data.val and outcome.model_path is not None:
+        result = evaluate_round(config, round_index, device)
+    metrics = {
+        "round": round_index,
+        "steps": outcome.steps,
+        "train_seconds": outcome.seconds,
+        "final_loss": outcome.final_loss,
+        "resumed_from_step": outcome.resumed_from,
+        "consistency_weight": config.train.consistency_weight,
+        "init": config.train.init if round_index else "round 0",
+        "val": result.as_dict() if result is not None else None,
+    }
+    atomic_write_json(RunLayout.of(config).metrics(round_index), metrics)
+    return outcome, result

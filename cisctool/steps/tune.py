@@ -28,12 +28,14 @@ from cisctool.config import Config, with_overrides
 from cisctool.console import RateColumn, progress_bar
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.errors import InputError
-from cisctool.index_build import ensure_round_index
-from cisctool.quality import QualityAccumulator
-from cisctool.runs import RunLayout, atomic_write_json, atomic_write_text
-from cisctool.signal_report import SIGNALS, class_calibration, report_signals
-from cisctool.signals import cropped_images, fixed_batches, guided_model, host_arrays, rectified_labels, signal_stream
-from cisctool.train import train_round
+from cisctool.method.signals import cropped_images, fixed_batches, host_arrays, rectified_labels
+from cisctool.report.quality import QualityAccumulator
+from cisctool.report.quality_signals import SIGNALS, report_signals
+from cisctool.steps.index import ensure_round_index
+from cisctool.steps.signal_stream import class_calibration, guided_model, signal_stream
+from cisctool.steps.train import train_round
+from cisctool.store.atomic import atomic_write_json, atomic_write_text
+from cisctool.store.layout import RunLayout
 
 MARGINS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)
 P_MINS = (0.1, 0.2, 0.3)

@@ -15,8 +15,8 @@ from cisctool import __version__, faults
 from cisctool.config import Config, from_dict, to_dict
 from cisctool.errors import InputError, first_line
 from cisctool.models import build_model
-from cisctool.runs import atomic_write
-from cisctool.safe_load import load_weights_only
+from cisctool.models.safe_load import load_weights_only
+from cisctool.store.atomic import atomic_write
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

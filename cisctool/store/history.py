@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cisctool.runs import RunLayout
+from cisctool.store.layout import RunLayout
 
 # "step 20/600 loss 1.2345 ce 1.0000 consistency 0.2345 pseudo 0.0000 lr 1.000e-02", as train.py writes it
 LOG_LINE = re.compile(r"^step (\d+)/\d+ loss (\S+)((?: [a-z_]+ \S+)*?) lr \S+$")

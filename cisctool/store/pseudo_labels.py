@@ -19,22 +19,21 @@ A file that another live process keeps open and locked is named as such, with
 that process: wait for it or stop it; the file itself is fine.
 """
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
 import errno
 import os
 import shutil
 import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
 from cisctool import faults
 from cisctool.errors import InputError, first_line, is_disk_full
-from cisctool.locks import held_file_message
+from cisctool.store.locks import held_file_message
 
 PSEUDO_FORMAT = "cisctool-pseudo"
 PSEUDO_VERSION = 1

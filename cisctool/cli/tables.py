@@ -1,0 +1,92 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import math
+
+from rich.table import Table
+
+from cisctool.steps.compare import BASELINE, OFFICIAL, Comparison, mean_std
+from cisctool.steps.evaluate import EvalResult
+from cisctool.steps.rounds import RoundRow
+from cisctool.steps.train import TrainOutcome
+
+
+def eval_table(result: EvalResult, title: str) -> Table:
+    """Per-class IoU (collapsed classes marked), then mIoU and pixel accuracy, in percent."""
+    table = Table(title=title)
+    table.add_column("class")
+    table.add_column("IoU %", justify="right")
+    for name, value in zip(result.class_names, result.per_class_iou, strict=True):
+        table.add_row(name, _percent(value) + (" [red]collapsed" if name in result.collapsed else ""))
+    table.add_section()
+    table.add_row("[bold]mIoU", f"[bold]{_percent(result.mean_iou)}")
+    table.add_row("pixel accuracy", _percent(result.pixel_accuracy))
+    table.add_row("images / seconds", f"{result.images} / {result.seconds:.1f}")
+    return table
+
+
+def train_table(outcome: TrainOutcome) -> Table:
+    table = Table(title=f"training round {outcome.round_index}")
+    if outcome.pseudo_images is not None:
+        table.caption = f"pseudo-labeled images trained on: {outcome.pseudo_images[0]} of {outcome.pseudo_images[1]}"
+    for column in ("steps", "resumed from", "final loss", "seconds", "steps/s"):
+        table.add_column(column, justify="right")
+    done = outcome.steps - outcome.resumed_from
+    rate = done / outcome.seconds if outcome.seconds > 0 else math.nan
+    table.add_row(
+        f"{outcome.steps}/{outcome.total_steps}",
+        str(outcome.resumed_from),
+        f"{outcome.final_loss:.4f}",
+        f"{outcome.seconds:.1f}",
+        f"{rate:.2f}",
+    )
+    return table
+
+
+def rounds_table(rows: list[RoundRow], title: str) -> Table:
+    """Per round: pseudo-label mIoU raw → rectified, val mIoU, collapsed classes, time, steps run."""
+    table = Table(title=title)
+    for column in ("round", "pseudo mIoU % raw", "rectified", "val mIoU %", "collapsed classes", "seconds",
+                   "steps run"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("steps run", "collapsed classes") else "right")
+    for row in rows:
+        table.add_row(
+            str(row.round_index), _percent(row.raw_miou), _percent(row.rectified_miou), _percent(row.val_miou),
+            f"[red]{', '.join(row.collapsed)}" if row.collapsed else "none", f"{row.seconds:.0f}",
+            ", ".join(row.ran) or "none (all up to date)",
+        )  # fmt: skip
+    return table
+
+
+def comparison_table(result: Comparison, title: str) -> Table:
+    """Arms as rows: final val mIoU per seed, mean ± std, and the paired difference to self-training."""
+    table = Table(title=title)
+    table.add_column("arm")
+    for seed in result.seeds:
+        table.add_column(f"seed {seed}", justify="right")
+    for column in ("mean ± std", "minus ST, same seed", "seeds > ST"):
+        table.add_column(column, justify="right")
+    for arm in result.arms:
+        final = result.final(arm)
+        cells = [_percent(value) for value in final] + [_pm(mean_std(final))]
+        if arm == BASELINE:
+            cells += ["—", "—"]
+        else:
+            differences = result.minus_baseline(arm)
+            cells += [_pm(mean_std(differences), signed=True),
+                      f"{sum(value > 0 for value in differences)}/{len(differences)}"]  # fmt: skip
+        table.add_row(arm, *cells)
+    table.caption = (
+        f"final val mIoU % after {result.rounds} round(s); suponly = the shared round 0; "
+        f"every arm but {OFFICIAL} continues its seed's round 0"
+    )
+    return table
+
+
+def _percent(value: float) -> str:
+    return "—" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def _pm(pair: tuple[float, float], signed: bool = False) -> str:
+    return f"{100 * pair[0]:{'+' if signed else ''}.2f} ± {100 * pair[1]:.2f}"
