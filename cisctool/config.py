@@ -14,9 +14,27 @@ import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cisctool.errors import InputError
+
+# Every choice list, defined once: config validation and the command line's choices derive from these.
+Arch = Literal["deeplabv3plus"]
+Backbone = Literal["resnet50", "resnet101", "mobilenetv2", "tiny"]
+Optimizer = Literal["sgd", "adamw"]
+Init = Literal["scratch", "previous"]  # rounds ≥ 1 start from ImageNet/random or from round N−1's model
+EvalMode = Literal["whole", "slide"]
+UseGpu = Literal["auto", "true", "false"]
+Guide = Literal["nearest", "random"]  # nearest: top-k same-class prototypes; random: the official code
+WeightMode = Literal["official", "mean", "confidence"]
+Select = Literal["reliable", "all"]
+Compression = Literal["lzf", "gzip", "none"]  # of the pseudo-label file's pixel datasets
+ReviewFormat = Literal["labelstudio", "cvat"]  # annotation tools pseudo labels go to and corrections come from
+
+
+def choices(kind: Any) -> tuple[str, ...]:
+    """The values of a choice list (a `Literal` type above), in their order."""
+    return typing.get_args(kind)
 from cisctool.presets import PRESETS
 
 
@@ -40,8 +58,8 @@ class ModelConfig:
     `head_channels` is the ASPP/decoder width, hence the CISC feature dim D.
     """
 
-    arch: str = "deeplabv3plus"
-    backbone: str = "resnet50"
+    arch: Arch = "deeplabv3plus"
+    backbone: Backbone = "resnet50"
     pretrained: str = ""
     output_stride: int = 16
     head_channels: int = 256
@@ -63,7 +81,7 @@ class TrainConfig:
 
     epochs: int = 80
     max_steps: int = 0
-    optimizer: str = "sgd"
+    optimizer: Optimizer = "sgd"
     batch_size: int = 8
     lr: float = 0.001
     head_lr_mult: float = 10.0
@@ -84,7 +102,7 @@ class TrainConfig:
     round_max_steps: int = 0
     round_epochs: float = 0.0
     round_lr: float = 0.0
-    init: str = "scratch"
+    init: Init = "scratch"
     sync_bn: bool = False
 
 
@@ -92,7 +110,7 @@ class TrainConfig:
 class EvalConfig:
     """Validation inference: `whole` image or `slide` window (crop_size, stride)."""
 
-    mode: str = "whole"
+    mode: EvalMode = "whole"
     batch_size: int = 8
     crop_size: int = 513
     stride: int = 341
@@ -105,7 +123,7 @@ class IndexConfig:
     factory: str = "Flat"
     min_area: float = 0.03
     topk: int = 1
-    use_gpu: str = "auto"
+    use_gpu: UseGpu = "auto"
 
 
 @dataclass(frozen=True)
@@ -122,14 +140,14 @@ class RectifyConfig:
     tta: bool = True
     tta_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
     tta_flip: bool = True
-    guide: str = "nearest"
-    weight_mode: str = "official"
+    guide: Guide = "nearest"
+    weight_mode: WeightMode = "official"
     guide_exclude: tuple[int, ...] = ()
     margin: float = math.inf
     p_min: float = 0.2
     cisc_min: float = -1.0
     conf_min: float = 0.0
-    select: str = "reliable"
+    select: Select = "reliable"
     ratio: float = 0.5
 
 
@@ -182,16 +200,6 @@ PROFILES: dict[str, dict[str, Any]] = {
                     "tta_flip": True, "select": "reliable", "ratio": 0.5},
     },
 }  # fmt: skip
-CHOICES: dict[str, tuple[str, ...]] = {
-    "profile": tuple(PROFILES),
-    "eval.mode": ("whole", "slide"),
-    "train.optimizer": ("sgd", "adamw"),
-    "train.init": ("scratch", "previous"),
-    "index.use_gpu": ("auto", "true", "false"),
-    "rectify.guide": ("nearest", "random"),
-    "rectify.weight_mode": ("official", "mean", "confidence"),
-    "rectify.select": ("reliable", "all"),
-}
 
 
 def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
@@ -275,16 +283,16 @@ def _build_section(label: str, section: str, section_type: type, table: dict[str
                 f"{label}: unknown key '{section}.{key}'; valid keys in [{section}]: {valid}"
             )
         values[key] = _coerce(label, f"{section}.{key}", hints[key], value)
-        choices = CHOICES.get(f"{section}.{key}")
-        if choices and str(values[key]) not in choices:
-            raise InputError(
-                f"{label}: {section}.{key} = {value!r} is not one of {', '.join(choices)}"
-            )
     return section_type(**values)
 
 
 def _coerce(label: str, key: str, hint: Any, value: Any) -> Any:
     """Check a TOML value against a field's type; ints are accepted where floats are."""
+    if typing.get_origin(hint) is Literal:
+        text = str(value).lower() if isinstance(value, bool) else value
+        if text not in choices(hint):
+            raise InputError(f"{label}: {key} = {value!r} is not one of {', '.join(choices(hint))}")
+        return text
     if typing.get_origin(hint) is tuple:
         item_type = typing.get_args(hint)[0]
         if not isinstance(value, (list, tuple)):

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cisctool.config import Guide, choices
 from cisctool.method.index import (
     PrototypeIndex,
     search_by_class,
     stored_vectors,
 )
 
-GUIDE_MODES = ("nearest", "random")
 
 
 def mix_hash(*keys: np.ndarray) -> np.ndarray:
@@ -52,7 +52,7 @@ class GuideSource:
     """The labeled prototypes of one index, ready to hand out guides."""
 
     def __init__(self, prototype_index: PrototypeIndex, num_classes: int, mode: str, topk: int, seed: int):
-        if mode not in GUIDE_MODES:
+        if mode not in choices(Guide):
             raise ValueError(f"unknown guide mode {mode!r}")
         self.index, self.mode, self.topk, self.seed = prototype_index, mode, topk, seed
         self.vectors = stored_vectors(prototype_index)

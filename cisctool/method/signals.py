@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cisctool.config import CHOICES, Config
+from cisctool.config import Config, WeightMode, choices
 from cisctool.method.cisc import (
     agreement,
     cisc_maps,
@@ -35,7 +35,7 @@ from cisctool.method.cisc import (
 from cisctool.method.guides import Guides, GuideSource, official_slots
 from cisctool.method.prototypes import class_areas, class_prototypes, present_classes
 
-WEIGHT_MODES = CHOICES["rectify.weight_mode"]
+WEIGHT_MODES = choices(WeightMode)
 QUERY_KINDS = ("guided", "fallback", "unguided")
 
 

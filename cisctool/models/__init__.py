@@ -5,6 +5,7 @@ from typing import NamedTuple
 
 from torch import nn
 
+from cisctool.config import Arch, Backbone, choices
 from cisctool.errors import InputError
 from cisctool.models.deeplabv3plus import DeepLabV3Plus, SegmentationOutput
 from cisctool.models.mobilenetv2 import MobileNetV2
@@ -18,14 +19,14 @@ class _BackboneSpec(NamedTuple):
     ignored_prefixes: tuple[str, ...] | None  # ImageNet classifier keys; None: no ImageNet file
 
 
-_BACKBONES: dict[str, _BackboneSpec] = {
+_BACKBONES: dict[Backbone, _BackboneSpec] = {  # the names are config.Backbone's
     "resnet50": _BackboneSpec(resnet50, ("fc.",)),
     "resnet101": _BackboneSpec(resnet101, ("fc.",)),
     "mobilenetv2": _BackboneSpec(MobileNetV2, ("classifier.",)),
     "tiny": _BackboneSpec(lambda output_stride: TinyBackbone(), None),
 }
-BACKBONE_NAMES = tuple(_BACKBONES)
-ARCH_NAMES = ("deeplabv3plus",)
+BACKBONE_NAMES = choices(Backbone)
+ARCH_NAMES = choices(Arch)
 OUTPUT_STRIDES = (8, 16)
 
 __all__ = [

@@ -37,7 +37,7 @@ from cisctool.store.pseudo_labels import PseudoLabels
 
 GENERATOR = "cisctool report"  # the <meta name="generator"> that marks a folder this command may replace
 TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("cisctool", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    loader=jinja2.PackageLoader("cisctool.report", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
 )
 
 

@@ -32,6 +32,7 @@ import h5py
 import numpy as np
 
 from cisctool import faults
+from cisctool.config import Compression, choices
 from cisctool.errors import InputError, first_line, is_disk_full
 from cisctool.store.locks import held_file_message
 
@@ -51,7 +52,7 @@ PIXEL_CHUNK = 1 << 16
 # would just fill with finished chunks and grow the process with the file.
 READ_CACHE_BYTES = 64 << 20
 WRITE_CACHE = {"rdcc_nbytes": 2 << 20, "rdcc_w0": 1.0}  # w0 = 1: evict finished chunks first
-COMPRESSIONS = ("lzf", "gzip", "none")
+COMPRESSIONS: tuple[str, ...] = choices(Compression)
 # Byte-shuffling before compression groups the float16 signals' high bytes: on the demo
 # the file shrank 24 % and lzf spent less time on the nearly incompressible low bytes.
 SHUFFLE = True
