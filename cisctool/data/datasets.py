@@ -5,9 +5,10 @@ Training samples are addressed by `(index, sample_seed)` keys from
 resumed run continues the exact sample stream.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from cisctool.data.masks import read_image, read_mask
 from cisctool.data.splits import SplitEntry
 from cisctool.data.transforms import normalize, pseudo_transform, train_transform
 from cisctool.errors import InputError
-from cisctool.store.pseudo_labels import PseudoLabels
+from cisctool.method.prototypes import present_classes
 
 
 def load_pair(entry: SplitEntry, num_classes: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,13 +41,11 @@ def load_pair(entry: SplitEntry, num_classes: int, ignore_index: int) -> tuple[n
     return image, mask
 
 
-def present_classes(
-    mask: np.ndarray, num_classes: int, ignore_index: int, min_area: float
-) -> np.ndarray:
-    """C bools: class c covers ≥ min_area of the valid (non-ignore) pixels (DESIGN §1.1)."""
+def class_area_fractions(mask: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """C fractions of the mask's valid (non-ignore) pixels that each class covers."""
     valid = mask[mask != ignore_index]
     counts = np.bincount(valid.ravel(), minlength=num_classes)[:num_classes]
-    return counts >= max(min_area * valid.size, 1)
+    return counts / max(valid.size, 1)
 
 
 @dataclass(frozen=True)
@@ -78,9 +77,8 @@ class LabeledPairDataset(Dataset):
         presence = []
         for entry in self.entries:
             _, mask = load_pair(entry, settings.num_classes, settings.ignore_index)
-            presence.append(
-                present_classes(mask, settings.num_classes, settings.ignore_index, settings.min_area)
-            )
+            areas = class_area_fractions(mask, settings.num_classes, settings.ignore_index)
+            presence.append(present_classes(areas, settings.min_area))
         self.presence = np.stack(presence)
         self.presence[:, list(settings.excluded_classes)] = False
 
@@ -202,19 +200,30 @@ def pad_collate(
     }
 
 
+class PseudoLabelReader(Protocol):
+    """What the pseudo-labeled dataset reads: image ids in file order and each image's pixel arrays."""
+
+    path: Path
+    ids: list[str]
+
+    def pixels(self, name: str, index: int) -> np.ndarray: ...
+
+
 class PseudoLabeledDataset(Dataset):
-    """Unlabeled images with their rectified labels and weights from `pseudo.h5`, strongly augmented.
+    """Unlabeled images with their rectified labels and weights, strongly augmented.
 
     `rows` are the positions in the file to train on (the reliable schedule's
-    choice). The HDF5 file is opened lazily in each DataLoader worker.
+    choice). `open_labels()` opens the pseudo-label file; each DataLoader worker
+    calls it lazily, so no file handle is shared across processes.
     """
 
     def __init__(
-        self, pseudo_path: Path, entries: Sequence[SplitEntry], rows: Sequence[int], settings: PairSettings
-    ) -> None:
-        self.pseudo_path, self.rows, self.settings = pseudo_path, list(rows), settings
+        self, open_labels: Callable[[], PseudoLabelReader], entries: Sequence[SplitEntry], rows: Sequence[int],
+        settings: PairSettings,
+    ) -> None:  # fmt: skip
+        self.open_labels, self.rows, self.settings = open_labels, list(rows), settings
         self.entries = {entry.id: entry for entry in entries}
-        self.stored: PseudoLabels | None = None
+        self.stored: PseudoLabelReader | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -222,13 +231,13 @@ class PseudoLabeledDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         index, sample_seed = key
         if self.stored is None:
-            self.stored = PseudoLabels(self.pseudo_path)
+            self.stored = self.open_labels()
         row = self.rows[index]
         image_id = self.stored.ids[row]
         image = read_image(self.entries[image_id].image)
         label = self.stored.pixels("label", row)
         if image.shape[:2] != label.shape:
-            raise InputError(f"{self.entries[image_id].image}: size changed since {self.pseudo_path} was written")
+            raise InputError(f"{self.entries[image_id].image}: size changed since {self.stored.path} was written")
         weight = self.stored.pixels("weight", row).astype(np.float32)
         settings = self.settings
         image_tensor, label_tensor, weight_tensor = pseudo_transform(

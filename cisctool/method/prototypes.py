@@ -1,5 +1,6 @@
 """TODO docstring."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -26,8 +27,9 @@ def class_areas(masks: torch.Tensor, num_classes: int, ignore_index: int) -> tor
     return counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
 
 
-def present_classes(areas: torch.Tensor, min_area: float) -> torch.Tensor:
-    """B×C area fractions → B×C bools: the class covers ≥ min_area and at least one pixel."""
+def present_classes(areas: torch.Tensor | np.ndarray, min_area: float) -> torch.Tensor | np.ndarray:
+    """Area fractions (B×C, or C for one mask) → bools of the same shape: a class is present in an image
+    when it covers ≥ min_area of the valid pixels and at least one pixel."""
     return (areas >= min_area) & (areas > 0)
 
 

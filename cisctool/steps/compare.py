@@ -27,6 +27,7 @@ from cisctool.store.layout import RunLayout
 from cisctool.store.locks import writing
 
 SUPONLY, BASELINE, METHOD, OFFICIAL = "suponly", "st", "cisc", "official"
+ARM_NAMES = (SUPONLY, BASELINE, METHOD, OFFICIAL)  # taken: an extra arm needs another name
 STANDARD_ARMS: dict[str, dict[str, Any]] = {BASELINE: {"rectify.enabled": False}, METHOD: {}}
 
 

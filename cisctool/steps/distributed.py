@@ -6,9 +6,12 @@ on CPU. Rank 0 alone writes checkpoints, logs and metrics; every rank draws
 its own slice of the same seeded sample stream, so a step sees
 `batch_size × WORLD_SIZE` labeled images and `train.lr` is the rate for that
 total batch (scale it with the number of processes, as the linear rule says).
+`process_group` is the one place that joins and leaves the process group.
 """
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -39,26 +42,28 @@ def from_environment() -> Processes:
     )
 
 
-def start(device: str) -> tuple[Processes, str]:
-    """Join the process group when launched by torchrun; returns the processes and this rank's device."""
+@contextmanager
+def process_group(device: str) -> Iterator[tuple[Processes, str]]:
+    """Inside the block: this process's place and device, in torchrun's process group when launched by it.
+
+    The outermost block joins the group and leaves it at the end, also on failure;
+    a nested block (a step inside a step) uses the group its caller joined.
+    """
     processes = from_environment()
-    if not processes.active:
-        return processes, device
-    if device.startswith("cuda"):
+    joins = processes.active and not dist.is_initialized()
+    if processes.active and device.startswith("cuda"):
         device = f"cuda:{processes.local_rank}"
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
+    if joins:
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-    return processes, device
+    try:
+        yield processes, device
+    finally:
+        if joins and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def barrier(processes: Processes) -> None:
     """Wait for every rank (no-op for one process)."""
     if processes.active and dist.is_initialized():
         dist.barrier()
-
-
-def stop() -> None:
-    """Leave the process group, if this process joined one."""
-    if dist.is_initialized():
-        dist.destroy_process_group()

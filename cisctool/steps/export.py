@@ -45,9 +45,24 @@ def unlabeled_entries(config: Config, stored: PseudoLabels) -> dict[str, SplitEn
     return by_id
 
 
+def export_pseudo_labels(
+    config: Config, round_index: int, file_format: str, out: Path, *, overlay: bool = False,
+    limit: int | None = None, worst: int | None = None,
+) -> int:  # fmt: skip
+    """Round N's pseudo labels as PNGs in the folder `out`, or as one Label Studio / CVAT file `out`;
+    returns the image count. `overlay` and `limit` apply to PNGs."""
+    if out.is_dir() != (file_format == "png") and out.exists():
+        raise InputError(f"{out}: is a {'folder' if out.is_dir() else 'file'}; --format {file_format} writes "
+                         f"{'a folder of masks' if file_format == 'png' else 'one file'}")  # fmt: skip
+    if file_format == "png":
+        return export_round(config, round_index, out, overlay=overlay, limit=limit, worst=worst)
+    return export_for_review(config, round_index, file_format, out, worst)
+
+
 def export_round(
-    config: Config, round_index: int, out: Path, overlay: bool, limit: int | None = None, worst: int | None = None
-) -> int:
+    config: Config, round_index: int, out: Path, *, overlay: bool = False, limit: int | None = None,
+    worst: int | None = None,
+) -> int:  # fmt: skip
     """Write the PNGs for round N's pseudo labels (the `worst` least reliable, then the first `limit`,
     when given); returns the count."""
     with PseudoLabels(RunLayout.of(config).pseudo(round_index)) as stored:

@@ -41,15 +41,12 @@ from cisctool.report.quality import QualityAccumulator
 from cisctool.report.quality_progress import QualityProgress, progress_path
 from cisctool.report.quality_signals import SIGNALS, report_signals
 from cisctool.steps.index import open_round_index
-from cisctool.steps.shards import RESUME_KEYS, shard_batches, shard_path
+from cisctool.steps.distributed import barrier, from_environment, process_group
+from cisctool.steps.shards import RESUME_KEYS, merge_and_report, shard_batches, shard_path
 from cisctool.steps.signal_stream import class_calibration, guided_model, signal_stream
 from cisctool.store.atomic import atomic_write_json, remove_stale_temporaries, sha256_file
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoImage, PseudoWriter, partial_path
-
-
-class SimulatedCrash(RuntimeError):
-    """Raised by the `crash_after` test hook once k batches are safely on disk."""
 
 
 class BackgroundWriter:
@@ -122,6 +119,47 @@ def image_shapes(entries: list[SplitEntry]) -> np.ndarray:
     return np.asarray([image_size(entry.image) for entry in entries], dtype=np.int32).reshape(-1, 2)
 
 
+@dataclass
+class MergedShards:
+    """The pseudo-label file joined from shards, and its quality report."""
+
+    path: Path
+    report: dict[str, Any]
+
+
+def rectify_command(
+    config: Config,
+    round_index: int,
+    device: str,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    compression: str = "lzf",
+    shard: tuple[int, int] | None = None,
+    merge: bool = False,
+) -> RectifyOutcome | MergedShards | None:
+    """What `cisctool rectify` does: compute round N's pseudo labels (or one shard of them), or join
+    finished shards (`merge`). Launched by torchrun without a shard, each rank computes the shard of
+    its rank and rank 0 merges them; the other ranks return None.
+    """
+    torchrun = from_environment().active and shard is None and not merge
+    final_path = RunLayout.of(config).pseudo(round_index)
+    if torchrun and final_path.exists() and not force:
+        raise InputError(f"{final_path}: already exists; pass --force to recompute it")
+    if torchrun:
+        with process_group(device) as (processes, rank_device):
+            rectify_round(config, round_index, rank_device, resume=resume, force=True, compression=compression,
+                          shard=(processes.rank, processes.world))  # fmt: skip
+            barrier(processes)
+        if not processes.is_main:
+            return None
+    if merge or torchrun:
+        return MergedShards(*merge_and_report(config, round_index, compression, force=force or torchrun))
+    return rectify_round(
+        config, round_index, device, resume=resume, force=force, compression=compression, shard=shard
+    )
+
+
 def rectify_round(
     config: Config,
     round_index: int,
@@ -130,7 +168,6 @@ def rectify_round(
     resume: bool = False,
     force: bool = False,
     compression: str = "lzf",
-    crash_after: int | None = None,
     shard: tuple[int, int] | None = None,
 ) -> RectifyOutcome:
     """Pseudo labels *for* round N from round N−1's model and index, into runs/<name>/roundN/pseudo.h5.
@@ -203,7 +240,7 @@ def rectify_round(
         writer = PseudoWriter.create(work_path, ids, shapes, config.data.num_classes, attrs, compression)
     store = functools.partial(_store, writer, progress, todo, config.rectify.weight_mode, with_masks, calibration)
     try:
-        computed, seconds = _run(stream, store, settings, todo, source_round, crash_after)
+        computed, seconds = _run(stream, store, settings, todo, source_round)
     finally:
         writer.close()
     progress.save()  # a run killed before the rename below then recomputes nothing
@@ -229,7 +266,6 @@ def _run(
     settings: RectifySettings,
     todo: set[int],
     source_round: int,
-    crash_after: int | None,
 ) -> tuple[int, float]:
     """Threshold each computed batch and hand it to the writer thread; (images computed, seconds)."""
     background = BackgroundWriter(store)
@@ -238,7 +274,7 @@ def _run(
     try:
         with progress_bar(RateColumn("img")) as bar, torch.inference_mode():
             task = bar.add_task(f"rectify for round {source_round + 1}", total=len(todo))
-            for done_batches, (batch, signals) in enumerate(stream):
+            for batch, signals in stream:
                 label = rectified_labels(
                     signals, settings.margin, settings.p_min, settings.cisc_min, settings.conf_min,
                     settings.ignore_index,
@@ -248,9 +284,6 @@ def _run(
                 fresh = len(todo.intersection(keys.tolist()))
                 computed += fresh
                 bar.advance(task, fresh)
-                if crash_after is not None and done_batches + 1 >= crash_after:
-                    background.close()
-                    raise SimulatedCrash(f"simulated crash after {crash_after} batches")
     finally:
         if background.thread.is_alive():
             background.close()

@@ -48,7 +48,7 @@ def find_shards(final_path: Path) -> list[Path]:
     return [found[(index, count)] for index in range(count)]
 
 
-def merge_shards(config: Config, round_index: int, compression: str = "lzf", force: bool = True) -> Path:
+def merge_shards(config: Config, round_index: int, compression: str = "lzf", *, force: bool = True) -> Path:
     """Check and join the shards of round N into `pseudo.h5`; returns its path."""
     final_path = RunLayout.of(config).pseudo(round_index)
     if final_path.exists() and not force:
@@ -96,9 +96,9 @@ def merge_shards(config: Config, round_index: int, compression: str = "lzf", for
     return final_path
 
 
-def merge_and_report(config: Config, round_index: int, compression: str, force: bool) -> tuple[Path, dict]:
+def merge_and_report(config: Config, round_index: int, compression: str, *, force: bool) -> tuple[Path, dict]:
     """Merge the shards, then score the merged file (`pseudo_quality.json`) from its stored signals."""
-    path = merge_shards(config, round_index, compression, force)
+    path = merge_shards(config, round_index, compression, force=force)
     report = score_pseudo_labels(config, round_index)
     atomic_write_json(RunLayout.of(config).pseudo_quality(round_index), report)
     return path, report

@@ -11,36 +11,40 @@ and the two settings differ only in the loss. `last.pt` holds the full state
 sample stream is addressed by step, so `--resume` continues exactly.
 """
 
-import hashlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import torch
 from rich.progress import TextColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
 from cisctool import faults
 from cisctool.config import Config, to_toml
 from cisctool.console import progress_bar
-from cisctool.data.datasets import LabeledPairDataset, SeededSampler
+from cisctool.data.datasets import LabeledPairDataset
 from cisctool.data.splits import read_split
-from cisctool.data.workers import exit_with_parent
 from cisctool.errors import InputError
 from cisctool.method.cisc import consistency_loss
 from cisctool.method.losses import masked_cross_entropy, weighted_cross_entropy
 from cisctool.method.pseudo_training import cutmix
 from cisctool.models import build_model
-from cisctool.steps.distributed import barrier, from_environment
-from cisctool.steps.distributed import start as start_processes
+from cisctool.steps.distributed import Processes, barrier, from_environment, process_group
 from cisctool.steps.evaluate import EvalResult, evaluate_round
-from cisctool.steps.train_data import _pseudo_stream, pair_settings, total_steps_of, training_signature
+from cisctool.steps.train_data import (
+    PseudoSelection, labeled_loader, pair_settings, pseudo_loader, select_pseudo_labels, total_steps_of,
+    training_signature,
+)  # fmt: skip
 from cisctool.store.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries
 from cisctool.store.checkpoints import load_checkpoint, load_model, model_payload, save_checkpoint
 from cisctool.store.layout import RunLayout
+
+Batches = Iterator[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]]
+
 
 @dataclass
 class TrainOutcome:
@@ -54,6 +58,19 @@ class TrainOutcome:
     model_path: Path | None
     resumed_from: int
     pseudo_images: tuple[int, int] | None = None  # rounds ≥ 1: (trained on, in the file)
+
+
+@dataclass
+class Learner:
+    """The model being trained (and its DDP wrapper), its optimizer and gradient scaler, and how its
+    inputs are laid out."""
+
+    model: nn.Module
+    network: nn.Module  # the model, or DDP around it: what the forward pass runs
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    memory_format: torch.memory_format
+    use_amp: bool
 
 
 def scheduled_lr(base_lr: float, step: int, total_steps: int, warmup_ratio: float = 0.0, power: float = 0.9) -> float:
@@ -86,36 +103,52 @@ def build_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     )
 
 
-def train_round(
-    config: Config,
-    round_index: int = 0,
-    device: str = "cpu",
-    resume: bool = False,
-    stop_at_step: int | None = None,
-) -> TrainOutcome:
+def train_round(config: Config, round_index: int = 0, device: str = "cpu", *, resume: bool = False) -> TrainOutcome:
     """Train round N; write last.pt, model.pt and train.log under runs/<name>/round<N>/.
 
     Round 0 learns from the labeled images alone; round N ≥ 1 adds round N's
     pseudo labels (checked against round N−1's model) with a weighted CE.
-    `stop_at_step` ends the run after that many steps as if the process had
-    been killed there (the crash hook the resume tests use): nothing beyond
-    the last periodic checkpoint is saved, and no model.pt is written.
+    A run stopped early (killed, interrupted) leaves its last periodic
+    checkpoint in last.pt and no model.pt; `resume` continues from it.
     """
-    layout = RunLayout.of(config)
-    processes, device = start_processes(device)
-    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
-    settings = pair_settings(config)
-    dataset = LabeledPairDataset(entries, settings)
-    pairs = max(config.train.batch_size // 2, 1)
-    use_amp = config.train.amp and device.startswith("cuda")
-    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
-    signature = training_signature(config, round_index, processes.world)
-    pseudo = None
-    if round_index > 0:  # checked before anything is built, restored or written
-        pseudo = _pseudo_stream(config, round_index, settings, 0, 0)
-        signature = hashlib.sha256((signature + pseudo.fingerprint).encode()).hexdigest()
-    total_steps = total_steps_of(config, len(dataset), round_index, pseudo.selected if pseudo else 0)
+    with process_group(device) as (processes, device):
+        layout = RunLayout.of(config)
+        entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+        dataset = LabeledPairDataset(entries, pair_settings(config))
+        # the pseudo-label file is checked before anything is built, restored or written
+        pseudo = select_pseudo_labels(config, round_index) if round_index > 0 else None
+        signature = training_signature(config, round_index, processes.world, pseudo)
+        total_steps = total_steps_of(config, len(dataset), round_index, len(pseudo.rows) if pseudo else 0)
+        learner = _learner(config, round_index, processes, device)
+        start_step = 0
+        if resume and layout.last(round_index).exists():
+            start_step = _restore(layout.last(round_index), signature, learner)
+        if processes.is_main:
+            layout.round_dir(round_index).mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(layout.round_dir(round_index))
+            atomic_write_text(layout.resolved_config, to_toml(config))
+        loader = labeled_loader(config, dataset, start_step, total_steps, processes, device)
+        if pseudo is None:
+            batches: Batches = ((batch, None) for batch in loader)
+        else:
+            batches = zip(loader, pseudo_loader(config, round_index, pseudo, start_step, total_steps, processes))
+        started = time.perf_counter()
+        step, loss = _train_steps(learner, batches, config, round_index, start_step, total_steps, signature,
+                                  processes, device, pseudo)  # fmt: skip
+        model_path = None
+        if step == total_steps:
+            model_path = layout.model(round_index)
+            if processes.is_main:
+                save_checkpoint(model_path, model_payload(learner.model, config, round_index))
+        barrier(processes)  # every rank sees model.pt and last.pt whole before it returns
+    chosen = (len(pseudo.rows), pseudo.images) if pseudo is not None else None
+    seconds = time.perf_counter() - started
+    return TrainOutcome(round_index, step, total_steps, seconds, loss, model_path, start_step, chosen)
 
+
+def _learner(config: Config, round_index: int, processes: Processes, device: str) -> Learner:
+    """A fresh model (seeded by round; round N−1's weights with `train.init = "previous"`) on `device`,
+    wrapped in DDP under torchrun, with its optimizer and gradient scaler."""
     torch.manual_seed(config.train.seed + round_index)
     model = build_model(
         config.model.arch,
@@ -126,118 +159,92 @@ def train_round(
         head_channels=config.model.head_channels,
     )
     if round_index > 0 and config.train.init == "previous":
-        model.load_state_dict(load_model(layout.model(round_index - 1), expected=config)[0].state_dict())
+        previous = RunLayout.of(config).model(round_index - 1)
+        model.load_state_dict(load_model(previous, expected=config)[0].state_dict())
     if config.train.sync_bn and processes.active and device.startswith("cuda"):
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     network: nn.Module = model
     if processes.active:
         network = DistributedDataParallel(model, device_ids=[device] if device.startswith("cuda") else None)
+    use_amp = config.train.amp and device.startswith("cuda")
     optimizer = build_optimizer(model, config)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start_step = 0
-    last_path = layout.last(round_index)
-    if resume and last_path.exists():
-        start_step = _restore(last_path, signature, model, optimizer, scaler)
-    if pseudo is not None:
-        pseudo = _pseudo_stream(config, round_index, settings, start_step, total_steps, processes)
-    if processes.is_main:
-        layout.round_dir(round_index).mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(layout.round_dir(round_index))
-        atomic_write_text(layout.resolved_config, to_toml(config))
+    return Learner(model, network, optimizer, torch.amp.GradScaler("cuda", enabled=use_amp), memory_format, use_amp)
 
-    world = processes.world
-    sampler = SeededSampler(
-        len(dataset), config.train.seed, start_step * pairs * world, total_steps * pairs * world,
-        processes.rank, world,
-    )  # fmt: skip
-    loader = DataLoader(
-        dataset,
-        batch_size=pairs,
-        sampler=sampler,
-        num_workers=config.train.workers,
-        worker_init_fn=exit_with_parent(),
-        pin_memory=device.startswith("cuda"),
-        drop_last=True,
-        generator=torch.Generator().manual_seed(config.train.seed),
-    )
-    batches = zip(loader, pseudo.loader) if pseudo is not None else ((batch, None) for batch in loader)
+
+def _train_steps(
+    learner: Learner, batches: Batches, config: Config, round_index: int, start_step: int, total_steps: int,
+    signature: str, processes: Processes, device: str, pseudo: PseudoSelection | None,
+) -> tuple[int, float]:  # fmt: skip
+    """Steps start_step+1 … total_steps: log every `log_every`, save last.pt every `checkpoint_every`
+    (rank 0); returns the last step and its loss."""
+    layout = RunLayout.of(config)
     base_lr = config.train.round_lr if round_index > 0 and config.train.round_lr > 0 else config.train.lr
-    started = time.perf_counter()
     step, loss_value = start_step, float("nan")
+    columns = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("lr {task.fields[lr]:.2e}"))
+    with _train_log(layout, round_index, processes, start_step, pseudo, config) as log, progress_bar(*columns) as bar:
+        task = bar.add_task(f"train round {round_index}", total=total_steps, completed=start_step, loss=0.0, lr=0.0)
+        learner.model.train()
+        for batch, pseudo_batch in batches:
+            learning_rate = scheduled_lr(base_lr, step, total_steps, config.train.warmup_ratio)
+            for group in learner.optimizer.param_groups:
+                group["lr"] = learning_rate * group["lr_mult"]
+            losses = _losses(learner, batch, pseudo_batch, step, config, device)
+            loss = losses["ce"] + config.train.consistency_weight * losses["consistency"] + losses["pseudo"]
+            learner.optimizer.zero_grad(set_to_none=True)
+            learner.scaler.scale(loss).backward()
+            learner.scaler.step(learner.optimizer)
+            learner.scaler.update()
+            step += 1
+            faults.reached("train-step")
+            loss_value = float(loss.detach())
+            bar.update(task, completed=step, loss=loss_value, lr=learning_rate)
+            if step % config.train.log_every == 0 or step == total_steps:
+                parts = " ".join(f"{name} {float(value.detach()):.4f}" for name, value in losses.items())
+                log.write(f"step {step}/{total_steps} loss {loss_value:.4f} {parts} lr {learning_rate:.3e}\n")
+                log.flush()
+            if processes.is_main and (step % config.train.checkpoint_every == 0 or step == total_steps):
+                state = _training_state(learner, config, round_index, step, total_steps, signature)
+                save_checkpoint(layout.last(round_index), state)
+    return step, loss_value
+
+
+def _train_log(
+    layout: RunLayout, round_index: int, processes: Processes, start_step: int, pseudo: PseudoSelection | None,
+    config: Config,
+) -> IO[str]:  # fmt: skip
+    """train.log (rank 0; the other ranks write nothing), continued on resume; a new log names the
+    pseudo-labeled images it trains on."""
     log = open(layout.train_log(round_index) if processes.is_main else os.devnull, "a" if start_step else "w")
     if pseudo is not None and not start_step:
-        log.write(f"pseudo-labeled images: {pseudo.selected} of {pseudo.images} (rectify.select = {config.rectify.select})\n")
-    columns = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("lr {task.fields[lr]:.2e}"))
-    try:
-        with progress_bar(*columns) as bar:
-            task = bar.add_task(
-                f"train round {round_index}", total=total_steps, completed=start_step, loss=0.0, lr=0.0
-            )
-            model.train()
-            for batch, pseudo_batch in batches:
-                if stop_at_step is not None and step >= stop_at_step:
-                    break
-                learning_rate = scheduled_lr(base_lr, step, total_steps, config.train.warmup_ratio)
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate * group["lr_mult"]
-                losses = _losses(network, batch, pseudo_batch, step, config, device, memory_format, use_amp, pairs)
-                loss = losses["ce"] + config.train.consistency_weight * losses["consistency"] + losses["pseudo"]
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                step += 1
-                faults.reached("train-step")
-                loss_value = float(loss.detach())
-                bar.update(task, completed=step, loss=loss_value, lr=learning_rate)
-                if step % config.train.log_every == 0 or step == total_steps:
-                    parts = " ".join(f"{name} {float(value.detach()):.4f}" for name, value in losses.items())
-                    log.write(f"step {step}/{total_steps} loss {loss_value:.4f} {parts} lr {learning_rate:.3e}\n")
-                    log.flush()
-                if processes.is_main and (step % config.train.checkpoint_every == 0 or step == total_steps):
-                    save_checkpoint(
-                        last_path,
-                        _training_state(model, optimizer, scaler, config, round_index, step, total_steps, signature),
-                    )
-    finally:
-        log.close()
-    model_path = None
-    if step == total_steps:
-        model_path = layout.model(round_index)
-        if processes.is_main:
-            save_checkpoint(model_path, model_payload(model, config, round_index))
-    barrier(processes)  # every rank sees model.pt and last.pt whole before it returns
-    seconds = time.perf_counter() - started
-    chosen = (pseudo.selected, pseudo.images) if pseudo is not None else None
-    return TrainOutcome(round_index, step, total_steps, seconds, loss_value, model_path, start_step, chosen)
+        log.write(f"pseudo-labeled images: {len(pseudo.rows)} of {pseudo.images} "
+                  f"(rectify.select = {config.rectify.select})\n")  # fmt: skip
+    return log
 
 
 def _losses(
-    model: nn.Module,
+    learner: Learner,
     batch: dict[str, torch.Tensor],
     pseudo_batch: dict[str, torch.Tensor] | None,
     step: int,
     config: Config,
     device: str,
-    memory_format: torch.memory_format,
-    use_amp: bool,
-    pairs: int,
 ) -> dict[str, torch.Tensor]:
     """CE on both images of every labeled pair, the pairs' CISC consistency loss, and (rounds ≥ 1)
     the weighted CE on CutMixed pseudo-labeled images, all from one forward pass."""
     images = torch.cat([batch["image"], batch["partner_image"]])
     masks = torch.cat([batch["mask"], batch["partner_mask"]]).to(device, non_blocking=True)
-    labeled = images.shape[0]
+    labeled, pairs = images.shape[0], batch["image"].shape[0]
     if pseudo_batch is not None:
         generator = torch.Generator().manual_seed(config.train.seed * 1_000_003 + step)
         pseudo_images, pseudo_labels, pseudo_weights = cutmix(
             pseudo_batch["image"], pseudo_batch["mask"], pseudo_batch["weight"], generator
         )
         images = torch.cat([images, pseudo_images])
-    images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-    with torch.autocast(device_type="cuda", enabled=use_amp):
-        output = model(images)
+    images = images.to(device, non_blocking=True).contiguous(memory_format=learner.memory_format)
+    with torch.autocast(device_type="cuda", enabled=learner.use_amp):
+        output = learner.network(images)
     losses = {"ce": masked_cross_entropy(output.logits[:labeled], masks, config.data.ignore_index)}
     losses["consistency"] = torch.zeros((), device=device)
     if config.train.consistency_weight != 0:
@@ -260,19 +267,13 @@ def _losses(
 
 
 def _training_state(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    config: Config,
-    round_index: int,
-    step: int,
-    total_steps: int,
-    signature: str,
+    learner: Learner, config: Config, round_index: int, step: int, total_steps: int, signature: str
 ) -> dict[str, object]:
-    state = model_payload(model, config, round_index)
+    """What last.pt holds: model.pt's payload plus optimizer, scaler, step, signature and RNG states."""
+    state = model_payload(learner.model, config, round_index)
     state.update(
-        optimizer=optimizer.state_dict(),
-        scaler=scaler.state_dict(),
+        optimizer=learner.optimizer.state_dict(),
+        scaler=learner.scaler.state_dict(),
         step=step,
         total_steps=total_steps,
         signature=signature,
@@ -282,13 +283,7 @@ def _training_state(
     return state
 
 
-def _restore(
-    path: Path,
-    signature: str,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-) -> int:
+def _restore(path: Path, signature: str, learner: Learner) -> int:
     """Load last.pt into model/optimizer/scaler/RNG; returns the step to continue from."""
     state = load_checkpoint(path)
     if state.get("signature") != signature:
@@ -296,14 +291,13 @@ def _restore(
             f"{path}: written with other data/model/train settings; "
             "rerun without --resume to start over, or restore the settings"
         )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
+    learner.model.load_state_dict(state["model"])
+    learner.optimizer.load_state_dict(state["optimizer"])
+    learner.scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng_cpu"])
     if state["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
     return int(state["step"])
-
 
 
 def training_status(config: Config, round_index: int) -> str:
@@ -313,10 +307,8 @@ def training_status(config: Config, round_index: int) -> str:
     last_path = layout.last(round_index)
     if not last_path.is_file():
         return "none"
-    signature = training_signature(config, round_index)
-    if round_index > 0:
-        fingerprint = _pseudo_stream(config, round_index, pair_settings(config), 0, 0).fingerprint
-        signature = hashlib.sha256((signature + fingerprint).encode()).hexdigest()
+    pseudo = select_pseudo_labels(config, round_index) if round_index > 0 else None
+    signature = training_signature(config, round_index, from_environment().world, pseudo)
     state = load_checkpoint(last_path)
     if state.get("signature") != signature:
         return "none"
@@ -325,7 +317,7 @@ def training_status(config: Config, round_index: int) -> str:
 
 
 def train_and_evaluate(
-    config: Config, device: str, resume: bool, round_index: int = 0
+    config: Config, device: str, round_index: int = 0, *, resume: bool = False
 ) -> tuple[TrainOutcome, EvalResult | None]:
     """Train round N, then evaluate on val (when the config names a val split) and write metrics.json."""
     outcome = train_round(config, round_index, device=device, resume=resume)

@@ -1,16 +1,25 @@
-"""TODO docstring."""
+"""What a round trains on: the labeled pairs, round N's chosen pseudo-labeled images, the step budget,
+and the signature that tells whether a saved training state belongs to exactly these inputs.
 
+Both sample streams are addressed by step (`SeededSampler`), so a loader built
+from any step continues exactly where an uninterrupted run would be; each
+loader has its own generator, so building one never draws from the global RNG.
+"""
+
+import functools
 import hashlib
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from cisctool.config import Config, to_dict
-from cisctool.data.datasets import PairSettings, PseudoLabeledDataset, SeededSampler
-from cisctool.data.splits import read_split
+from cisctool.data.datasets import LabeledPairDataset, PairSettings, PseudoLabeledDataset, SeededSampler
+from cisctool.data.splits import SplitEntry, read_split
 from cisctool.data.workers import exit_with_parent
 from cisctool.errors import InputError
 from cisctool.method.pseudo_training import select_rows
@@ -21,10 +30,21 @@ from cisctool.store.pseudo_labels import PseudoLabels, partial_path
 
 # Settings that may change between a run and its resume without changing the result.
 RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every"}
-
-
 # Settings of rounds ≥ 1 only: round 0 does not depend on them.
 LATER_ROUND_KEYS = {"pseudo_batch_size", "round_max_steps", "round_epochs", "round_lr", "init"}
+# The pseudo stream's seed is offset by round, so each round draws its own order.
+ROUND_SEED_STRIDE = 7919
+
+
+@dataclass
+class PseudoSelection:
+    """Round N's checked pseudo-label file and the positions the schedule trains on."""
+
+    path: Path
+    unlabeled: list[SplitEntry]
+    rows: np.ndarray
+    images: int  # in the file
+    fingerprint: str  # the file's model, index and config hashes, and the chosen rows
 
 
 def check_pseudo_file(
@@ -50,8 +70,34 @@ def check_pseudo_file(
         )
 
 
-def training_signature(config: Config, round_index: int = 0, world: int = 1) -> str:
-    """Hash of every setting that changes the trained weights (not workers, logging, device)."""
+def select_pseudo_labels(config: Config, round_index: int) -> PseudoSelection:
+    """Open and check round N's pseudo.h5 (against round N−1's model and the unlabeled split) and pick
+    the schedule's images (`rectify.select`, `rectify.ratio`)."""
+    layout = RunLayout.of(config)
+    previous = layout.model(round_index - 1)
+    if not previous.is_file():
+        raise InputError(f"{previous}: no model for round {round_index - 1}; train round {round_index - 1} first")
+    unlabeled = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    pseudo_path = layout.pseudo(round_index)
+    if not pseudo_path.exists() and partial_path(pseudo_path).exists():
+        raise InputError(
+            f"{partial_path(pseudo_path)}: unfinished; finish it with `cisctool rectify --round {round_index} --resume`"
+        )
+    with PseudoLabels(pseudo_path) as stored:
+        check_pseudo_file(stored, config, round_index, sha256_file(previous), {entry.id for entry in unlabeled})
+        rows = select_rows(stored.reliability, round_index, config.rectify.select, config.rectify.ratio)
+        fingerprint = json.dumps(
+            [stored.attrs.get(key) for key in ("checkpoint_sha256", "index_sha256", "config_hash")]
+        )
+        images = len(stored)
+    fingerprint += hashlib.sha256(rows.tobytes()).hexdigest()
+    return PseudoSelection(pseudo_path, unlabeled, rows, images, fingerprint)
+
+
+def training_signature(config: Config, round_index: int, world: int, pseudo: PseudoSelection | None) -> str:
+    """Hash of every setting and input that changes the trained weights (not workers, logging, device):
+    the data, model and training settings, the number of processes (the total batch, and so the sample
+    stream, depends on it) and, for rounds ≥ 1, the schedule and the pseudo-label file's fingerprint."""
     values = to_dict(config)
     ignored = RESUME_FREE_KEYS | (set() if round_index else LATER_ROUND_KEYS)
     train = {key: value for key, value in values["train"].items() if key not in ignored}
@@ -60,9 +106,12 @@ def training_signature(config: Config, round_index: int = 0, world: int = 1) -> 
                 "guide_exclude": values["rectify"]["guide_exclude"]}  # fmt: skip
     if round_index:
         relevant["schedule"] = [values["rectify"]["select"], values["rectify"]["ratio"]]
-    if world > 1:  # the total batch, and so the sample stream, depends on the number of processes
+    if world > 1:
         relevant["world"] = world
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+    signature = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
+    if pseudo is None:
+        return signature
+    return hashlib.sha256((signature + pseudo.fingerprint).encode()).hexdigest()
 
 
 def pair_settings(config: Config) -> PairSettings:
@@ -92,49 +141,41 @@ def total_steps_of(config: Config, dataset_size: int, round_index: int = 0, pseu
     return config.train.epochs * max(dataset_size // pairs, 1)
 
 
-@dataclass
-class PseudoStream:
-    """Round ≥ 1's pseudo-labeled images: the loader and what the signature must cover."""
-
-    loader: DataLoader
-    images: int
-    selected: int
-    fingerprint: str
-
-
-def _pseudo_stream(
-    config: Config, round_index: int, settings: PairSettings, start: int, total: int,
-    processes: Processes = Processes(),
-) -> PseudoStream:
-    """Open and check round N's pseudo.h5, pick the schedule's images, and stream them from `start`."""
-    layout = RunLayout.of(config)
-    previous = layout.model(round_index - 1)
-    if not previous.is_file():
-        raise InputError(f"{previous}: no model for round {round_index - 1}; train round {round_index - 1} first")
-    unlabeled = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
-    pseudo_path = layout.pseudo(round_index)
-    if not pseudo_path.exists() and partial_path(pseudo_path).exists():
-        raise InputError(
-            f"{partial_path(pseudo_path)}: unfinished; finish it with `cisctool rectify --round {round_index} --resume`"
-        )
-    with PseudoLabels(pseudo_path) as stored:
-        check_pseudo_file(stored, config, round_index, sha256_file(previous), {entry.id for entry in unlabeled})
-        rows = select_rows(stored.reliability, round_index, config.rectify.select, config.rectify.ratio)
-        images = len(stored)
-        fingerprint = json.dumps(
-            [stored.attrs.get(key) for key in ("checkpoint_sha256", "index_sha256", "config_hash")]
-        )
-    batch = config.train.pseudo_batch_size or config.train.batch_size
-    dataset = PseudoLabeledDataset(pseudo_path, unlabeled, rows.tolist(), settings)
-    world = processes.world
+def labeled_loader(
+    config: Config, dataset: LabeledPairDataset, start: int, total: int, processes: Processes, device: str
+) -> DataLoader:
+    """Batches of `batch_size // 2` labeled pairs for steps [start, total) on this rank."""
+    pairs = max(config.train.batch_size // 2, 1)
     sampler = SeededSampler(
-        len(rows), config.train.seed + 7919 * round_index, start * batch * world, total * batch * world,
-        processes.rank, world,
+        len(dataset), config.train.seed, start * pairs * processes.world, total * pairs * processes.world,
+        processes.rank, processes.world,
     )  # fmt: skip
-    loader = DataLoader(  # its own generator: creating it must not draw from the global RNG (resume)
-        dataset, batch_size=batch, sampler=sampler, num_workers=config.train.workers, drop_last=True,
-        worker_init_fn=exit_with_parent(),
-        generator=torch.Generator().manual_seed(config.train.seed + 7919 * round_index),
+    return _loader(dataset, pairs, sampler, config, config.train.seed, pin_memory=device.startswith("cuda"))
+
+
+def pseudo_loader(
+    config: Config, round_index: int, selection: PseudoSelection, start: int, total: int, processes: Processes
+) -> DataLoader:
+    """Batches of the selected pseudo-labeled images (strongly augmented) for steps [start, total) on this rank."""
+    batch = config.train.pseudo_batch_size or config.train.batch_size
+    seed = config.train.seed + ROUND_SEED_STRIDE * round_index
+    dataset = PseudoLabeledDataset(
+        functools.partial(PseudoLabels, selection.path), selection.unlabeled, selection.rows.tolist(),
+        pair_settings(config),
     )  # fmt: skip
-    fingerprint += hashlib.sha256(rows.tobytes()).hexdigest()
-    return PseudoStream(loader, images, len(rows), fingerprint)
+    sampler = SeededSampler(
+        len(selection.rows), seed, start * batch * processes.world, total * batch * processes.world,
+        processes.rank, processes.world,
+    )  # fmt: skip
+    return _loader(dataset, batch, sampler, config, seed, pin_memory=False)
+
+
+def _loader(
+    dataset: Dataset, batch_size: int, sampler: SeededSampler, config: Config, seed: int, *, pin_memory: bool
+) -> DataLoader:
+    """Workers that die with their parent, whole batches only, and a generator of its own."""
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=config.train.workers,
+        worker_init_fn=exit_with_parent(), pin_memory=pin_memory, drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+    )  # fmt: skip
