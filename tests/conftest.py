@@ -5,12 +5,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import FAST_TRAINING, RECTIFY, WORKERS, cisctool
 
 from cisctool.config import Config, load_config
 from cisctool.data.demo import make_demo
 from cisctool.steps.index import build_round_index
 from cisctool.steps.train import train_round
+
+from helpers import FAST_TRAINING, RECTIFY, WORKERS, cisctool
 
 
 @pytest.fixture(scope="session")

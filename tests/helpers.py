@@ -5,12 +5,16 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 import torch
 
+from cisctool.faults import FAULT_VARIABLE, InjectedFault
 from cisctool.store.checkpoints import load_checkpoint
 
 FAST_TRAINING = {
@@ -36,6 +40,17 @@ def cisctool_command(workdir: Path, config: Path, *args: str, settings: dict | N
                  for arg in ("--set", f"{key}={json.dumps(value)}")]  # fmt: skip
     return [sys.executable, "-m", "cisctool", "--config", str(config), *overrides,
             "--set", f"workdir={json.dumps(str(workdir))}", *args]  # fmt: skip
+
+
+@contextmanager
+def crash_at(fault: str) -> Iterator[None]:
+    """Run the block in this process with `CISCTOOL_FAULT=<fault>:RAISE`; it must crash there."""
+    os.environ[FAULT_VARIABLE] = f"{fault}:RAISE"
+    try:
+        with pytest.raises(InjectedFault):
+            yield
+    finally:
+        del os.environ[FAULT_VARIABLE]
 
 
 def fault_environment(fault: str) -> dict[str, str]:

@@ -16,6 +16,15 @@ from pathlib import Path
 
 import h5py
 import pytest
+
+from cisctool.config import load_config
+from cisctool.data.demo import make_demo
+from cisctool.steps.index import build_round_index
+from cisctool.steps.train import train_round
+from cisctool.store.checkpoints import load_checkpoint
+from cisctool.store.locks import file_holders
+from cisctool.store.pseudo_labels import DISK_HEADROOM
+
 from helpers import (
     FAST_TRAINING,
     RECTIFY,
@@ -27,13 +36,7 @@ from helpers import (
     quality_report,
 )  # fmt: skip
 
-from cisctool.config import load_config
-from cisctool.data.demo import make_demo
-from cisctool.steps.index import build_round_index
-from cisctool.steps.train import train_round
-from cisctool.store.checkpoints import load_checkpoint
-from cisctool.store.locks import file_holders
-from cisctool.store.pseudo_labels import DISK_HEADROOM
+pytestmark = pytest.mark.slow  # every test here starts processes
 
 
 @pytest.fixture

@@ -1,1 +1,1 @@
-"""TODO"""
+"""The command line: parse, call one step, print (`main` is the `cisctool` entry point)."""

@@ -42,7 +42,7 @@ def index_info_command(ctx: click.Context, round_index: int) -> None:
 
     config = load(ctx)
     prototype_index, stale = open_round_index(config, round_index)
-    console.print(index_table(prototype_index, list(config.class_names), stale))
+    console.print(index_table(prototype_index, list(config.class_names), stale=stale))
     console.print(f"checkpoint sha256 {prototype_index.metadata.get('checkpoint_sha256', '?')}")
 
 

@@ -24,7 +24,7 @@ from cisctool.report.confusion import collapse_message
               help="Override train.consistency_weight (0 = no CISC consistency loss).")  # fmt: skip
 @click.pass_context
 def train(
-    ctx: click.Context,
+    ctx: click.Context, *,
     round_index: int,
     resume: bool,
     max_steps: int | None,
@@ -120,7 +120,7 @@ def tune(ctx: click.Context, folds: int, max_steps: int | None, device: str | No
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @device_option
 def predict(
-    checkpoint: Path, images: tuple[Path, ...], out: Path, overlay: bool, batch_size: int, device: str | None
+    *, checkpoint: Path, images: tuple[Path, ...], out: Path, overlay: bool, batch_size: int, device: str | None
 ) -> None:
     """Palette PNG masks (<name>.png, palette index = class) for any IMAGES with a model.pt; no config needed."""
     from cisctool.steps.predict import predict_images

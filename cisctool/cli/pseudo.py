@@ -5,8 +5,15 @@ from pathlib import Path
 import click
 
 from cisctool.cli.options import (
-    device_option, guide_option, hold_run_folder, load, no_rectify_option, rectify_overrides, resolve_device,
-    round_option, weight_mode_option,
+    device_option,
+    guide_option,
+    hold_run_folder,
+    load,
+    no_rectify_option,
+    rectify_overrides,
+    resolve_device,
+    round_option,
+    weight_mode_option,
 )  # fmt: skip
 from cisctool.config import Compression, ReviewFormat, choices
 from cisctool.console import console
@@ -39,7 +46,7 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 @device_option
 @click.pass_context
 def rectify(
-    ctx: click.Context,
+    ctx: click.Context, *,
     round_index: int,
     batch_size: int | None,
     guide: str | None,
@@ -96,7 +103,7 @@ def rectify(
 @click.option("--limit", type=click.IntRange(1), default=None, help="png: only the first N images.")
 @click.pass_context
 def export(
-    ctx: click.Context, round_index: int, file_format: str, out: Path, worst: int | None, overlay: bool,
+    ctx: click.Context, *, round_index: int, file_format: str, out: Path, worst: int | None, overlay: bool,
     limit: int | None,
 ) -> None:  # fmt: skip
     """Round N's pseudo labels as palette PNGs (<id>.png, 255 = ignore, as ST++/UniMatch read them), or as

@@ -6,8 +6,16 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cisctool.cli.options import (
-    device_option, guide_option, hold_run_folder, load, no_rectify_option, parse_setting, rectify_overrides,
-    resolve_device, round_option, weight_mode_option,
+    device_option,
+    guide_option,
+    hold_run_folder,
+    load,
+    no_rectify_option,
+    parse_setting,
+    rectify_overrides,
+    resolve_device,
+    round_option,
+    weight_mode_option,
 )  # fmt: skip
 from cisctool.cli.tables import comparison_table, rounds_table
 from cisctool.config import load_config
@@ -26,7 +34,7 @@ if TYPE_CHECKING:  # matplotlib loads only for the commands that write a report
 @device_option
 @click.pass_context
 def run_command(
-    ctx: click.Context, rounds: int, plain: bool, guide: str | None, weight_mode: str | None, device: str | None
+    ctx: click.Context, *, rounds: int, plain: bool, guide: str | None, weight_mode: str | None, device: str | None
 ) -> None:
     """Every step of every round (train, index, rectify, train, …), skipping those already done."""
     from cisctool.steps.report import write_report
@@ -77,7 +85,7 @@ def demo(ctx: click.Context, out: Path, rounds: int, device: str | None) -> None
 @device_option
 @click.pass_context
 def compare_command(
-    ctx: click.Context, rounds: int, seeds: str, official: bool, arms: tuple[str, ...],
+    ctx: click.Context, *, rounds: int, seeds: str, official: bool, arms: tuple[str, ...],
     device: str | None,
 ) -> None:  # fmt: skip
     """SupOnly vs self-training vs CISC-R on one shared round 0 per seed; paired differences."""

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Rich tables of what a step returned: a training, a val score, the rounds of a run, a comparison."""
 
 from __future__ import annotations
 
@@ -88,5 +88,5 @@ def _percent(value: float) -> str:
     return "—" if math.isnan(value) else f"{100 * value:.2f}"
 
 
-def _pm(pair: tuple[float, float], signed: bool = False) -> str:
+def _pm(pair: tuple[float, float], *, signed: bool = False) -> str:
     return f"{100 * pair[0]:{'+' if signed else ''}.2f} ± {100 * pair[1]:.2f}"

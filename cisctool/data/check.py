@@ -55,7 +55,7 @@ def check_splits(config: Config) -> CheckSummary:
         for name, relative, masks_required in splits:
             if not relative:
                 continue
-            entries = read_split(config.data_root / relative, config.data_root, masks_required)
+            entries = read_split(config.data_root / relative, config.data_root, masks_required=masks_required)
             summary = SplitSummary(name, class_pixels=np.zeros(num_classes, dtype=np.int64))
             task = bar.add_task(f"check {name}", total=len(entries))
             for entry in entries:

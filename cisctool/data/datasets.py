@@ -61,7 +61,7 @@ class PairSettings:
 
 
 class LabeledPairDataset(Dataset):
-    """Labeled image + a partner labeled image that shares a class with it (DESIGN §1.7).
+    """Labeled image + a partner labeled image that shares a class with it (for the round-0 consistency loss).
 
     Each item: image, mask (3×S×S, S×S), partner_image, partner_mask, and
     shared_class (the class whose CISC consistency is trained, −1 when the
@@ -154,7 +154,7 @@ class InferenceDataset(Dataset):
     """Whole images for evaluation or pseudo-labelling; the mask is optional."""
 
     def __init__(
-        self, entries: Sequence[SplitEntry], num_classes: int, ignore_index: int, with_masks: bool
+        self, entries: Sequence[SplitEntry], num_classes: int, ignore_index: int, *, with_masks: bool
     ) -> None:
         self.entries = list(entries)
         self.num_classes, self.ignore_index, self.with_masks = num_classes, ignore_index, with_masks

@@ -23,7 +23,7 @@ class SplitEntry:
     mask: Path | None
 
 
-def read_split(split_file: Path, root: Path, masks_required: bool) -> list[SplitEntry]:
+def read_split(split_file: Path, root: Path, *, masks_required: bool) -> list[SplitEntry]:
     """Parse a split file into entries, checking the format, emptiness and duplicate ids."""
     if not root.is_dir():
         raise InputError(f"{root}: data root folder not found")

@@ -1,4 +1,5 @@
-"""The method's tensor maths (DESIGN §1.1, §1.4, §1.7): pure batched functions, no I/O.
+"""The CISC maths: similarity maps to guide prototypes, loss weights, relabel and drop rules, image
+reliability and the round-0 consistency loss; pure batched functions, no I/O.
 
 Shapes: B images, C classes, D feature channels, h×w feature resolution
 (stride 4 for DeepLabV3+), H×W label resolution. `ignore_index` pixels never
@@ -33,7 +34,7 @@ def consistency_loss(
     num_classes: int,
     ignore_index: int,
 ) -> torch.Tensor:
-    """Round-0 CISC consistency loss on labeled pairs (DESIGN §1.7), both directions.
+    """Round-0 CISC consistency loss on labeled pairs, both directions (the official stage 1, loss = CE + λ·BCE).
 
     features, partner_features B×D×h×w; masks, partner_masks B×H×W;
     shared_class B (−1 = no shared class). Each image's CISC map towards the
@@ -81,7 +82,7 @@ def _one_direction(
     return per_image, (counts & own_present).float()
 
 
-# ---------------------------------------------------------------- rectification (§1.4–1.6)
+# ---------------------------------------------------------------- rectification
 # K guide slots per image: slot_classes B×K holds the class each slot's guide
 # stands for, −1 for an empty slot (images of a batch have different class counts).
 

@@ -1,4 +1,4 @@
-"""Which labeled prototype guides each (unlabeled image, present class) query (DESIGN §1.3).
+"""Which labeled prototype guides each (unlabeled image, present class) query.
 
 `nearest` (ours): the top-k same-class prototypes from the index, averaged.
 `random` (the official code): a random labeled image that has the class.
@@ -17,7 +17,6 @@ from cisctool.method.index import (
     search_by_class,
     stored_vectors,
 )
-
 
 
 def mix_hash(*keys: np.ndarray) -> np.ndarray:

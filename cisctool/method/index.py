@@ -55,6 +55,7 @@ def build_index(
     factory: str = "Flat",
     nprobe: int = 16,
     ef_search: int = 128,
+    *,
     use_gpu: bool = False,
 ) -> PrototypeIndex:
     """Index N×D prototypes with any FAISS factory string; IVF is trained on the prototypes.

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Cross-entropy losses of a training step: CE on labeled masks, and weighted CE on pseudo labels (each
+pixel weighted by its stored weight, normalised by the sum of weights); ignore pixels count for nothing."""
 
 import torch
 import torch.nn.functional as F

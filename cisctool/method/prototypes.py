@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""Class prototypes by masked average pooling, and which classes an image holds.
+
+Shapes: B images, C classes, D feature channels, h×w feature resolution, H×W
+label resolution; `ignore_index` pixels never count as a class. No Python loop
+runs over images or classes.
+"""
 
 import numpy as np
 import torch

@@ -1,7 +1,7 @@
-"""What rounds ≥ 1 add to training (DESIGN §1.6, §1.8): which pseudo-labeled images, and their loss.
+"""What rounds ≥ 1 add to training which pseudo-labeled images, and how they are mixed.
 
 - The reliable-image schedule: round 1 trains on the `ratio` most reliable
-  unlabeled images (lowest §1.6 score), later rounds on all, as CISC-R and
+  unlabeled images (lowest reliability score: mean BCE of S_ŷ towards 1), later rounds on all, as CISC-R and
   ST++ do.
 - The pseudo loss: cross-entropy on rectified labels, each pixel weighted by
   the stored weight and normalised by the sum of weights; ignore pixels

@@ -1,4 +1,4 @@
-"""One batch, from images to every per-pixel signal rectification acts on (DESIGN §1.3–1.6, §5).
+"""One batch, from images to every per-pixel signal rectification acts on.
 
 DataLoader workers decode → one forward per batch (AMP on CUDA) → prototypes
 of every predicted class by einsum → one guide lookup per batch → CISC maps,
@@ -88,7 +88,7 @@ class BatchSignals:
 
 
 def predict(
-    model: nn.Module, images: torch.Tensor, scales: tuple[float, ...] = (1.0,), flip: bool = False
+    model: nn.Module, images: torch.Tensor, scales: tuple[float, ...] = (1.0,), *, flip: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities B×C×H×W (float32) and features B×D×h×w of the plain view.
 
@@ -123,6 +123,7 @@ def batch_signals(
     own_rows: np.ndarray,
     source: GuideSource | None,
     settings: RectifySettings,
+    *,
     report: bool = True,
 ) -> BatchSignals:
     """Predict and guide one padded batch: every signal the thresholds act on (and, with
@@ -134,7 +135,7 @@ def batch_signals(
     and reliability is mean −log confidence.
     """
     num_classes, ignore = settings.num_classes, settings.ignore_index
-    probabilities, features = predict(model, images, settings.tta_scales, settings.tta_flip)
+    probabilities, features = predict(model, images, settings.tta_scales, flip=settings.tta_flip)
     confidence, raw = probabilities.max(dim=1)
     raw = torch.where(valid, raw, torch.full_like(raw, ignore))
     prototypes, _ = class_prototypes(features, raw, num_classes, ignore)
@@ -193,7 +194,8 @@ def batch_signals(
 def rectified_labels(
     signals: BatchSignals, margin: float, p_min: float, cisc_min: float, conf_min: float, ignore_index: int
 ) -> torch.Tensor:
-    """Relabel, then drop (DESIGN §1.5); padding stays ignore (raw is ignore there)."""
+    """Relabel (S_c' − S_ŷ > margin and P_c' ≥ p_min), then drop (cisc < cisc_min or confidence < conf_min);
+    padding stays ignore (raw is ignore there)."""
     label = relabel(
         signals.raw_label, signals.maps, signals.probabilities, signals.slot_classes, signals.cisc, margin, p_min
     )
@@ -224,7 +226,7 @@ def fixed_batches(count: int, batch_size: int) -> list[list[int]]:
 
 
 def cropped_images(
-    keys: np.ndarray, sizes: np.ndarray, arrays: dict[str, np.ndarray], masks: np.ndarray, with_masks: bool
+    keys: np.ndarray, sizes: np.ndarray, arrays: dict[str, np.ndarray], masks: np.ndarray, *, with_masks: bool
 ) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray | None]]:
     """Each image of a host batch: (split position, its H×W arrays, its mask or None)."""
     for slot, key in enumerate(keys.tolist()):

@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""Confusion-matrix mIoU, and the classes a model never learned.
+
+mIoU is the mean over classes that occur (in prediction or ground truth) of
+TP / (TP + FP + FN), accumulated over the whole split as in torchvision's
+reference `ConfusionMatrix` and mmsegmentation.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""How good are pseudo labels, and which per-pixel signal tells right from wrong (DESIGN §1.5).
+"""How good are pseudo labels, and which per-pixel signal tells right from wrong.
 
 Streaming and memory-bounded: per-image updates into confusion matrices and
 fixed-bin histograms, so the report over 100k images costs what one image

@@ -3,7 +3,7 @@
 `report_signals` turns one image's stored and report-only arrays into the
 named signals whose AUROC the report gives (`SIGNALS`), each in [0, 1] with
 NaN where undefined. Calibration maps S_ŷ to its quantile among correctly
-predicted labeled pixels of class ŷ (§1.5 asks whether that makes S
+predicted labeled pixels of class ŷ (the question is whether that makes S
 comparable across classes; measured, it does not help — reported, not used).
 """
 

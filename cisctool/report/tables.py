@@ -16,7 +16,7 @@ def _percent(value: float) -> str:
     return "—" if math.isnan(value) else f"{100 * value:.2f}"
 
 
-def index_table(prototype_index: PrototypeIndex, class_names: list[str], stale: bool | None = None) -> Table:
+def index_table(prototype_index: PrototypeIndex, class_names: list[str], *, stale: bool | None = None) -> Table:
     """Vectors per class, then dim, factory, build time, recall@1 and staleness."""
     meta = prototype_index.metadata
     table = Table(title=f"index of round {meta.get('round', '?')} ({meta['factory']})")

@@ -1,8 +1,5 @@
-"""Confusion-matrix mIoU and whole-image / sliding-window inference.
-
-mIoU is the mean over classes that occur (in prediction or ground truth) of
-TP / (TP + FP + FN), accumulated over the whole split as in torchvision's
-reference `ConfusionMatrix` and mmsegmentation.
+"""Score a model: whole-image or sliding-window inference over a split, confusion-matrix mIoU; and the
+quality of a finished pseudo-label file from its stored signals (`eval --split pseudo`).
 """
 
 import functools
@@ -100,6 +97,7 @@ def evaluate(
     entries: list[SplitEntry],
     class_names: list[str],
     ignore_index: int,
+    *,
     mode: str = "whole",
     crop_size: int = 513,
     stride: int = 341,

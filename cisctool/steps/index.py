@@ -1,6 +1,6 @@
 """`cisctool index build / info`: embed every labeled image's present classes with a round's model.
 
-Prototypes come from the ground-truth masks (DESIGN §1.2): one batched forward,
+Prototypes come from the ground-truth masks: one batched forward,
 then masked average pooling of the decoder features for every class at once.
 """
 

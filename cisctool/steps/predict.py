@@ -24,7 +24,7 @@ IGNORE_INDEX = 255
 
 
 def predict_images(
-    checkpoint: Path, images: list[Path], out: Path, device: str, overlay: bool = False, batch_size: int = 8
+    checkpoint: Path, images: list[Path], out: Path, device: str, *, overlay: bool = False, batch_size: int = 8
 ) -> list[str]:
     """Write `<out>/<stem>.png` (palette index = class) for every image; returns the checkpoint's class names."""
     stems: dict[str, Path] = {}

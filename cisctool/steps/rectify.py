@@ -1,6 +1,6 @@
-"""`cisctool rectify --round N`: the pseudo-labelling pipeline writing `pseudo.h5` (DESIGN §4, §5).
+"""`cisctool rectify --round N`: the pseudo-labelling pipeline writing `pseudo.h5`.
 
-`signals` computes each batch on the model's device; a writer thread crops
+`signal_stream` computes each batch on the model's device; a writer thread crops
 each image, appends it to the file and feeds the quality report while the
 next batch computes. Unfinished work resumes from the file's `done` flags and
 the report's saved totals (`quality_progress`), so a resumed run writes and
@@ -30,6 +30,7 @@ from cisctool.console import RateColumn, progress_bar
 from cisctool.data.masks import image_size
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.errors import InputError
+from cisctool.method.index import PrototypeIndex
 from cisctool.method.signals import (
     RectifySettings,
     cropped_images,
@@ -40,8 +41,8 @@ from cisctool.method.signals import (
 from cisctool.report.quality import QualityAccumulator
 from cisctool.report.quality_progress import QualityProgress, progress_path
 from cisctool.report.quality_signals import SIGNALS, report_signals
-from cisctool.steps.index import open_round_index
 from cisctool.steps.distributed import barrier, from_environment, process_group
+from cisctool.steps.index import open_round_index
 from cisctool.steps.shards import RESUME_KEYS, merge_and_report, shard_batches, shard_path
 from cisctool.steps.signal_stream import class_calibration, guided_model, signal_stream
 from cisctool.store.atomic import atomic_write_json, remove_stale_temporaries, sha256_file
@@ -179,38 +180,13 @@ def rectify_round(
         raise InputError("--round must be ≥ 1: round N's pseudo labels come from round N−1's model")
     layout = RunLayout.of(config)
     source_round = round_index - 1
-    model_path = layout.model(source_round)
-    if not model_path.is_file():
-        raise InputError(f"{model_path}: no model for round {source_round} (train it first)")
-    index_path = layout.index_files(source_round)[0]
-    prototype_index = None
-    if config.rectify.enabled:
-        prototype_index, stale = open_round_index(config, source_round)
-        if stale:
-            raise InputError(
-                f"{index_path}: stale (round {source_round}'s model changed since it was built); "
-                f"rerun `cisctool index build --round {source_round}`"
-            )
+    prototype_index = _source_index(config, source_round)
     final_path = layout.pseudo(round_index) if shard is None else shard_path(layout.pseudo(round_index), *shard)
     if final_path.exists() and not force:
         raise InputError(f"{final_path}: already exists; pass --force to recompute it")
     entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
     with_masks = all(entry.mask is not None for entry in entries)
-    attrs = {
-        "round": round_index,
-        "ignore_index": config.data.ignore_index,
-        "class_names": list(config.class_names),
-        "checkpoint_sha256": sha256_file(model_path),
-        "index_sha256": sha256_file(index_path) if config.rectify.enabled else "",
-        "config": to_toml(config),
-        "config_hash": config_hash(config),
-        "inputs_hash": pseudo_inputs_hash(config),
-        "rectified": config.rectify.enabled,
-        "guide": config.rectify.guide,
-        "weight_mode": config.rectify.weight_mode,
-        "tta": tta_description(config),
-        "batch_size": config.rectify.batch_size,
-    }
+    attrs = _file_attributes(config, round_index)
     work_path = partial_path(final_path)
     try:
         final_path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,26 +214,70 @@ def rectify_round(
     else:
         work_path.unlink(missing_ok=True)
         writer = PseudoWriter.create(work_path, ids, shapes, config.data.num_classes, attrs, compression)
-    store = functools.partial(_store, writer, progress, todo, config.rectify.weight_mode, with_masks, calibration)
+    store = functools.partial(_store, writer, progress, todo, config.rectify.weight_mode, calibration, with_masks=with_masks)
     try:
         computed, seconds = _run(stream, store, settings, todo, source_round)
     finally:
         writer.close()
     progress.save()  # a run killed before the rename below then recomputes nothing
     outcome = RectifyOutcome(final_path, len(entries), computed, seconds, progress.report())
-    outcome.report.update(
-        images_total=len(entries), guide_exclude=list(settings.guide_exclude),
-        thresholds={"margin": settings.margin, "p_min": settings.p_min,
-                    "cisc_min": settings.cisc_min, "conf_min": settings.conf_min},
-        round=round_index, file=str(final_path), images_per_second=outcome.images_per_second,
-        seconds=seconds, computed_this_run=computed, tta=tta_description(config),
-        guide=config.rectify.guide, weight_mode=config.rectify.weight_mode,
-    )  # fmt: skip
+    _describe_run(outcome, config, round_index)
     quality_path = layout.pseudo_quality(round_index) if shard is None else final_path.with_suffix(".json")
     atomic_write_json(quality_path, outcome.report)
     os.replace(work_path, final_path)
     progress.discard()
     return outcome
+
+
+def _source_index(config: Config, source_round: int) -> PrototypeIndex | None:
+    """Round N−1's index when rectifying (None for plain self-training); refuses a missing model or a stale index."""
+    layout = RunLayout.of(config)
+    model_path = layout.model(source_round)
+    if not model_path.is_file():
+        raise InputError(f"{model_path}: no model for round {source_round} (train it first)")
+    if not config.rectify.enabled:
+        return None
+    prototype_index, stale = open_round_index(config, source_round)
+    if stale:
+        raise InputError(
+            f"{layout.index_files(source_round)[0]}: stale (round {source_round}'s model changed since it was "
+            f"built); rerun `cisctool index build --round {source_round}`"
+        )
+    return prototype_index
+
+
+def _file_attributes(config: Config, round_index: int) -> dict[str, Any]:
+    """What the pseudo file records of its making: the model, index and settings (hashes), and the choices."""
+    layout = RunLayout.of(config)
+    return {
+        "round": round_index,
+        "ignore_index": config.data.ignore_index,
+        "class_names": list(config.class_names),
+        "checkpoint_sha256": sha256_file(layout.model(round_index - 1)),
+        "index_sha256": sha256_file(layout.index_files(round_index - 1)[0]) if config.rectify.enabled else "",
+        "config": to_toml(config),
+        "config_hash": config_hash(config),
+        "inputs_hash": pseudo_inputs_hash(config),
+        "rectified": config.rectify.enabled,
+        "guide": config.rectify.guide,
+        "weight_mode": config.rectify.weight_mode,
+        "tta": tta_description(config),
+        "batch_size": config.rectify.batch_size,
+    }
+
+
+def _describe_run(outcome: RectifyOutcome, config: Config, round_index: int) -> None:
+    """Add to the quality report the run's settings, thresholds and speed."""
+    settings = RectifySettings.of(config)
+    outcome.report.update(
+        images_total=outcome.images, guide_exclude=list(settings.guide_exclude),
+        thresholds={"margin": settings.margin, "p_min": settings.p_min,
+                    "cisc_min": settings.cisc_min, "conf_min": settings.conf_min},
+        round=round_index, file=str(outcome.path), images_per_second=outcome.images_per_second,
+        seconds=outcome.seconds, computed_this_run=outcome.computed, tta=tta_description(config),
+        guide=config.rectify.guide, weight_mode=config.rectify.weight_mode,
+    )  # fmt: skip
+
 
 
 def _run(
@@ -295,14 +315,15 @@ def _store(
     progress: QualityProgress,
     todo: set[int],
     weight_mode: str,
-    with_masks: bool,
     calibration: np.ndarray | None,
     item: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray],
+    *,
+    with_masks: bool,
 ) -> None:
     """Writer-thread side: crop each image to do out of its batch, write it, and score it unless
     the saved report totals already hold it."""
     positions, images = [], []
-    for key, crop, truth in cropped_images(*item, with_masks):
+    for key, crop, truth in cropped_images(*item, with_masks=with_masks):
         if key not in todo:
             continue
         image = PseudoImage(

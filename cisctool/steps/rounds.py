@@ -1,4 +1,4 @@
-"""`cisctool run --rounds R`: every step of every round in order, skipping what is done (DESIGN §1.9).
+"""`cisctool run --rounds R`: every step of every round in order, skipping what is done.
 
 train 0 → index 0 → rectify 1 → train 1 → index 1 → rectify 2 → train 2 …
 
@@ -52,16 +52,16 @@ def run_rounds(config: Config, rounds: int, device: str) -> list[RoundRow]:
         started = time.perf_counter()
         if round_index > 0:
             if config.rectify.enabled:
-                _step(row, f"index {round_index - 1}", current_round_index(config, round_index - 1) is not None,
-                      lambda: build_round_index(config, round_index - 1, device))  # fmt: skip
-            _step(row, f"rectify {round_index}", _pseudo_current(config, round_index),
-                  lambda: _rectify(config, round_index, device))  # fmt: skip
+                _step(row, f"index {round_index - 1}", lambda: build_round_index(config, round_index - 1, device),
+                      done=current_round_index(config, round_index - 1) is not None)  # fmt: skip
+            _step(row, f"rectify {round_index}", lambda: _rectify(config, round_index, device),
+                  done=_pseudo_current(config, round_index))  # fmt: skip
             quality = _read_json(layout.pseudo_quality(round_index))
             row.raw_miou = quality.get("raw_miou", math.nan)
             row.rectified_miou = quality.get("rectified_miou", math.nan)
         status = training_status(config, round_index)
-        _step(row, f"train {round_index}", status == "finished",
-              lambda: train_and_evaluate(config, device, resume=status == "partial", round_index=round_index))  # fmt: skip
+        _step(row, f"train {round_index}", lambda: train_and_evaluate(config, device, round_index, resume=status == "partial"),
+              done=status == "finished")  # fmt: skip
         val = _read_json(layout.metrics(round_index)).get("val") or {}
         row.val_miou = val.get("mean_iou", math.nan)
         row.collapsed = val.get("collapsed_classes", [])
@@ -72,7 +72,7 @@ def run_rounds(config: Config, rounds: int, device: str) -> list[RoundRow]:
     return rows
 
 
-def _step(row: RoundRow, name: str, done: bool, action: Any) -> None:
+def _step(row: RoundRow, name: str, action: Any, *, done: bool) -> None:
     if done:
         row.skipped.append(name)
         console.print(f"[dim]{name}: up to date, skipped")
@@ -91,7 +91,7 @@ def _pseudo_current(config: Config, round_index: int) -> bool:
     return _made_from_current_inputs(path, config, round_index, require_complete=True)
 
 
-def _made_from_current_inputs(path: Path, config: Config, round_index: int, require_complete: bool) -> bool:
+def _made_from_current_inputs(path: Path, config: Config, round_index: int, *, require_complete: bool) -> bool:
     """A readable pseudo file (whole, or unfinished) whose model, index and settings hashes are the current ones."""
     try:
         with PseudoLabels(path, require_complete=require_complete) as stored:
@@ -114,7 +114,7 @@ def _rectify(config: Config, round_index: int, device: str) -> None:
     """Resume an unfinished file of the same inputs; otherwise start it over."""
     path = RunLayout.of(config).pseudo(round_index)
     unfinished = partial_path(path)
-    resume = unfinished.exists() and _made_from_current_inputs(unfinished, config, round_index, False)
+    resume = unfinished.exists() and _made_from_current_inputs(unfinished, config, round_index, require_complete=False)
     rectify_round(config, round_index, device, resume=resume, force=True)
 
 

@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""A model and its guides streamed over a split: DataLoader workers decode, then every batch's signals.
+
+Shared by `rectify` and `tune` (and the class-wise calibration of S, computed
+over the labeled images). The workers start before the stream is returned, so
+a file opened afterwards (the pseudo file being written) is never inherited.
+"""
 
 import functools
 from collections.abc import Iterator
@@ -50,6 +55,7 @@ def signal_stream(
     entries: list[SplitEntry],
     batches: list[list[int]],
     device: str,
+    *,
     with_masks: bool,
 ) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
     """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each;
@@ -70,7 +76,7 @@ def signal_stream(
         pin_memory=device.startswith("cuda"),
         worker_init_fn=exit_with_parent(),
     )
-    return _signals(iter(loader), model, source, settings, own_rows, config, device, with_masks)
+    return _signals(iter(loader), model, source, settings, own_rows, config, device, with_masks=with_masks)
 
 
 def _signals(
@@ -81,6 +87,7 @@ def _signals(
     own_rows: np.ndarray,
     config: Config,
     device: str,
+    *,
     with_masks: bool,
 ) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
     amp = config.train.amp and device.startswith("cuda")
@@ -91,7 +98,7 @@ def _signals(
             images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
             keys = batch["index"].numpy()
             valid = _valid_pixels(batch["sizes"], images.shape[-2:]).to(device)
-            signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, with_masks)
+            signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, report=with_masks)
         yield batch, signals
 
 

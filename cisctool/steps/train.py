@@ -36,7 +36,12 @@ from cisctool.models import build_model
 from cisctool.steps.distributed import Processes, barrier, from_environment, process_group
 from cisctool.steps.evaluate import EvalResult, evaluate_round
 from cisctool.steps.train_data import (
-    PseudoSelection, labeled_loader, pair_settings, pseudo_loader, select_pseudo_labels, total_steps_of,
+    PseudoSelection,
+    labeled_loader,
+    pair_settings,
+    pseudo_loader,
+    select_pseudo_labels,
+    total_steps_of,
     training_signature,
 )  # fmt: skip
 from cisctool.store.atomic import atomic_write_json, atomic_write_text, remove_stale_temporaries

@@ -1,4 +1,4 @@
-"""`cisctool tune`: choose relabel/drop thresholds by cross-fitting on the labeled images (DESIGN §1.5).
+"""`cisctool tune`: choose relabel/drop thresholds by cross-fitting on the labeled images.
 
 The round's own model has seen every labeled image and is near-perfect on
 them, so its errors there say nothing about its errors on unlabeled images.
@@ -123,7 +123,7 @@ def tune_thresholds(config: Config, device: str, folds: int = 3, max_steps: int 
                     changed[slot] += int((label != signals.raw_label)[valid].sum())
                 arrays = host_arrays(signals, signals.raw_label)
                 host = (batch["index"].numpy(), batch["sizes"].numpy(), arrays, batch["mask"].numpy())
-                for _, crop, mask in cropped_images(*host, True):
+                for _, crop, mask in cropped_images(*host, with_masks=True):
                     quality.add(crop["raw_label"], crop["raw_label"], crop[f"weight_{config.rectify.weight_mode}"],
                                 float(crop["reliability"]), report_signals(crop, calibration), mask)  # fmt: skip
                 bar.advance(task, len(batch["index"]))

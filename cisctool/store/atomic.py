@@ -1,9 +1,5 @@
-"""Where each round's artifacts live, atomic writes, and file hashes.
+"""Atomic writes and file hashes.
 
-Layout (DESIGN §4), relative to `workdir`:
-    runs/<name>/config.resolved.toml
-    runs/<name>/round<N>/{model.pt, last.pt, metrics.json, train.log, pseudo.h5, pseudo_quality.json}
-    indexes/<name>/round<N>.faiss + round<N>.json
 Every file is written to a temporary name beside its target and renamed into
 place, so a killed process never leaves a file that looks whole.
 """

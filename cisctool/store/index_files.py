@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""A prototype index on disk: `round<N>.faiss` (the CPU FAISS index) beside `round<N>.json` (format,
+version, what each vector is, and the metadata); both written atomically, and checked when read."""
 
 import json
 from pathlib import Path

@@ -1,4 +1,9 @@
-"""TODO docstring."""
+"""Where each round's artifacts live, relative to `workdir`:
+
+    runs/<name>/config.resolved.toml
+    runs/<name>/round<N>/{model.pt, last.pt, metrics.json, train.log, pseudo.h5, pseudo_quality.json}
+    indexes/<name>/round<N>.faiss + round<N>.json
+"""
 
 from dataclasses import dataclass
 from pathlib import Path

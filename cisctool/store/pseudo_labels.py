@@ -1,4 +1,4 @@
-"""`pseudo.h5` (DESIGN §4, version 1): rectified pseudo labels of any image sizes in one file.
+"""`pseudo.h5` (format "cisctool-pseudo", version 1): rectified pseudo labels of any image sizes in one file.
 
 Per-pixel arrays of all images are concatenated (image i owns pixels
 offsets[i]:offsets[i+1], row-major H×W), chunked and compressed; `done[i]`
@@ -9,7 +9,7 @@ the file lives under a temporary name (`pseudo.partial.h5`) and is renamed to
 
 HDF5 is not crash-safe: a process killed inside a write can leave chunks an
 earlier, flushed batch shares damaged. So each image also gets a CRC32 of its
-stored values (`/checksum`, beyond §4's list), and reopening an unfinished file
+stored values (`/checksum`, beyond the documented datasets), and reopening an unfinished file
 re-reads every done image and recomputes those whose values no longer match
 (or no longer read at all); a chunk that no longer decompresses is replaced
 before anything writes into it. Nor is HDF5 safe against a full disk, so
@@ -109,7 +109,7 @@ class PseudoWriter:
         attrs: dict[str, Any],
         compression: str = "lzf",
     ) -> "PseudoWriter":
-        """A new file for `ids` with image sizes `shapes` (N×2 H, W); attrs as §4 lists them."""
+        """A new file for `ids` with image sizes `shapes` (N×2 H, W); attrs: round, class names, hashes of model, index and config."""
         if compression not in COMPRESSIONS:
             raise InputError(f"compression {compression!r}: use one of {', '.join(COMPRESSIONS)}")
         try:
@@ -294,7 +294,7 @@ def _check_header(path: Path, handle: h5py.File) -> None:
 class PseudoLabels:
     """Read-only view of a finished `pseudo.h5`; refuses foreign, other-version or unfinished files."""
 
-    def __init__(self, path: Path, require_complete: bool = True) -> None:
+    def __init__(self, path: Path, *, require_complete: bool = True) -> None:
         self.path = path
         if not path.is_file():
             raise InputError(f"{path}: pseudo-label file not found (run `cisctool rectify`)")

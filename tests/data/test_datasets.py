@@ -6,10 +6,11 @@ from cisctool.data.datasets import (
     LabeledPairDataset,
     PairSettings,
     SeededSampler,
+    class_area_fractions,
     pad_collate,
-    present_classes,
 )
 from cisctool.data.splits import read_split
+from cisctool.method.prototypes import present_classes
 
 
 def labeled_dataset(config, excluded=(0,)):
@@ -62,12 +63,12 @@ def test_present_classes_uses_min_area_of_valid_pixels():
     mask[0, :2] = 1  # 2 % of pixels
     mask[1:4] = 2  # 30 %
     mask[9] = 255
-    present = present_classes(mask, 4, 255, 0.03)
+    present = present_classes(class_area_fractions(mask, 4, 255), 0.03)
     assert present.tolist() == [True, False, True, False]
 
 
 def test_inference_batches_pad_images_and_masks(demo_config):
-    entries = read_split(demo_config.data_root / demo_config.data.val, demo_config.data_root, True)
+    entries = read_split(demo_config.data_root / demo_config.data.val, demo_config.data_root, masks_required=True)
     dataset = InferenceDataset(entries, demo_config.data.num_classes, 255, with_masks=True)
     batch = pad_collate([dataset[0], dataset[1]], 255)
     sizes = batch["sizes"]
@@ -81,7 +82,7 @@ def test_inference_batches_pad_images_and_masks(demo_config):
 
 
 def test_inference_batches_round_their_padded_size_up_to_the_divisor(demo_config):
-    entries = read_split(demo_config.data_root / demo_config.data.val, demo_config.data_root, True)
+    entries = read_split(demo_config.data_root / demo_config.data.val, demo_config.data_root, masks_required=True)
     dataset = InferenceDataset(entries, demo_config.data.num_classes, 255, with_masks=True)
     batch = pad_collate([dataset[0], dataset[1]], 255, size_divisor=32)
     largest = batch["sizes"].max(dim=0).values.tolist()

@@ -126,6 +126,7 @@ def test_missing_config(tmp_path: Path):
     assert result.exit_code == 2 and "x.toml: config file not found" in result.output
 
 
+@pytest.mark.slow
 def test_installed_entry_point_runs_make_demo(tmp_path: Path):
     executable = Path(sys.executable).parent / "cisctool"
     completed = subprocess.run(

@@ -11,14 +11,17 @@ from cisctool.steps.train import build_optimizer, scheduled_lr, train_and_evalua
 from cisctool.store.checkpoints import load_checkpoint, load_model
 from cisctool.store.layout import RunLayout
 
+from helpers import crash_at
+
 
 def test_resume_after_a_crash_equals_an_uninterrupted_run(demo_config, tmp_path):
     whole = train_round(with_overrides(demo_config, {"workdir": str(tmp_path / "whole")}))
     assert whole.steps == 4 and whole.model_path.exists()
 
     crashed_config = with_overrides(demo_config, {"workdir": str(tmp_path / "crashed")})
-    crashed = train_round(crashed_config, stop_at_step=3)  # last periodic checkpoint: step 2
-    assert crashed.model_path is None and not RunLayout.of(crashed_config).model(0).exists()
+    with crash_at("train-step:3"):  # last periodic checkpoint: step 2
+        train_round(crashed_config)
+    assert not RunLayout.of(crashed_config).model(0).exists()
     assert load_checkpoint(RunLayout.of(crashed_config).last(0))["step"] == 2
     resumed = train_round(crashed_config, resume=True)
     assert resumed.resumed_from == 2 and resumed.steps == 4
@@ -30,7 +33,8 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(demo_config, tmp_path)
 
 
 def test_resume_refuses_other_settings(demo_config, tmp_path):
-    train_round(demo_config, stop_at_step=2)
+    with crash_at("train-step:3"):
+        train_round(demo_config)
     changed = with_overrides(demo_config, {"train.lr": 0.5})
     with pytest.raises(InputError, match="last.pt: written with other"):
         train_round(changed, resume=True)
@@ -90,8 +94,9 @@ def test_round_one_resume_after_a_crash_equals_an_uninterrupted_run(demo_config,
         runs[name] = with_overrides(demo_config, {"workdir": str(tmp_path / name), "train.round_max_steps": 4})
         rectify_round(runs[name], 1, "cpu")
     whole = train_round(runs["whole"], 1)
-    crashed = train_round(runs["crashed"], 1, stop_at_step=3)
-    assert crashed.model_path is None
+    with crash_at("train-step:3"):
+        train_round(runs["crashed"], 1)
+    assert not RunLayout.of(runs["crashed"]).model(1).exists()
     resumed = train_round(runs["crashed"], 1, resume=True)
     assert resumed.resumed_from == 2 and resumed.steps == 4 and whole.pseudo_images == (3, 6)
     expected = load_checkpoint(whole.model_path)["model"]

@@ -8,9 +8,11 @@ import pytest
 from cisctool.config import Config, with_overrides
 from cisctool.errors import InputError
 from cisctool.method.signals import fixed_batches
-from cisctool.steps.rectify import SimulatedCrash, rectify_round
+from cisctool.steps.rectify import rectify_round
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PIXEL_DTYPES, PseudoLabels, partial_path
+
+from helpers import crash_at
 
 
 @pytest.fixture
@@ -46,8 +48,9 @@ def test_rectify_writes_a_whole_file_and_a_quality_report(config: Config):
 
 def test_killed_run_resumes_to_the_same_file(config: Config, tmp_path: Path):
     assert len(fixed_batches(6, 2)) == 3
-    with pytest.raises(SimulatedCrash):
-        rectify_round(config, 1, "cpu", crash_after=1)
+    calibration = len(fixed_batches(8, 2))  # the labeled images' calibration batches come first
+    with crash_at(f"forward:{calibration + 2}"):  # before unlabeled batch 2: batch 1 is written
+        rectify_round(config, 1, "cpu")
     final = RunLayout.of(config).pseudo(1)
     assert not final.exists() and partial_path(final).exists()
     with pytest.raises(InputError, match="unfinished .2/6 images done"):

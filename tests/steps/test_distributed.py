@@ -1,30 +1,36 @@
 """Two gloo processes on CPU through torchrun: training runs, and resumes exactly."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
-from helpers import FAST_TRAINING
 
 from cisctool.data.datasets import SeededSampler
+from cisctool.faults import FAULT_VARIABLE
 from cisctool.store.checkpoints import load_checkpoint
+
+from helpers import FAST_TRAINING
 
 SCRIPT = """
 import json, sys
 from cisctool.config import load_config
 from cisctool.steps.train import train_round
-config_path, workdir, stop, resume = sys.argv[1:5]
-config = load_config(config_path, {**json.loads(sys.argv[5]), "workdir": workdir})
-train_round(config, 0, "cpu", resume=resume == "1", stop_at_step=int(stop) or None)
+config_path, workdir, resume = sys.argv[1:4]
+config = load_config(config_path, {**json.loads(sys.argv[4]), "workdir": workdir})
+train_round(config, 0, "cpu", resume=resume == "1")
 """
 
 
-def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+def torchrun(*args: str, cwd: Path, fault: str = "") -> subprocess.CompletedProcess:
+    """Two processes; without a fault they must succeed, with one (CISCTOOL_FAULT) they must fail."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
-    completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    environment = {**os.environ, FAULT_VARIABLE: fault} if fault else None
+    completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=environment)
+    assert (completed.returncode != 0) == bool(fault), completed.stderr[-3000:]
     return completed
 
 
@@ -34,21 +40,23 @@ def test_ranks_split_one_sample_stream():
     assert sorted(ranks[0] + ranks[1]) == sorted(whole) and not set(ranks[0]) & set(ranks[1])
 
 
+@pytest.mark.slow
 def test_two_process_training_resumes_to_the_uninterrupted_result(demo_dir: Path, tmp_path: Path):
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     config, fast = str(demo_dir / "cisctool.toml"), json.dumps(FAST_TRAINING)
-    torchrun(str(script), config, str(tmp_path / "whole"), "0", "0", fast, cwd=tmp_path)
-    torchrun(str(script), config, str(tmp_path / "crashed"), "3", "0", fast, cwd=tmp_path)
+    torchrun(str(script), config, str(tmp_path / "whole"), "0", fast, cwd=tmp_path)
+    torchrun(str(script), config, str(tmp_path / "crashed"), "0", fast, cwd=tmp_path, fault="train-step:3")  # killed
     crashed = tmp_path / "crashed/runs/demo/round0"
     assert not (crashed / "model.pt").exists() and load_checkpoint(crashed / "last.pt")["step"] == 2
-    torchrun(str(script), config, str(tmp_path / "crashed"), "0", "1", fast, cwd=tmp_path)
+    torchrun(str(script), config, str(tmp_path / "crashed"), "1", fast, cwd=tmp_path)
     expected = load_checkpoint(tmp_path / "whole/runs/demo/round0/model.pt")["model"]
     actual = load_checkpoint(crashed / "model.pt")["model"]
     for key, tensor in expected.items():
         torch.testing.assert_close(actual[key], tensor, rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.slow
 def test_the_cli_trains_under_torchrun_with_one_voice(demo_dir: Path, tmp_path: Path):
     settings = [arg for key, value in FAST_TRAINING.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
     completed = torchrun("-m", "cisctool", "--config", str(demo_dir / "cisctool.toml"), "--set",
@@ -59,9 +67,9 @@ def test_the_cli_trains_under_torchrun_with_one_voice(demo_dir: Path, tmp_path: 
     assert completed.stdout.count("training round 0") == 1  # rank 1 prints nothing
 
 
+@pytest.mark.slow
 def test_rectify_under_torchrun_shards_by_rank_and_merges(demo_dir: Path, trained_workdir: Path, tmp_path: Path):
     """Same values in every dataset as one process, with the same threads (torchrun sets OMP_NUM_THREADS=1)."""
-    import os
     import shutil
 
     import h5py

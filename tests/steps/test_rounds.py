@@ -8,10 +8,13 @@ from cisctool.steps.rounds import run_rounds
 from cisctool.steps.train import train_round
 from cisctool.store.layout import RunLayout
 
+from helpers import crash_at
+
 
 def test_run_resumes_an_unfinished_training_and_skips_done_steps(demo_config: Config):
     layout = RunLayout.of(demo_config)
-    train_round(demo_config, 0, stop_at_step=3)  # killed after the step-2 checkpoint
+    with crash_at("train-step:3"):  # after the step-2 checkpoint
+        train_round(demo_config, 0)
     rows = run_rounds(demo_config, 1, "cpu")
     assert [row.ran for row in rows] == [["train 0"], ["index 0", "rectify 1", "train 1"]]
     assert json.loads(layout.metrics(0).read_text())["resumed_from_step"] == 2

@@ -12,6 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+
+from cisctool.store.locks import writing
+
 from helpers import (
     RECTIFY,
     WORKERS,
@@ -22,7 +25,7 @@ from helpers import (
     running,
 )  # fmt: skip
 
-from cisctool.store.locks import writing
+pytestmark = pytest.mark.slow  # every test here starts processes
 
 PATIENCE = 120.0  # seconds to wait for a process to reach a state; polled, never slept through
 
@@ -181,7 +184,7 @@ def test_the_lock_is_released_on_exit_and_reentrant_within_one_process(tmp_path:
         with writing(run_dir):  # a nested holding (run → rectify) neither blocks nor releases
             pass
         probe = subprocess.run(
-            [sys.executable, "-c", "import sys; from pathlib import Path; from cisctool.locks import writing\n"
+            [sys.executable, "-c", "import sys; from pathlib import Path; from cisctool.store.locks import writing\n"
              "with writing(Path(sys.argv[1])): pass", str(run_dir)], capture_output=True, text=True,
         )  # fmt: skip
         assert probe.returncode != 0 and f"in use by pid {os.getpid()}" in probe.stderr

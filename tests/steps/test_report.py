@@ -79,6 +79,7 @@ def open_in_chromium(page_path: Path, screenshot: Path) -> dict:
     return {**shown, "problems": problems}
 
 
+@pytest.mark.slow
 def test_report_opens_in_chromium_with_every_image_and_the_worst_first(run_config: Config, tmp_path: Path):
     outcome = write_report(run_config, gallery=4)
     assert (
