@@ -94,3 +94,12 @@ def test_official_profile_sets_the_papers_choices_over_the_file_and_set_wins(tmp
     assert later.rectify.guide == "nearest" and later.train.seed == 3
     with pytest.raises(InputError, match="profile = 'paper' is not one of default, official"):
         load_config(path, {"profile": "paper"})
+
+
+@pytest.mark.parametrize(("key", "value"), [("model.backbone", "resnet18"), ("model.arch", "unet"),
+                                            ("rectify.guide", "closest"), ("rectify.weight_mode", "max")])
+def test_a_choice_outside_its_list_is_refused_when_the_config_loads(tmp_path: Path, key: str, value: str):
+    path = tmp_path / "c.toml"
+    path.write_text('[data]\nroot = "."\nnum_classes = 3\n')
+    with pytest.raises(InputError, match=f"c.toml: {key} = '{value}' is not one of "):
+        load_config(path, {key: value})

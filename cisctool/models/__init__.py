@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 from torch import nn
 
-from cisctool.config import Arch, Backbone, choices
+from cisctool.config import Arch, Backbone, Config, choices
 from cisctool.errors import InputError
 from cisctool.models.deeplabv3plus import DeepLabV3Plus, SegmentationOutput
 from cisctool.models.mobilenetv2 import MobileNetV2
@@ -36,6 +36,7 @@ __all__ = [
     "DeepLabV3Plus",
     "SegmentationOutput",
     "build_model",
+    "build_configured_model",
     "load_pretrained",
 ]
 
@@ -74,3 +75,16 @@ def build_model(
             )
         load_pretrained(model.backbone, pretrained, spec.ignored_prefixes)
     return model
+
+
+def build_configured_model(config: Config, *, imagenet: bool) -> DeepLabV3Plus:
+    """The model `config` describes; with `imagenet`, the backbone starts from `model.pretrained`
+    (a checkpoint brings its own weights instead)."""
+    return build_model(
+        config.model.arch,
+        config.model.backbone,
+        config.data.num_classes,
+        pretrained=config.model.pretrained if imagenet else "",
+        output_stride=config.model.output_stride,
+        head_channels=config.model.head_channels,
+    )

@@ -129,36 +129,28 @@ class MergedShards:
 
 
 def rectify_command(
-    config: Config,
-    round_index: int,
-    device: str,
-    *,
-    resume: bool = False,
-    force: bool = False,
-    compression: str = "lzf",
-    shard: tuple[int, int] | None = None,
-    merge: bool = False,
+    config: Config, round_index: int, device: str, *, merge: bool = False, **options: Any
 ) -> RectifyOutcome | MergedShards | None:
-    """What `cisctool rectify` does: compute round N's pseudo labels (or one shard of them), or join
-    finished shards (`merge`). Launched by torchrun without a shard, each rank computes the shard of
-    its rank and rank 0 merges them; the other ranks return None.
+    """What `cisctool rectify` does: compute round N's pseudo labels (or the shard `options["shard"]` of
+    them), or join finished shards (`merge`); `options` are `rectify_round`'s. Launched by torchrun
+    without a shard, each rank computes the shard of its rank and rank 0 merges them; the other ranks
+    return None.
     """
-    torchrun = from_environment().active and shard is None and not merge
+    torchrun = from_environment().active and options.get("shard") is None and not merge
     final_path = RunLayout.of(config).pseudo(round_index)
+    force, compression = options.get("force", False), options.get("compression", "lzf")
     if torchrun and final_path.exists() and not force:
         raise InputError(f"{final_path}: already exists; pass --force to recompute it")
     if torchrun:
         with process_group(device) as (processes, rank_device):
-            rectify_round(config, round_index, rank_device, resume=resume, force=True, compression=compression,
-                          shard=(processes.rank, processes.world))  # fmt: skip
+            rank_options = {**options, "force": True, "shard": (processes.rank, processes.world)}
+            rectify_round(config, round_index, rank_device, **rank_options)
             barrier(processes)
         if not processes.is_main:
             return None
     if merge or torchrun:
         return MergedShards(*merge_and_report(config, round_index, compression, force=force or torchrun))
-    return rectify_round(
-        config, round_index, device, resume=resume, force=force, compression=compression, shard=shard
-    )
+    return rectify_round(config, round_index, device, **options)
 
 
 def rectify_round(

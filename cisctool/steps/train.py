@@ -32,7 +32,7 @@ from cisctool.errors import InputError
 from cisctool.method.cisc import consistency_loss
 from cisctool.method.losses import masked_cross_entropy, weighted_cross_entropy
 from cisctool.method.pseudo_training import cutmix
-from cisctool.models import build_model
+from cisctool.models import build_configured_model
 from cisctool.steps.distributed import Processes, barrier, from_environment, process_group
 from cisctool.steps.evaluate import EvalResult, evaluate_round
 from cisctool.steps.train_data import (
@@ -155,14 +155,7 @@ def _learner(config: Config, round_index: int, processes: Processes, device: str
     """A fresh model (seeded by round; round N−1's weights with `train.init = "previous"`) on `device`,
     wrapped in DDP under torchrun, with its optimizer and gradient scaler."""
     torch.manual_seed(config.train.seed + round_index)
-    model = build_model(
-        config.model.arch,
-        config.model.backbone,
-        config.data.num_classes,
-        pretrained=config.model.pretrained,
-        output_stride=config.model.output_stride,
-        head_channels=config.model.head_channels,
-    )
+    model = build_configured_model(config, imagenet=True)
     if round_index > 0 and config.train.init == "previous":
         previous = RunLayout.of(config).model(round_index - 1)
         model.load_state_dict(load_model(previous, expected=config)[0].state_dict())

@@ -14,7 +14,7 @@ from torch import nn
 from cisctool import __version__, faults
 from cisctool.config import Config, from_dict, to_dict
 from cisctool.errors import InputError, first_line
-from cisctool.models import build_model
+from cisctool.models import build_configured_model
 from cisctool.models.safe_load import load_weights_only
 from cisctool.store.atomic import atomic_write
 
@@ -71,13 +71,7 @@ def load_model(path: Path, expected: Config | None = None) -> tuple[nn.Module, C
                 f"{path}: checkpoint has {trained.data.num_classes} classes; "
                 f"config has {expected.data.num_classes}"
             )
-    model = build_model(
-        trained.model.arch,
-        trained.model.backbone,
-        trained.data.num_classes,
-        output_stride=trained.model.output_stride,
-        head_channels=trained.model.head_channels,
-    )
+    model = build_configured_model(trained, imagenet=False)
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as error:

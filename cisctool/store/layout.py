@@ -5,10 +5,21 @@
     indexes/<name>/round<N>.faiss + round<N>.json
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cisctool.config import Config
+
+
+def _round_file(name: str, description: str) -> Callable[["RunLayout", int], Path]:
+    """A RunLayout method: the path of file `name` in round N's folder."""
+
+    def path(layout: "RunLayout", round_index: int) -> Path:
+        return layout.round_dir(round_index) / name
+
+    path.__doc__ = description
+    return path
 
 
 @dataclass(frozen=True)
@@ -33,27 +44,12 @@ class RunLayout:
     def round_dir(self, round_index: int) -> Path:
         return self.run_dir / f"round{round_index}"
 
-    def model(self, round_index: int) -> Path:
-        """The round's final model (never best-on-val)."""
-        return self.round_dir(round_index) / "model.pt"
-
-    def last(self, round_index: int) -> Path:
-        """Full training state for `--resume`."""
-        return self.round_dir(round_index) / "last.pt"
-
-    def metrics(self, round_index: int) -> Path:
-        return self.round_dir(round_index) / "metrics.json"
-
-    def train_log(self, round_index: int) -> Path:
-        return self.round_dir(round_index) / "train.log"
-
-    def pseudo(self, round_index: int) -> Path:
-        """Pseudo labels *for* round N (made with round N−1's model and index)."""
-        return self.round_dir(round_index) / "pseudo.h5"
-
-    def pseudo_quality(self, round_index: int) -> Path:
-        """The quality report of round N's pseudo labels, beside `pseudo.h5`."""
-        return self.round_dir(round_index) / "pseudo_quality.json"
+    model = _round_file("model.pt", "The round's final model (never best-on-val).")
+    last = _round_file("last.pt", "Full training state for `--resume`.")
+    metrics = _round_file("metrics.json", "The round's steps, loss and val scores.")
+    train_log = _round_file("train.log", "The losses every `log_every` steps.")
+    pseudo = _round_file("pseudo.h5", "Pseudo labels *for* round N (made with round N−1's model and index).")
+    pseudo_quality = _round_file("pseudo_quality.json", "The quality report of round N's pseudo labels, beside `pseudo.h5`.")
 
     @property
     def index_dir(self) -> Path:

@@ -80,3 +80,10 @@ def test_wrapped_state_dict_with_ignored_head_loads(tmp_path: Path) -> None:
     load_pretrained(target, path, ("head.",))
     for key, value in source.state_dict().items():
         assert torch.equal(target.state_dict()[key], value)
+
+
+def test_the_backbones_built_are_the_config_s_choice_list() -> None:
+    from cisctool.config import Backbone, choices
+    from cisctool.models import _BACKBONES
+
+    assert tuple(_BACKBONES) == choices(Backbone) == BACKBONE_NAMES
