@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cisctool.checkpoint import load_model
+from cisctool.checkpoint import load_inference_model
 from cisctool.cisc import class_areas, class_prototypes, present_classes
 from cisctool.config import Config, config_hash
 from cisctool.console import progress_bar
@@ -90,7 +90,7 @@ def build_round_index(
     model_path = layout.model(round_index)
     if not model_path.is_file():
         raise InputError(f"{model_path}: no model for round {round_index} (run `cisctool train` first)")
-    model, _ = load_model(model_path, expected=config)
+    model, _ = load_inference_model(model_path, expected=config)
     prototypes = labeled_prototypes(config, model, device)
     requested = factory or config.index.factory
     factory = auto_factory(len(prototypes.vectors)) if requested == "auto" else requested
@@ -170,7 +170,7 @@ def query_image(
     index_path = RunLayout.of(config).index_files(round_index)[0]
     if stale:
         raise InputError(f"{index_path}: stale (round {round_index}'s model changed); rebuild it")
-    model, _ = load_model(RunLayout.of(config).model(round_index), expected=config)
+    model, _ = load_inference_model(RunLayout.of(config).model(round_index), expected=config)
     image = read_image(image_path)
     output = model.eval().to(device)(normalize(image)[None].to(device))
     prediction = output.logits.argmax(dim=1)

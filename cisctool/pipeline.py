@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from cisctool.checkpoint import load_model
+from cisctool.checkpoint import load_inference_model
 from cisctool.config import Config
 from cisctool.console import progress_bar
 from cisctool.data.masks import read_mask
@@ -18,7 +18,7 @@ from cisctool.train import TrainOutcome, train_round
 def evaluate_round(config: Config, round_index: int, device: str) -> EvalResult:
     """Load round N's model.pt and score it on the val split with the config's eval mode."""
     model_path = RunLayout.of(config).model(round_index)
-    model, _ = load_model(model_path, expected=config)
+    model, _ = load_inference_model(model_path, expected=config)
     entries = read_split(config.data_root / config.data.val, config.data_root, masks_required=True)
     return evaluate(
         model,

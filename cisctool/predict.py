@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from cisctool.checkpoint import load_model
+from cisctool.checkpoint import load_inference_model
 from cisctool.console import RateColumn, progress_bar
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.masks import read_image, write_mask
@@ -32,7 +32,7 @@ def predict_images(
         if image.stem in stems:
             raise InputError(f"{image}: same file name as {stems[image.stem]}; masks would overwrite each other")
         stems[image.stem] = image
-    model, trained = load_model(checkpoint)
+    model, trained = load_inference_model(checkpoint)
     model.eval().to(device)
     entries = [SplitEntry(stem, path, None) for stem, path in stems.items()]
     dataset = InferenceDataset(entries, trained.data.num_classes, IGNORE_INDEX, with_masks=False)

@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cisctool import faults
-from cisctool.checkpoint import load_model
+from cisctool.checkpoint import load_inference_model
 from cisctool.cisc import (
     agreement,
     class_areas,
@@ -244,7 +244,7 @@ def guided_model(
     config: Config, model_path: Path, prototype_index: Any, device: str
 ) -> tuple[nn.Module, GuideSource | None]:
     """The model in eval mode on `device` and the guide source over its index (None without one)."""
-    model, _ = load_model(model_path, expected=config)
+    model, _ = load_inference_model(model_path, expected=config)
     model.eval().to(device)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
