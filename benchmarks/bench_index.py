@@ -17,11 +17,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from records import write_record
 from rich.table import Table
 
 from cisctool.console import console
 from cisctool.method.index import auto_factory, build_index, search_by_class, tune_nprobe
+
+from records import write_record
 
 ROOT = Path(__file__).resolve().parent
 BATCH_QUERIES = 48

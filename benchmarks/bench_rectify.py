@@ -1,6 +1,7 @@
 """How much does rectification cost on top of plain inference, and against the official per-image loop?
 
     python benchmarks/bench_rectify.py [--images 500] [--batch-size 16] [--scale 1] [--repeats 3] [--device cpu|cuda]
+                                       [--stub-forward]
 
 One model, one set of N unlabeled demo images (no masks: no quality report), in one run
 ((a) and (b) `--repeats` times, interleaved, best of each):
@@ -14,6 +15,10 @@ the most b/c can be when rectify costs nothing beyond the forward pass — then 
 peak RSS of (b), and of (a) for comparison, during the work (set-up excluded), each in a
 fresh process at N and at 8N images (target: growth of (b) ≤ 10 %), and writes a JSON
 record to benchmarks/results/.
+
+With `--stub-forward`, also (d): `rectify` with the model's forward replaced by its outputs
+replayed from memory (recorded in one untimed pass): what rectify does besides the
+forward, i.e. the most images/s it can reach once a GPU makes the forward nearly free.
 """
 
 import argparse
@@ -29,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from records import write_record
 from rich.table import Table
+from torch import nn
 from torch.utils.data import DataLoader
 
 from cisctool.config import Config, load_config, with_overrides
@@ -40,12 +45,15 @@ from cisctool.data.demo import make_demo
 from cisctool.data.splits import read_split
 from cisctool.method.index import search_by_class, stored_vectors
 from cisctool.method.signals import fixed_batches
+from cisctool.steps import rectify as rectify_module
 from cisctool.steps.index import ensure_round_index, open_round_index
 from cisctool.steps.rectify import image_shapes, rectify_round
 from cisctool.steps.signal_stream import SIZE_DIVISOR, guided_model
 from cisctool.steps.train import train_round
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoImage, PseudoWriter
+
+from records import write_record
 
 ROOT = Path(__file__).resolve().parent
 
@@ -59,6 +67,7 @@ def main() -> None:
                         help="upscale the 96–128 px demo images (4 gives 384–512 px, VOC's size)")
     parser.add_argument("--train-steps", type=int, default=150, help="round-0 steps (predictions look like shapes)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--stub-forward", action="store_true", help="also time rectify with the forward replayed")
     parser.add_argument("--workdir", type=Path, default=ROOT / "work" / "bench_rectify")
     parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--rss-of", choices=("rectify", "plain"), default="rectify", help=argparse.SUPPRESS)
@@ -83,6 +92,7 @@ def main() -> None:
         end_to_end = max(end_to_end, args.images / (time.perf_counter() - started))
         rectify = max(rectify, outcome.images_per_second)
     official = _official_loop(split_config, args.device)
+    stub = _stub_forward_rectify(split_config, args.device, args.repeats) if args.stub_forward else None
     counts = (args.images, 8 * args.images)
     rss = {count: _child_rss(args, count, "rectify") for count in counts}
     plain_rss = {count: _child_rss(args, count, "plain") for count in counts}
@@ -102,6 +112,7 @@ def main() -> None:
         "rss_growth": rss[8 * args.images] / rss[args.images] - 1,
         "plain_peak_rss_kib": {str(count): value for count, value in plain_rss.items()},
         "plain_rss_growth": plain_rss[8 * args.images] / plain_rss[args.images] - 1,
+        "rectify_stub_forward_images_per_second": stub,
     }
     console.quiet = False
     console.print(_table(figures))
@@ -219,6 +230,38 @@ def _official_loop(config: Config, device: str) -> float:
     return len(entries) / seconds
 
 
+class ReplayedForward(nn.Module):
+    """The model's outputs replayed by input shape: rectify's forward taken out (d)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.outputs: dict[tuple[int, ...], object] = {}
+
+    def forward(self, images: torch.Tensor) -> object:
+        key = tuple(images.shape)
+        if key not in self.outputs:
+            self.outputs[key] = self.model(images)
+        return self.outputs[key]
+
+
+def _stub_forward_rectify(config: Config, device: str, repeats: int) -> float:
+    """(d): images/s of `rectify` whose forward is replayed (best of `repeats` after one recording pass)."""
+    replayed: dict[str, ReplayedForward] = {}
+
+    def guided_replay(*args: object, **kwargs: object) -> tuple[nn.Module, object]:
+        model, source = guided_model(*args, **kwargs)
+        return replayed.setdefault("model", ReplayedForward(model)), source
+
+    original = rectify_module.guided_model
+    rectify_module.guided_model = guided_replay
+    try:
+        rectify_round(config, 1, device, force=True)  # records every batch shape's outputs
+        return max(rectify_round(config, 1, device, force=True).images_per_second for _ in range(repeats))
+    finally:
+        rectify_module.guided_model = original
+
+
 def _reset_peak_rss() -> None:
     """Linux: restart the peak-RSS count (VmHWM) at the current RSS."""
     clear_refs = Path("/proc/self/clear_refs")
@@ -258,6 +301,9 @@ def _table(figures: dict) -> Table:
     table.add_row("[bold]b / a (target ≥ 0.9)", f"[bold]{figures['ratio_rectify_vs_plain']:.2f}")
     table.add_row("[bold]b / c (target ≥ 5)", f"[bold]{figures['ratio_rectify_vs_official']:.2f}")
     table.add_row("a / c (the most b / c can be here)", f"{figures['ratio_plain_vs_official']:.2f}")
+    if figures["rectify_stub_forward_images_per_second"] is not None:
+        table.add_row("(d) rectify with the forward replayed img/s (the ceiling on a GPU)",
+                      f"{figures['rectify_stub_forward_images_per_second']:.1f}")
     for count, value in figures["peak_rss_kib"].items():
         plain = figures["plain_peak_rss_kib"][count]
         table.add_row(f"peak RSS of (b); of (a), at {count} images", f"{value / 1024:.0f}; {plain / 1024:.0f} MiB")

@@ -18,7 +18,6 @@ import tomllib
 from pathlib import Path
 
 import torch
-from records import write_record
 from rich.table import Table
 
 from cisctool.config import load_config
@@ -26,6 +25,8 @@ from cisctool.console import console, set_verbosity
 from cisctool.data.demo import make_demo
 from cisctool.steps.rounds import run_rounds
 from cisctool.store.layout import RunLayout
+
+from records import write_record
 
 ROOT = Path(__file__).resolve().parent
 

@@ -20,7 +20,7 @@ from cisctool.data.splits import SplitEntry, read_split
 from cisctool.data.workers import exit_with_parent
 from cisctool.report.confusion import ConfusionMatrix, collapsed_classes
 from cisctool.report.quality import QualityAccumulator
-from cisctool.store.checkpoints import load_model
+from cisctool.store.checkpoints import load_inference_model
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoLabels
 
@@ -143,7 +143,7 @@ def evaluate(
 def evaluate_round(config: Config, round_index: int, device: str) -> EvalResult:
     """Load round N's model.pt and score it on the val split with the config's eval mode."""
     model_path = RunLayout.of(config).model(round_index)
-    model, _ = load_model(model_path, expected=config)
+    model, _ = load_inference_model(model_path, expected=config)
     entries = read_split(config.data_root / config.data.val, config.data_root, masks_required=True)
     return evaluate(
         model,

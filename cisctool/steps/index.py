@@ -33,7 +33,7 @@ from cisctool.method.index import (
 from cisctool.method.prototypes import class_areas, class_prototypes, present_classes
 from cisctool.report.pictures import blend, colorize, save_panels
 from cisctool.store.atomic import sha256_file
-from cisctool.store.checkpoints import load_model
+from cisctool.store.checkpoints import load_inference_model
 from cisctool.store.index_files import load_index, save_index
 from cisctool.store.layout import RunLayout
 
@@ -91,7 +91,7 @@ def build_round_index(
     model_path = layout.model(round_index)
     if not model_path.is_file():
         raise InputError(f"{model_path}: no model for round {round_index} (run `cisctool train` first)")
-    model, _ = load_model(model_path, expected=config)
+    model, _ = load_inference_model(model_path, expected=config)
     prototypes = labeled_prototypes(config, model, device)
     requested = factory or config.index.factory
     factory = auto_factory(len(prototypes.vectors)) if requested == "auto" else requested
@@ -159,7 +159,7 @@ def query_image(
     index_path = RunLayout.of(config).index_files(round_index)[0]
     if stale:
         raise InputError(f"{index_path}: stale (round {round_index}'s model changed); rebuild it")
-    model, _ = load_model(RunLayout.of(config).model(round_index), expected=config)
+    model, _ = load_inference_model(RunLayout.of(config).model(round_index), expected=config)
     image = read_image(image_path)
     output = model.eval().to(device)(normalize(image)[None].to(device))
     prediction = output.logits.argmax(dim=1)

@@ -18,7 +18,7 @@ from cisctool.data.splits import SplitEntry
 from cisctool.errors import InputError
 from cisctool.report.pictures import blend, save_panels
 from cisctool.store.atomic import atomic_write
-from cisctool.store.checkpoints import load_model
+from cisctool.store.checkpoints import load_inference_model
 
 IGNORE_INDEX = 255
 
@@ -32,7 +32,7 @@ def predict_images(
         if image.stem in stems:
             raise InputError(f"{image}: same file name as {stems[image.stem]}; masks would overwrite each other")
         stems[image.stem] = image
-    model, trained = load_model(checkpoint)
+    model, trained = load_inference_model(checkpoint)
     model.eval().to(device)
     entries = [SplitEntry(stem, path, None) for stem, path in stems.items()]
     dataset = InferenceDataset(entries, trained.data.num_classes, IGNORE_INDEX, with_masks=False)

@@ -9,12 +9,12 @@ the DataLoader's workers have started: no worker holds it open (or locked)
 after its parent has gone.
 """
 
+import collections
 import functools
 import hashlib
 import json
 import math
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,32 +49,59 @@ from cisctool.store.atomic import atomic_write_json, remove_stale_temporaries, s
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoImage, PseudoWriter, partial_path
 
+# Host arrays that may wait for, or be in, the writer thread: two VOC-size batches of 16 with
+# the quality report's signals; a larger batch still goes through, one at a time.
+WRITER_QUEUE_BYTES = 128 << 20
+
 
 class BackgroundWriter:
-    """Runs `consume(item)` on a thread, at most `depth` items behind; re-raises its failure."""
+    """Runs `consume(item)` on a thread; re-raises its failure.
 
-    def __init__(self, consume: Callable[[Any], None], depth: int = 2) -> None:
+    Waiting items are bounded in bytes, not in count (the item being consumed
+    counts until it is done), so the memory held does not grow with the image
+    size; one item is always admitted, however large.
+    """
+
+    def __init__(self, consume: Callable[[Any], None], max_bytes: int = WRITER_QUEUE_BYTES) -> None:
         self.consume = consume
-        self.items: queue.Queue = queue.Queue(maxsize=depth)
+        self.max_bytes = max_bytes
+        self.items: collections.deque[tuple[Any, int]] = collections.deque()
+        self.queued_bytes = 0
+        self.changed = threading.Condition()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="pseudo-writer", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        while (item := self.items.get()) is not None:
+        while True:
+            with self.changed:
+                self.changed.wait_for(lambda: self.items)
+                item, size = self.items.popleft()
+            if item is None:
+                return
             if self.error is None:
                 try:
                     self.consume(item)
                 except BaseException as error:  # handed to the main thread at the next put/close
                     self.error = error
+            with self.changed:
+                self.queued_bytes -= size
+                self.changed.notify_all()
 
-    def put(self, item: Any) -> None:
+    def put(self, item: Any, size: int) -> None:
+        """Queue `item` of `size` bytes once the queue has room for it."""
         self._raise()
-        self.items.put(item)
+        with self.changed:
+            self.changed.wait_for(lambda: not self.queued_bytes or self.queued_bytes + size <= self.max_bytes)
+            self.items.append((item, size))
+            self.queued_bytes += size
+            self.changed.notify_all()
 
     def close(self) -> None:
         """Wait until every item is consumed; raise what the thread raised."""
-        self.items.put(None)
+        with self.changed:
+            self.items.append((None, 0))
+            self.changed.notify_all()
         self.thread.join()
         self._raise()
 
@@ -292,7 +319,8 @@ def _run(
                     settings.ignore_index,
                 )  # fmt: skip
                 keys = batch["index"].numpy()
-                background.put((keys, batch["sizes"].numpy(), host_arrays(signals, label), batch["mask"].numpy()))
+                item = (keys, batch["sizes"].numpy(), host_arrays(signals, label), batch["mask"].numpy())
+                background.put(item, item[3].nbytes + sum(array.nbytes for array in item[2].values()))
                 fresh = len(todo.intersection(keys.tolist()))
                 computed += fresh
                 bar.advance(task, fresh)

@@ -22,7 +22,7 @@ from cisctool.data.splits import SplitEntry, read_split
 from cisctool.data.workers import exit_with_parent
 from cisctool.method.guides import GuideSource
 from cisctool.method.signals import BatchSignals, RectifySettings, batch_signals, fixed_batches
-from cisctool.store.checkpoints import load_model
+from cisctool.store.checkpoints import load_inference_model
 
 # Batches are padded to a multiple of the backbone's largest stride, as mmsegmentation's
 # `size_divisor`: the feature grid then sits exactly on the image grid, and a long run
@@ -36,7 +36,7 @@ def guided_model(
     config: Config, model_path: Path, prototype_index: Any, device: str
 ) -> tuple[nn.Module, GuideSource | None]:
     """The model in eval mode on `device` and the guide source over its index (None without one)."""
-    model, _ = load_model(model_path, expected=config)
+    model, _ = load_inference_model(model_path, expected=config)
     model.eval().to(device)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)

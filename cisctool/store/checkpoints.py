@@ -15,6 +15,7 @@ from cisctool import __version__, faults
 from cisctool.config import Config, from_dict, to_dict
 from cisctool.errors import InputError, first_line
 from cisctool.models import build_configured_model
+from cisctool.models.fold import fold_batch_norm
 from cisctool.models.safe_load import load_weights_only
 from cisctool.store.atomic import atomic_write
 
@@ -77,3 +78,9 @@ def load_model(path: Path, expected: Config | None = None) -> tuple[nn.Module, C
     except RuntimeError as error:
         raise InputError(f"{path}: weights do not fit the model ({first_line(error)})") from None
     return model.eval(), trained
+
+
+def load_inference_model(path: Path, expected: Config | None = None) -> tuple[nn.Module, Config]:
+    """`load_model` with batch norm folded into the convolutions: the same outputs, faster (never train it)."""
+    model, trained = load_model(path, expected)
+    return fold_batch_norm(model), trained

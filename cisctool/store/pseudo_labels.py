@@ -34,6 +34,7 @@ import numpy as np
 from cisctool import faults
 from cisctool.config import Compression, choices
 from cisctool.errors import InputError, first_line, is_disk_full
+from cisctool.store.chunk_writer import ChunkWriter
 from cisctool.store.locks import held_file_message
 
 PSEUDO_FORMAT = "cisctool-pseudo"
@@ -92,12 +93,16 @@ def open_file(path: Path, mode: str, problem: str, **options: Any) -> h5py.File:
 
 
 class PseudoWriter:
-    """Writes images into a pre-sized file in any order; each `write` ends with a flush."""
+    """Writes images into a pre-sized file in any order; each `write` ends with a flush.
 
-    def __init__(self, handle: h5py.File) -> None:
+    Whole chunks are encoded on `threads` workers (`ChunkWriter`).
+    """
+
+    def __init__(self, handle: h5py.File, threads: int | None = None) -> None:
         self.handle = handle
         self.offsets = handle["offsets"][:]
         self.done = handle["done"][:]
+        self.chunks = ChunkWriter(threads)
 
     @classmethod
     def create(
@@ -108,6 +113,7 @@ class PseudoWriter:
         num_classes: int,
         attrs: dict[str, Any],
         compression: str = "lzf",
+        threads: int | None = None,
     ) -> "PseudoWriter":
         """A new file for `ids` with image sizes `shapes` (N×2 H, W); attrs: round, class names, hashes of model, index and config."""
         if compression not in COMPRESSIONS:
@@ -137,7 +143,7 @@ class PseudoWriter:
             {"format": PSEUDO_FORMAT, "version": PSEUDO_VERSION, "num_classes": num_classes, **attrs}
         )
         handle.flush()
-        return cls(handle)
+        return cls(handle, threads)
 
     @staticmethod
     def resumable(path: Path, expected: dict[str, Any], ids: Sequence[str]) -> np.ndarray:
@@ -159,14 +165,14 @@ class PseudoWriter:
             return _intact(handle)
 
     @classmethod
-    def reopen(cls, path: Path, done: np.ndarray) -> "PseudoWriter":
+    def reopen(cls, path: Path, done: np.ndarray, threads: int | None = None) -> "PseudoWriter":
         """Continue an unfinished file from `done` (from `resumable`), storing those flags first."""
         handle = open_file(path, "r+", "unfinished pseudo-label file is unreadable ({error})", **WRITE_CACHE)
         if not np.array_equal(handle["done"][:], done):
             handle["done"][:] = done
         _clear_unreadable_chunks(handle, np.flatnonzero(~done))
         handle.flush()
-        return cls(handle)
+        return cls(handle, threads)
 
     def pending(self) -> np.ndarray:
         """Indices of images not yet done."""
@@ -198,12 +204,12 @@ class PseudoWriter:
             if run.size == 0:
                 continue
             first, last = int(ordered[run[0]]), int(ordered[run[-1]])
-            start, stop = int(self.offsets[first]), int(self.offsets[last + 1])
+            start = int(self.offsets[first])
             members = [images[order[slot]] for slot in run]
-            for name, dtype in PIXEL_DTYPES.items():
-                handle[name][start:stop] = np.concatenate(
-                    [getattr(image, name).reshape(-1).astype(dtype, copy=False) for image in members]
-                )
+            self.chunks.write([
+                (handle[name], start, [getattr(image, name).reshape(-1).astype(dtype, copy=False) for image in members])
+                for name, dtype in PIXEL_DTYPES.items()
+            ])  # fmt: skip
             handle["guides"][first : last + 1] = np.stack([image.guides for image in members])
             handle["reliability"][first : last + 1] = [image.reliability for image in members]
             handle["checksum"][first : last + 1] = [checksum(image) for image in members]
@@ -213,6 +219,7 @@ class PseudoWriter:
         handle.flush()
 
     def close(self) -> None:
+        self.chunks.close()
         self.handle.close()
 
 

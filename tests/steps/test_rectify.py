@@ -1,4 +1,5 @@
 import shutil
+import threading
 from pathlib import Path
 
 import h5py
@@ -8,7 +9,7 @@ import pytest
 from cisctool.config import Config, with_overrides
 from cisctool.errors import InputError
 from cisctool.method.signals import fixed_batches
-from cisctool.steps.rectify import rectify_round
+from cisctool.steps.rectify import BackgroundWriter, rectify_round
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PIXEL_DTYPES, PseudoLabels, partial_path
 
@@ -151,3 +152,19 @@ def test_shards_merge_into_the_file_a_single_process_writes(config: Config, tmp_
     rectify_round(other, 1, "cpu", shard=(0, 2), force=True)
     with pytest.raises(InputError, match="made with another batch_size"):
         merge_shards(config, 1)
+
+
+def test_the_writer_queue_holds_at_most_its_bytes_yet_always_admits_one_item():
+    release, consumed = threading.Event(), []
+    writer = BackgroundWriter(lambda item: (release.wait(), consumed.append(item)), max_bytes=100)
+    writer.put("a", 60)  # an empty queue takes any item
+    second = threading.Thread(target=writer.put, args=("b", 60))
+    second.start()
+    second.join(timeout=0.3)
+    assert second.is_alive()  # 60 + 60 > 100: waits while "a" is being written
+    release.set()
+    second.join(timeout=10)
+    assert not second.is_alive()
+    writer.put("c", 500)  # larger than the bound: admitted once the queue has drained
+    writer.close()
+    assert consumed == ["a", "b", "c"]
