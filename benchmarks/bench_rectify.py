@@ -5,7 +5,7 @@
 
 One model, one set of N unlabeled demo images (no masks: no quality report), in one run
 ((a) and (b) `--repeats` times, interleaved, best of each):
-  (a) plain batched inference: forward + argmax, nothing written;
+  (a) plain batched inference: the same views as rectify (the config's TTA), argmax, nothing written;
   (b) `rectify` as the CLI runs it (signals, guides, CISC maps, weights, HDF5 written);
   (c) a per-image reimplementation of the official loop: one image at a time, a Python loop
       over its classes, one index search per class, CISC map and weight in numpy, one HDF5
@@ -44,7 +44,7 @@ from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.demo import make_demo
 from cisctool.data.splits import read_split
 from cisctool.method.index import search_by_class, stored_vectors
-from cisctool.method.signals import fixed_batches
+from cisctool.method.signals import RectifySettings, fixed_batches, predict
 from cisctool.steps import rectify as rectify_module
 from cisctool.steps.index import ensure_round_index, open_round_index
 from cisctool.steps.rectify import image_shapes, rectify_round
@@ -164,15 +164,16 @@ def _loader(config: Config, batch_size: int, size_divisor: int) -> DataLoader:
 
 @torch.inference_mode()
 def _plain_inference(config: Config, device: str) -> float:
-    """(a): the same loader and model, forward + argmax to the host, nothing else."""
+    """(a): the same loader, model and views (the config's TTA), probabilities + argmax to the host."""
     model, _ = guided_model(config, RunLayout.of(config).model(0), None, device)
+    settings = RectifySettings.of(config)
     loader = _loader(config, config.rectify.batch_size, SIZE_DIVISOR)  # rectify's batches
     amp = config.train.amp and device.startswith("cuda")
     started, count = time.perf_counter(), 0
     for batch in loader:
         with torch.autocast(device_type="cuda", enabled=amp):
             images = batch["image"].to(device).contiguous(memory_format=torch.channels_last)
-            model(images).logits.argmax(dim=1).cpu()
+            predict(model, images, settings.tta_scales, flip=settings.tta_flip)[0].argmax(dim=1).cpu()
         count += len(batch["index"])
     return count / (time.perf_counter() - started)
 

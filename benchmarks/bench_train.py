@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from rich.table import Table
 
+from cisctool.cli.options import parse_setting
 from cisctool.config import Config, load_config, with_overrides
 from cisctool.console import console, set_verbosity
 from cisctool.data.datasets import LabeledPairDataset
@@ -51,7 +52,7 @@ PROFILE_PARTS = (
     ("backward", ("_tensor.py:backward",)),
     ("optimizer step", ("grad_scaler.py:step",)),
     ("progress bar", ("progress.py:update",)),
-    ("checkpoints", ("checkpoint.py:save_checkpoint",)),
+    ("checkpoints", ("checkpoints.py:save_checkpoint",)),
 )
 
 
@@ -98,7 +99,7 @@ def _prepare(args: argparse.Namespace) -> Config:
         shutil.rmtree(partial, ignore_errors=True)
         make_demo(partial)
         partial.rename(data)
-    overrides = dict(item.split("=", 1) for item in args.overrides)
+    overrides = dict(parse_setting(item) for item in args.overrides)
     config = load_config(data / "cisctool.toml", {
         **overrides, "workdir": str(args.workdir), "name": "bench-train",
         "train.max_steps": args.steps, "train.round_max_steps": args.steps,

@@ -77,6 +77,8 @@ class TrainConfig:
     from `init`: "scratch" (ImageNet or random, as round 0) or "previous" (round N−1's
     model, which wants a lower rate: restarting a converged model at round 0's rate can
     diverge). `warmup_ratio` of each round's steps ramps the rate linearly from 0.
+    `workers` decode and augment beside a GPU; on a CPU, loaders get only the cores
+    torch's own threads leave free (OMP_NUM_THREADS below the core count frees some).
     """
 
     epochs: int = 80

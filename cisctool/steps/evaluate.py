@@ -17,7 +17,7 @@ from cisctool.console import progress_bar
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.masks import read_mask
 from cisctool.data.splits import SplitEntry, read_split
-from cisctool.data.workers import exit_with_parent
+from cisctool.data.workers import exit_with_parent, loader_workers
 from cisctool.report.confusion import ConfusionMatrix, collapsed_classes
 from cisctool.report.quality import QualityAccumulator
 from cisctool.store.checkpoints import load_inference_model
@@ -113,7 +113,7 @@ def evaluate(
     loader = DataLoader(
         dataset,
         batch_size=batch_size if mode == "whole" else 1,
-        num_workers=workers,
+        num_workers=loader_workers(workers, device),
         worker_init_fn=exit_with_parent(),
         collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
     )

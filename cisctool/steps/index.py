@@ -18,7 +18,7 @@ from cisctool.data.datasets import InferenceDataset, load_pair, pad_collate
 from cisctool.data.masks import read_image
 from cisctool.data.splits import read_split
 from cisctool.data.transforms import normalize
-from cisctool.data.workers import exit_with_parent
+from cisctool.data.workers import exit_with_parent, loader_workers
 from cisctool.errors import InputError
 from cisctool.method.guides import GuideHit
 from cisctool.method.index import (
@@ -58,7 +58,7 @@ def labeled_prototypes(config: Config, model: torch.nn.Module, device: str) -> L
     loader = DataLoader(
         dataset,
         batch_size=config.rectify.batch_size,
-        num_workers=min(config.train.workers, 2),
+        num_workers=loader_workers(min(config.train.workers, 2), device),
         worker_init_fn=exit_with_parent(),
         collate_fn=functools.partial(pad_collate, ignore_index=ignore),
     )

@@ -19,7 +19,7 @@ from cisctool import faults
 from cisctool.config import Config
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.splits import SplitEntry, read_split
-from cisctool.data.workers import exit_with_parent
+from cisctool.data.workers import exit_with_parent, loader_workers
 from cisctool.method.guides import GuideSource
 from cisctool.method.signals import BatchSignals, RectifySettings, batch_signals, fixed_batches
 from cisctool.store.checkpoints import load_inference_model
@@ -71,7 +71,7 @@ def signal_stream(
     loader = DataLoader(
         dataset,
         batch_sampler=batches,
-        num_workers=min(config.train.workers, 4),
+        num_workers=loader_workers(min(config.train.workers, 4), device),
         collate_fn=functools.partial(pad_collate, ignore_index=settings.ignore_index, size_divisor=SIZE_DIVISOR),
         pin_memory=device.startswith("cuda"),
         worker_init_fn=exit_with_parent(),

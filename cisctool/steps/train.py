@@ -136,7 +136,7 @@ def train_round(config: Config, round_index: int = 0, device: str = "cpu", *, re
         if pseudo is None:
             batches: Batches = ((batch, None) for batch in loader)
         else:
-            batches = zip(loader, pseudo_loader(config, round_index, pseudo, start_step, total_steps, processes))
+            batches = zip(loader, pseudo_loader(config, round_index, pseudo, start_step, total_steps, processes, device))
         started = time.perf_counter()
         step, loss = _train_steps(learner, batches, config, round_index, start_step, total_steps, signature,
                                   processes, device, pseudo)  # fmt: skip
@@ -176,7 +176,8 @@ def _train_steps(
     signature: str, processes: Processes, device: str, pseudo: PseudoSelection | None,
 ) -> tuple[int, float]:  # fmt: skip
     """Steps start_step+1 … total_steps: log every `log_every`, save last.pt every `checkpoint_every`
-    (rank 0); returns the last step and its loss."""
+    (rank 0); returns the last step and the last logged loss. Losses are read on log steps only:
+    reading one makes the host wait for the device, every step would keep a GPU from running ahead."""
     layout = RunLayout.of(config)
     base_lr = config.train.round_lr if round_index > 0 and config.train.round_lr > 0 else config.train.lr
     step, loss_value = start_step, float("nan")
@@ -196,9 +197,10 @@ def _train_steps(
             learner.scaler.update()
             step += 1
             faults.reached("train-step")
-            loss_value = float(loss.detach())
-            bar.update(task, completed=step, loss=loss_value, lr=learning_rate)
-            if step % config.train.log_every == 0 or step == total_steps:
+            bar.update(task, completed=step, lr=learning_rate)
+            if step % config.train.log_every == 0 or step == total_steps:  # reading a loss waits for the GPU
+                loss_value = float(loss.detach())
+                bar.update(task, loss=loss_value)
                 parts = " ".join(f"{name} {float(value.detach()):.4f}" for name, value in losses.items())
                 log.write(f"step {step}/{total_steps} loss {loss_value:.4f} {parts} lr {learning_rate:.3e}\n")
                 log.flush()

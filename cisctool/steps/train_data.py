@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from cisctool.config import Config, to_dict
 from cisctool.data.datasets import LabeledPairDataset, PairSettings, PseudoLabeledDataset, SeededSampler
 from cisctool.data.splits import SplitEntry, read_split
-from cisctool.data.workers import exit_with_parent
+from cisctool.data.workers import exit_with_parent, loader_workers
 from cisctool.errors import InputError
 from cisctool.method.pseudo_training import select_rows
 from cisctool.steps.distributed import Processes
@@ -150,12 +150,13 @@ def labeled_loader(
         len(dataset), config.train.seed, start * pairs * processes.world, total * pairs * processes.world,
         processes.rank, processes.world,
     )  # fmt: skip
-    return _loader(dataset, pairs, sampler, config, config.train.seed, pin_memory=device.startswith("cuda"))
+    return _loader(dataset, pairs, sampler, config, config.train.seed, device)
 
 
 def pseudo_loader(
-    config: Config, round_index: int, selection: PseudoSelection, start: int, total: int, processes: Processes
-) -> DataLoader:
+    config: Config, round_index: int, selection: PseudoSelection, start: int, total: int, processes: Processes,
+    device: str,
+) -> DataLoader:  # fmt: skip
     """Batches of the selected pseudo-labeled images (strongly augmented) for steps [start, total) on this rank."""
     batch = config.train.pseudo_batch_size or config.train.batch_size
     seed = config.train.seed + ROUND_SEED_STRIDE * round_index
@@ -167,15 +168,15 @@ def pseudo_loader(
         len(selection.rows), seed, start * batch * processes.world, total * batch * processes.world,
         processes.rank, processes.world,
     )  # fmt: skip
-    return _loader(dataset, batch, sampler, config, seed, pin_memory=False)
+    return _loader(dataset, batch, sampler, config, seed, device)
 
 
 def _loader(
-    dataset: Dataset, batch_size: int, sampler: SeededSampler, config: Config, seed: int, *, pin_memory: bool
+    dataset: Dataset, batch_size: int, sampler: SeededSampler, config: Config, seed: int, device: str
 ) -> DataLoader:
     """Workers that die with their parent, whole batches only, and a generator of its own."""
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=config.train.workers,
-        worker_init_fn=exit_with_parent(), pin_memory=pin_memory, drop_last=True,
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=loader_workers(config.train.workers, device),
+        worker_init_fn=exit_with_parent(), pin_memory=device.startswith("cuda"), drop_last=True,
         generator=torch.Generator().manual_seed(seed),
     )  # fmt: skip
