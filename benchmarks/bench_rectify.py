@@ -7,7 +7,7 @@ One model, one set of N unlabeled demo images (no masks: no quality report), in 
 ((a) and (b) `--repeats` times, interleaved, best of each):
   (a) plain batched inference: the same views as rectify (the config's TTA), argmax, nothing written;
   (b) `rectify` as the CLI runs it (signals, guides, CISC maps, weights, HDF5 written);
-  (c) a per-image reimplementation of the official loop: one image at a time, a Python loop
+  (c) a per-image reimplementation of the official loop (the same views): one image at a time, a Python loop
       over its classes, one index search per class, CISC map and weight in numpy, one HDF5
       write per image.
 Prints images/s of each and the ratios b/a (target ≥ 0.9) and b/c (target ≥ 5) — with a/c,
@@ -185,6 +185,7 @@ def _official_loop(config: Config, device: str) -> float:
     prototype_index, _ = open_round_index(config, 0)
     vectors = stored_vectors(prototype_index)
     model, _ = guided_model(config, layout.model(0), None, device)
+    settings = RectifySettings.of(config)
     entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
     path = layout.round_dir(1) / "official_loop.h5"
     writer = PseudoWriter.create(path, [entry.id for entry in entries], image_shapes(entries),
@@ -192,10 +193,9 @@ def _official_loop(config: Config, device: str) -> float:
     excluded, rng = set(config.rectify.guide_exclude), np.random.default_rng(0)
     started = time.perf_counter()
     for batch in _loader(config, 1, 1):  # each image at its own size, as the official code
-        output = model(batch["image"].to(device))
-        probabilities = output.logits.float().softmax(dim=1)[0]
-        confidence, label = (value.cpu().numpy() for value in probabilities.max(dim=0))
-        features = output.features[0].float().cpu().numpy()  # D×h×w
+        probabilities, features = predict(model, batch["image"].to(device), settings.tta_scales, flip=settings.tta_flip)
+        confidence, label = (value.cpu().numpy() for value in probabilities[0].max(dim=0))
+        features = features[0].float().cpu().numpy()  # D×h×w
         height, width = label.shape
         low = np.asarray(F.interpolate(torch.from_numpy(label[None, None].astype(np.float32)),
                                        size=features.shape[1:], mode="nearest")[0, 0]).astype(np.int64)  # fmt: skip
