@@ -1,4 +1,4 @@
-"""The one fault-injection hook, as faiss.contrib's `crash_at`: off unless asked for.
+"""The one fault-injection hook: off unless asked for.
 
 `CISCTOOL_FAULT="<point>:<n>[:KIND]"` acts the n-th time this process reaches
 `<point>`: KIND is KILL (the default: SIGKILL), INT (SIGINT, as Ctrl-C), STOP
