@@ -2,7 +2,8 @@
 
 - The reliable-image schedule: round 1 trains on the `ratio` most reliable
   unlabeled images (lowest reliability score: mean BCE of S_ŷ towards 1), later rounds on all, as CISC-R and
-  ST++ do.
+  ST++ do (`select = "reliable"`); `"reliable-always"` keeps the reliable part in every round, each
+  round scoring its own teacher's pseudo labels.
 - The pseudo loss: cross-entropy on rectified labels, each pixel weighted by
   the stored weight and normalised by the sum of weights; ignore pixels
   (dropped, padding) count for nothing.
@@ -20,10 +21,12 @@ CUTMIX_PROBABILITY = 0.5
 
 
 def select_rows(reliability: np.ndarray, round_index: int, select: str, ratio: float) -> np.ndarray:
-    """Positions to train on: in round 1 with `select = "reliable"`, the ceil(ratio·N) lowest scores
-    (images without CISC evidence, NaN, come last); otherwise every image."""
+    """Positions to train on: the ceil(ratio·N) lowest scores (images without CISC evidence, NaN,
+    come last) in round 1 with `select = "reliable"` or in every round with `"reliable-always"`;
+    otherwise every image."""
     count = len(reliability)
-    if select != "reliable" or round_index != 1 or ratio >= 1.0:
+    reliable_round = select == "reliable-always" or (select == "reliable" and round_index == 1)
+    if not reliable_round or ratio >= 1.0:
         return np.arange(count)
     keep = max(1, math.ceil(ratio * count))
     order = np.lexsort((np.arange(count), np.nan_to_num(reliability, nan=np.inf)))

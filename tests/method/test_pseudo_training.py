@@ -36,6 +36,8 @@ def test_round_one_takes_the_most_reliable_share_and_later_rounds_take_all():
     assert select_rows(reliability, 2, "reliable", 0.5).tolist() == list(range(6))
     assert select_rows(reliability, 1, "all", 0.5).tolist() == list(range(6))
     assert select_rows(reliability, 1, "reliable", 0.01).tolist() == [2]
+    assert select_rows(reliability, 2, "reliable-always", 0.5).tolist() == [2, 4, 5]  # every round
+    assert select_rows(reliability, 3, "reliable-always", 1.0).tolist() == list(range(6))
 
 
 def test_cutmix_pastes_boxes_of_partners_with_label_and_weight_and_is_reproducible():
