@@ -9,7 +9,8 @@ round 1 did — the same pseudo-labeled images (the arm's reliability scores cho
 same steps, rate and sample stream — but on the true masks of those images with weight 1.
 `oracle − arm` at round 1 is what perfect rectification could add with this training recipe;
 `oracle − round 0` is the most any pseudo labels could give it. `--select all` trains on every
-unlabeled image instead. Prints the paired differences and writes a JSON record.
+unlabeled image instead; `--set KEY=VALUE` (TOML value) changes the oracle's training alone, to
+see what moves the ceiling. Prints the paired differences and writes a JSON record.
 """
 
 import argparse
@@ -40,11 +41,14 @@ def main() -> None:
     parser.add_argument("--arm", default="cisc")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--select", choices=["reliable", "all"], default="reliable")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--workdir", type=Path, default=Path(__file__).resolve().parent / "work" / "oracle")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     set_verbosity(-1)
     name = tomllib.loads(args.config.read_text()).get("name", "default")
+    overrides = dict(_parse(item) for item in args.overrides)
+    tag = "".join(f"-{key.split('.')[-1]}{value}" for key, value in overrides.items())
     rows = []
     for seed in args.seeds:
         common = {"train.seed": seed, "rectify.select": args.select}
@@ -52,8 +56,8 @@ def main() -> None:
                                            "name": f"{name}-compare-s{seed}-suponly"})  # fmt: skip
         arm = load_config(args.config, {**common, "workdir": str(args.compare_workdir.resolve()),
                                         "name": f"{name}-compare-s{seed}-{args.arm}"})  # fmt: skip
-        oracle = load_config(args.config, {**common, "workdir": str(args.workdir.resolve()),
-                                           "name": f"{name}-oracle-{args.arm}-{args.select}-s{seed}"})  # fmt: skip
+        oracle = load_config(args.config, {**common, **overrides, "workdir": str(args.workdir.resolve()),
+                                           "name": f"{name}-oracle-{args.arm}-{args.select}{tag}-s{seed}"})  # fmt: skip
         rows.append(_seed_row(seed, shared, arm, oracle, args.device))
         console.quiet = False
         console.print(f"seed {seed}: " + ", ".join(f"{key} {value:.2f}" for key, value in rows[-1].items() if key != "seed"))
@@ -63,7 +67,7 @@ def main() -> None:
     for key, text in summary.items():
         console.print(f"{key}: {text}")
     out = write_record(f"oracle-pseudo-{name}", {
-        "config": str(args.config), "arm": args.arm, "select": args.select, "seeds": args.seeds,
+        "config": str(args.config), "arm": args.arm, "select": args.select, "overrides": overrides, "seeds": args.seeds,
         "rows": rows, "summary": summary,
     }, args.device)  # fmt: skip
     console.print(f"wrote {out}")
@@ -107,6 +111,11 @@ def _write_true_labels(config: Config, arm_file: Path, out: Path) -> None:
                 writer.write([index], [image])
         finally:
             writer.close()
+
+
+def _parse(item: str) -> tuple[str, object]:
+    key, value = item.split("=", 1)
+    return key, tomllib.loads(f"v = {value}")["v"]
 
 
 def _val(layout: RunLayout, round_index: int) -> float:
