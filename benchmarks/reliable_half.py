@@ -5,7 +5,7 @@
 
 For each pseudo-label file: the images that `rectify.select = "reliable"` trains round 1 on (the
 `rectify.ratio` lowest reliability scores) and the others, scored against the unlabeled images'
-true masks — mIoU (over classes present in that part) and pixel accuracy of the raw labels.
+true masks — mIoU and pixel accuracy of the raw labels, as the quality report scores them.
 This is what CISC's image-level score buys the schedule.
 """
 
@@ -18,6 +18,7 @@ from cisctool.config import load_config
 from cisctool.data.masks import read_mask
 from cisctool.data.splits import read_split
 from cisctool.method.pseudo_training import select_rows
+from cisctool.report.confusion import ConfusionMatrix
 from cisctool.store.pseudo_labels import PseudoLabels
 
 
@@ -33,24 +34,13 @@ def main() -> None:
         with PseudoLabels(path) as stored:
             chosen = np.zeros(len(stored), dtype=bool)
             chosen[select_rows(stored.reliability, 1, "reliable", config.rectify.ratio)] = True
-            confusion = np.zeros((2, classes, classes), dtype=np.int64)
+            parts = {True: ConfusionMatrix(classes, config.data.ignore_index),
+                     False: ConfusionMatrix(classes, config.data.ignore_index)}  # fmt: skip
             for index, image_id in enumerate(stored.ids):
-                truth = read_mask(masks[image_id]).astype(np.int64)
-                label = stored.pixels("raw_label", index).astype(np.int64)
-                valid = truth < classes
-                pairs = truth[valid] * classes + label[valid]
-                confusion[int(chosen[index])] += np.bincount(pairs, minlength=classes**2).reshape(classes, classes)
-        reliable, rest = _scores(confusion[1]), _scores(confusion[0])
-        print(f"{path}: reliable half mIoU {reliable[0]:.2f} accuracy {reliable[1]:.2f} | "
-              f"rest mIoU {rest[0]:.2f} accuracy {rest[1]:.2f}")  # fmt: skip
-
-
-def _scores(confusion: np.ndarray) -> tuple[float, float]:
-    """(mIoU over the classes the masks hold, pixel accuracy), in %."""
-    right = np.diag(confusion)
-    union = confusion.sum(0) + confusion.sum(1) - right
-    present = confusion.sum(1) > 0
-    return 100 * float((right[present] / union[present]).mean()), 100 * float(right.sum() / confusion.sum())
+                parts[bool(chosen[index])].update_numpy(stored.pixels("raw_label", index), read_mask(masks[image_id]))
+        reliable, rest = parts[True], parts[False]
+        print(f"{path}: reliable half mIoU {100 * reliable.mean_iou():.2f} accuracy {100 * reliable.pixel_accuracy():.2f} | "
+              f"rest mIoU {100 * rest.mean_iou():.2f} accuracy {100 * rest.pixel_accuracy():.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
