@@ -35,7 +35,9 @@ from records import write_record
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--compare-workdir", type=Path, required=True)
     parser.add_argument("--arm", default="cisc")
@@ -52,24 +54,57 @@ def main() -> None:
     rows = []
     for seed in args.seeds:
         common = {"train.seed": seed, "rectify.select": args.select}
-        shared = load_config(args.config, {**common, "workdir": str(args.compare_workdir.resolve()),
-                                           "name": f"{name}-compare-s{seed}-suponly"})  # fmt: skip
-        arm = load_config(args.config, {**common, "workdir": str(args.compare_workdir.resolve()),
-                                        "name": f"{name}-compare-s{seed}-{args.arm}"})  # fmt: skip
-        oracle = load_config(args.config, {**common, **overrides, "workdir": str(args.workdir.resolve()),
-                                           "name": f"{name}-oracle-{args.arm}-{args.select}{tag}-s{seed}"})  # fmt: skip
+        shared = load_config(
+            args.config,
+            {
+                **common,
+                "workdir": str(args.compare_workdir.resolve()),
+                "name": f"{name}-compare-s{seed}-suponly",
+            },
+        )
+        arm = load_config(
+            args.config,
+            {
+                **common,
+                "workdir": str(args.compare_workdir.resolve()),
+                "name": f"{name}-compare-s{seed}-{args.arm}",
+            },
+        )
+        oracle = load_config(
+            args.config,
+            {
+                **common,
+                **overrides,
+                "workdir": str(args.workdir.resolve()),
+                "name": f"{name}-oracle-{args.arm}-{args.select}{tag}-s{seed}",
+            },
+        )
         rows.append(_seed_row(seed, shared, arm, oracle, args.device))
         console.quiet = False
-        console.print(f"seed {seed}: " + ", ".join(f"{key} {value:.2f}" for key, value in rows[-1].items() if key != "seed"))
+        console.print(
+            f"seed {seed}: "
+            + ", ".join(f"{key} {value:.2f}" for key, value in rows[-1].items() if key != "seed")
+        )
         console.quiet = True
     console.quiet = False
-    summary = {key: _paired(rows, key) for key in ("oracle_minus_arm", "oracle_minus_round0", "arm_minus_round0")}
+    summary = {
+        key: _paired(rows, key) for key in ("oracle_minus_arm", "oracle_minus_round0", "arm_minus_round0")
+    }
     for key, text in summary.items():
         console.print(f"{key}: {text}")
-    out = write_record(f"oracle-pseudo-{name}", {
-        "config": str(args.config), "arm": args.arm, "select": args.select, "overrides": overrides, "seeds": args.seeds,
-        "rows": rows, "summary": summary,
-    }, args.device)  # fmt: skip
+    out = write_record(
+        f"oracle-pseudo-{name}",
+        {
+            "config": str(args.config),
+            "arm": args.arm,
+            "select": args.select,
+            "overrides": overrides,
+            "seeds": args.seeds,
+            "rows": rows,
+            "summary": summary,
+        },
+        args.device,
+    )
     console.print(f"wrote {out}")
 
 
@@ -100,7 +135,11 @@ def _write_true_labels(config: Config, arm_file: Path, out: Path) -> None:
     with PseudoLabels(arm_file) as stored:
         if [entry.id for entry in entries] != stored.ids:
             raise SystemExit(f"{arm_file}: its images are not the unlabeled split's")
-        attrs = {key: value for key, value in stored.attrs.items() if key not in ("format", "version", "num_classes")}
+        attrs = {
+            key: value
+            for key, value in stored.attrs.items()
+            if key not in ("format", "version", "num_classes")
+        }
         writer = PseudoWriter.create(out, stored.ids, stored.shapes, config.data.num_classes, attrs)
         try:
             for index, entry in enumerate(entries):
@@ -125,7 +164,9 @@ def _val(layout: RunLayout, round_index: int) -> float:
 def _paired(rows: list[dict[str, float]], key: str) -> str:
     values = [row[key] for row in rows]
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):+.2f} ± {std:.2f} ({sum(v > 0 for v in values)}/{len(values)} seeds > 0)"
+    return (
+        f"{statistics.fmean(values):+.2f} ± {std:.2f} ({sum(v > 0 for v in values)}/{len(values)} seeds > 0)"
+    )
 
 
 if __name__ == "__main__":

@@ -23,24 +23,35 @@ from cisctool.store.pseudo_labels import PseudoLabels
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("files", type=Path, nargs="+")
     args = parser.parse_args()
     config = load_config(args.config)
     classes, root = config.data.num_classes, Path(config.data.root)
-    masks = {entry.id: entry.mask for entry in read_split(root / config.data.unlabeled, root, masks_required=True)}
+    masks = {
+        entry.id: entry.mask for entry in read_split(root / config.data.unlabeled, root, masks_required=True)
+    }
     for path in args.files:
         with PseudoLabels(path) as stored:
             chosen = np.zeros(len(stored), dtype=bool)
             chosen[select_rows(stored.reliability, 1, "reliable", config.rectify.ratio)] = True
-            parts = {True: ConfusionMatrix(classes, config.data.ignore_index),
-                     False: ConfusionMatrix(classes, config.data.ignore_index)}  # fmt: skip
+            parts = {
+                True: ConfusionMatrix(classes, config.data.ignore_index),
+                False: ConfusionMatrix(classes, config.data.ignore_index),
+            }
             for index, image_id in enumerate(stored.ids):
-                parts[bool(chosen[index])].update_numpy(stored.pixels("raw_label", index), read_mask(masks[image_id]))
-        reliable, rest = parts[True], parts[False]
-        print(f"{path}: reliable half mIoU {100 * reliable.mean_iou():.2f} accuracy {100 * reliable.pixel_accuracy():.2f} | "
-              f"rest mIoU {100 * rest.mean_iou():.2f} accuracy {100 * rest.pixel_accuracy():.2f}")  # fmt: skip
+                parts[bool(chosen[index])].update_numpy(
+                    stored.pixels("raw_label", index), read_mask(masks[image_id])
+                )
+        reliable, rest = (_scores(parts[key]) for key in (True, False))
+        print(f"{path}: reliable half {reliable} | rest {rest}")
+
+
+def _scores(confusion: ConfusionMatrix) -> str:
+    return f"mIoU {100 * confusion.mean_iou():.2f} accuracy {100 * confusion.pixel_accuracy():.2f}"
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from cisctool.data.splits import read_split
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--strides", type=int, nargs="+", default=[4, 8, 16])
     args = parser.parse_args()
@@ -31,7 +33,12 @@ def main() -> None:
     names = config.data.class_names or [str(index) for index in range(classes)]
     print("stride  " + "  ".join(f"{name:>8}" for name in names))
     for stride in args.strides:
-        print(f"{stride:>6}  " + "  ".join(f"{100 * iou:8.1f}" for iou in _ceiling(masks, classes, config.data.ignore_index, stride)))
+        print(
+            f"{stride:>6}  "
+            + "  ".join(
+                f"{100 * iou:8.1f}" for iou in _ceiling(masks, classes, config.data.ignore_index, stride)
+            )
+        )
 
 
 def _ceiling(masks: list[np.ndarray], classes: int, ignore: int, stride: int) -> np.ndarray:
@@ -44,7 +51,9 @@ def _ceiling(masks: list[np.ndarray], classes: int, ignore: int, stride: int) ->
         fractions = F.one_hot(torch.where(valid, truth, 0), classes).permute(2, 0, 1).float() * valid
         pad_h, pad_w = (-height) % stride, (-width) % stride
         pooled = F.avg_pool2d(F.pad(fractions[None], (0, pad_w, 0, pad_h)), stride)
-        upsampled = F.interpolate(pooled, size=(height + pad_h, width + pad_w), mode="bilinear", align_corners=False)
+        upsampled = F.interpolate(
+            pooled, size=(height + pad_h, width + pad_w), mode="bilinear", align_corners=False
+        )
         predicted = upsampled[0, :, :height, :width].argmax(0)
         for index in range(classes):
             hit, present = (predicted == index) & valid, (truth == index) & valid
