@@ -27,7 +27,8 @@ EvalMode = Literal["whole", "slide"]
 UseGpu = Literal["auto", "true", "false"]
 Guide = Literal["nearest", "random"]  # nearest: top-k same-class prototypes; random: the official code
 WeightMode = Literal["official", "mean", "confidence"]
-Select = Literal["reliable", "reliable-always", "all"]  # reliable: round 1 only (the papers); -always: every round
+# rounds that train on the reliable part: "reliable" round 1 only (the papers), "reliable-always" every round
+Select = Literal["reliable", "reliable-always", "all"]
 Compression = Literal["lzf", "gzip", "none"]  # of the pseudo-label file's pixel datasets
 ReviewFormat = Literal["labelstudio", "cvat"]  # annotation tools pseudo labels go to and corrections come from
 
