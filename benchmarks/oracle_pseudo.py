@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cisctool.cli.options import parse_setting
 from cisctool.config import Config, load_config
 from cisctool.console import console, set_verbosity
 from cisctool.data.masks import read_mask
@@ -49,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     set_verbosity(-1)
     name = tomllib.loads(args.config.read_text()).get("name", "default")
-    overrides = dict(_parse(item) for item in args.overrides)
+    overrides = dict(parse_setting(item) for item in args.overrides)
     tag = "".join(f"-{key.split('.')[-1]}{value}" for key, value in overrides.items())
     rows = []
     for seed in args.seeds:
@@ -117,20 +118,21 @@ def _seed_row(seed: int, shared: Config, arm: Config, oracle: Config, device: st
             shutil.copy2(source.round_dir(0) / name, target.round_dir(0) / name)
         _write_true_labels(oracle, RunLayout.of(arm).pseudo(1), target.pseudo(1))
         train_and_evaluate(oracle, device, 1)
+    round0, arm_round1, oracle_round1 = _val(source, 0), _val(RunLayout.of(arm), 1), _val(target, 1)
     return {
         "seed": seed,
-        "round0": _val(source, 0),
-        "arm_round1": _val(RunLayout.of(arm), 1),
-        "oracle_round1": _val(target, 1),
-        "oracle_minus_arm": _val(target, 1) - _val(RunLayout.of(arm), 1),
-        "oracle_minus_round0": _val(target, 1) - _val(source, 0),
-        "arm_minus_round0": _val(RunLayout.of(arm), 1) - _val(source, 0),
+        "round0": round0,
+        "arm_round1": arm_round1,
+        "oracle_round1": oracle_round1,
+        "oracle_minus_arm": oracle_round1 - arm_round1,
+        "oracle_minus_round0": oracle_round1 - round0,
+        "arm_minus_round0": arm_round1 - round0,
     }
 
 
 def _write_true_labels(config: Config, arm_file: Path, out: Path) -> None:
     """A copy of the arm's pseudo-label file whose labels are the true masks, weight 1 (reliability kept)."""
-    root = Path(config.data.root)
+    root = config.data_root
     entries = read_split(root / config.data.unlabeled, root, masks_required=True)
     with PseudoLabels(arm_file) as stored:
         if [entry.id for entry in entries] != stored.ids:
@@ -150,11 +152,6 @@ def _write_true_labels(config: Config, arm_file: Path, out: Path) -> None:
                 writer.write([index], [image])
         finally:
             writer.close()
-
-
-def _parse(item: str) -> tuple[str, object]:
-    key, value = item.split("=", 1)
-    return key, tomllib.loads(f"v = {value}")["v"]
 
 
 def _val(layout: RunLayout, round_index: int) -> float:

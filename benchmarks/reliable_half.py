@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("files", type=Path, nargs="+")
     args = parser.parse_args()
     config = load_config(args.config)
-    classes, root = config.data.num_classes, Path(config.data.root)
+    classes, root = config.data.num_classes, config.data_root
     masks = {
         entry.id: entry.mask for entry in read_split(root / config.data.unlabeled, root, masks_required=True)
     }

@@ -14,12 +14,12 @@ Rerunning skips finished runs.
 import argparse
 import statistics
 import time
-import tomllib
 from pathlib import Path
 
 import torch
 from rich.table import Table
 
+from cisctool.cli.options import parse_setting
 from cisctool.config import load_config
 from cisctool.console import console, set_verbosity
 from cisctool.data.demo import make_demo
@@ -43,7 +43,7 @@ def main() -> None:
     data = ROOT / "work" / args.kind
     if not (data / "cisctool.toml").exists():
         make_demo(data, kind=args.kind)
-    arms = {name: dict(_parse(item) for item in items) for name, *items in args.arm}
+    arms = {name: dict(parse_setting(item) for item in items) for name, *items in args.arm}
     started = time.perf_counter()
     results: dict[str, list[dict]] = {name: [] for name in arms}
     for seed in args.seeds:
@@ -64,11 +64,6 @@ def main() -> None:
         "seconds": time.perf_counter() - started,
     }, args.device)  # fmt: skip
     console.print(f"wrote {out}")
-
-
-def _parse(item: str) -> tuple[str, object]:
-    key, value = item.split("=", 1)
-    return key, tomllib.loads(f"v = {value}")["v"]
 
 
 def _metrics(config) -> dict:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from cisctool.config import load_config
 from cisctool.data.masks import read_mask
 from cisctool.data.splits import read_split
+from cisctool.report.confusion import ConfusionMatrix
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument("--strides", type=int, nargs="+", default=[4, 8, 16])
     args = parser.parse_args()
     config = load_config(args.config)
-    classes, root = config.data.num_classes, Path(config.data.root)
+    classes, root = config.data.num_classes, config.data_root
     masks = [read_mask(entry.mask) for entry in read_split(root / config.data.val, root, masks_required=True)]
     names = config.data.class_names or [str(index) for index in range(classes)]
     print("stride  " + "  ".join(f"{name:>8}" for name in names))
@@ -41,9 +42,9 @@ def main() -> None:
         )
 
 
-def _ceiling(masks: list[np.ndarray], classes: int, ignore: int, stride: int) -> np.ndarray:
+def _ceiling(masks: list[np.ndarray], classes: int, ignore: int, stride: int) -> list[float]:
     """Per-class IoU of the arg-max of bilinearly upsampled S×S-pooled true class fractions."""
-    right, union = np.zeros(classes), np.zeros(classes)
+    confusion = ConfusionMatrix(classes, ignore)
     for mask in masks:
         truth = torch.from_numpy(mask.astype(np.int64))
         valid = truth != ignore
@@ -54,12 +55,8 @@ def _ceiling(masks: list[np.ndarray], classes: int, ignore: int, stride: int) ->
         upsampled = F.interpolate(
             pooled, size=(height + pad_h, width + pad_w), mode="bilinear", align_corners=False
         )
-        predicted = upsampled[0, :, :height, :width].argmax(0)
-        for index in range(classes):
-            hit, present = (predicted == index) & valid, (truth == index) & valid
-            right[index] += (hit & present).sum().item()
-            union[index] += (hit | present).sum().item()
-    return right / np.maximum(union, 1)
+        confusion.update(upsampled[0, :, :height, :width].argmax(0), truth)
+    return confusion.iou()
 
 
 if __name__ == "__main__":
