@@ -53,7 +53,7 @@ from cisctool.steps.train import train_round
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoImage, PseudoWriter
 
-from records import write_record
+from records import progress, write_record
 
 ROOT = Path(__file__).resolve().parent
 
@@ -74,6 +74,8 @@ def main() -> None:
     args = parser.parse_args()
     set_verbosity(-1)
     config = _prepare(args)
+    if not args.rss_child:
+        progress(f"prepared {args.images} images ×{args.scale}, round-0 model and index")
     if args.rss_child:
         child_config = with_overrides(config, {"data.unlabeled": f"splits/images_{args.rss_child}.txt"})
         _reset_peak_rss()  # the peak of the work itself, not of the set-up above
@@ -91,11 +93,16 @@ def main() -> None:
         outcome = rectify_round(split_config, 1, args.device, force=True)
         end_to_end = max(end_to_end, args.images / (time.perf_counter() - started))
         rectify = max(rectify, outcome.images_per_second)
+        progress(f"(a) plain {plain:.1f} img/s, (b) rectify {rectify:.1f} img/s (best so far)")
     official = _official_loop(split_config, args.device)
+    progress(f"(c) official-style loop {official:.1f} img/s")
     stub = _stub_forward_rectify(split_config, args.device, args.repeats) if args.stub_forward else None
+    if stub is not None:
+        progress(f"(d) rectify with the forward replayed {stub:.1f} img/s")
     counts = (args.images, 8 * args.images)
     rss = {count: _child_rss(args, count, "rectify") for count in counts}
     plain_rss = {count: _child_rss(args, count, "plain") for count in counts}
+    progress(f"peak RSS KiB, rectify {rss}, plain {plain_rss}")
     figures = {
         "images": args.images,
         "image_sides": [96 * args.scale, 128 * args.scale],

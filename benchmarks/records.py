@@ -3,6 +3,7 @@
 import json
 import platform
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,6 +12,12 @@ import numpy as np
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def progress(message: str) -> None:
+    """One line to stderr as soon as a figure is measured, whatever the verbosity: a run killed
+    at a time limit (a lent GPU's, say) still leaves what it measured."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def write_record(name: str, payload: dict, device: str = "cpu") -> Path:
