@@ -29,6 +29,9 @@ Guide = Literal["nearest", "random"]  # nearest: top-k same-class prototypes; ra
 WeightMode = Literal["official", "mean", "confidence"]
 # rounds that train on the reliable part: "reliable" round 1 only (the papers), "reliable-always" every round
 Select = Literal["reliable", "reliable-always", "all"]
+# the image score the reliable part is chosen by: the paper's mean BCE of S_ŷ towards 1, or that plus the mean
+# −log confidence (self-training's score), both over the image's pixels; lower = more reliable either way
+Reliability = Literal["cisc", "cisc+confidence"]
 Compression = Literal["lzf", "gzip", "none"]  # of the pseudo-label file's pixel datasets
 ReviewFormat = Literal["labelstudio", "cvat"]  # annotation tools pseudo labels go to and corrections come from
 
@@ -151,6 +154,7 @@ class RectifyConfig:
     cisc_min: float = -1.0
     conf_min: float = 0.0
     select: Select = "reliable"
+    reliability: Reliability = "cisc"
     ratio: float = 0.5
 
 
@@ -200,7 +204,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train": {"consistency_weight": 1.0, "init": "scratch", "round_lr": 0.0, "round_max_steps": 0,
                   "round_epochs": 0.0},
         "rectify": {"guide": "random", "weight_mode": "official", "tta": True, "tta_scales": list(RectifyConfig.tta_scales),
-                    "tta_flip": True, "select": "reliable", "ratio": 0.5},
+                    "tta_flip": True, "select": "reliable", "reliability": "cisc", "ratio": 0.5},
     },
 }  # fmt: skip
 

@@ -25,10 +25,10 @@ from cisctool.method.cisc import (
     cisc_maps,
     confidence_weight,
     drop,
+    image_reliability,
     pixel_weight,
     predicted_class_similarity,
     relabel,
-    reliability,
     similarity_contrast,
     upsample_maps,
 )
@@ -55,6 +55,7 @@ class RectifySettings:
     seed: int
     tta_scales: tuple[float, ...] = (1.0,)
     tta_flip: bool = False
+    reliability: str = "cisc"
 
     @classmethod
     def of(cls, config: Config) -> "RectifySettings":
@@ -64,6 +65,7 @@ class RectifySettings:
             tuple(rectify.guide_exclude), rectify.weight_mode, rectify.margin, rectify.p_min,
             rectify.cisc_min, rectify.conf_min, config.train.seed,
             tuple(rectify.tta_scales) if rectify.tta else (1.0,), rectify.tta and rectify.tta_flip,
+            rectify.reliability,
         )  # fmt: skip
 
 
@@ -182,7 +184,9 @@ def batch_signals(
         cisc=cisc,
         contrast=similarity_contrast(maps, raw, slot_classes) if report else None,
         weights={mode: weight(mode) for mode in (WEIGHT_MODES if report else (settings.weight_mode,))},
-        reliability=reliability(cisc if source is not None else confidence, valid),
+        reliability=image_reliability(
+            cisc if source is not None else None, confidence, valid, settings.reliability
+        ),
         guide_rows=guide_rows,
         queries=torch.from_numpy(np.stack([
             np.bincount(image_host, weights=kind, minlength=batch).astype(np.int64)

@@ -8,6 +8,7 @@ from cisctool.method.cisc import (
     cisc_maps,
     consistency_loss,
     drop,
+    image_reliability,
     pixel_weight,
     predicted_class_similarity,
     relabel,
@@ -175,6 +176,20 @@ def test_drop_and_reliability():
     expected = -(math.log(0.9) + math.log(0.1) + math.log(0.5)) / 3  # the NaN pixel does not count
     assert abs(float(reliability(cisc, valid)[0]) - expected) < 1e-6
     assert torch.isnan(reliability(torch.full((1, 2, 2), math.nan), valid)[0])
+
+
+def test_image_reliability_adds_the_confidence_term_and_keeps_no_evidence_last():
+    cisc = torch.tensor([[[0.9, 0.1], [math.nan, 0.5]], [[math.nan] * 2] * 2])
+    confidence = torch.tensor([[[0.9, 0.9], [0.2, 0.9]], [[0.5, 0.5], [0.5, 0.5]]])
+    valid = torch.ones(2, 2, 2, dtype=torch.bool)
+    cisc_term = -(math.log(0.9) + math.log(0.1) + math.log(0.5)) / 3
+    confidence_term = -(3 * math.log(0.9) + math.log(0.2)) / 4  # every valid pixel counts
+    summed = image_reliability(cisc, confidence, valid, "cisc+confidence")
+    assert abs(float(summed[0]) - (cisc_term + confidence_term)) < 1e-6 and torch.isnan(summed[1])
+    paper = image_reliability(cisc, confidence, valid, "cisc")
+    assert abs(float(paper[0]) - cisc_term) < 1e-6 and torch.isnan(paper[1])
+    self_training = image_reliability(None, confidence, valid, "cisc+confidence")  # no index: confidence only
+    assert abs(float(self_training[0]) - confidence_term) < 1e-6 and abs(float(self_training[1]) + math.log(0.5)) < 1e-6
 
 
 def test_upsample_maps_is_bilinear_to_label_size():
