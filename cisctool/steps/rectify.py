@@ -125,12 +125,20 @@ class RectifyOutcome:
         return self.computed / self.seconds if self.seconds > 0 else math.nan
 
 
+# rectify keys added after files were written: at these values a file hashes as one written before the
+# key existed, so upgrading cisctool does not make finished pseudo labels look stale
+ADDED_RECTIFY_KEYS = {"reliability": "cisc"}
+
+
 def pseudo_inputs_hash(config: Config) -> str:
     """Hash of the settings that change pseudo labels (data, model, index, rectify, seed); not training."""
     values = to_dict(config)
     relevant = {key: values[key] for key in ("data", "model", "index", "rectify")}
     relevant["seed"] = values["train"]["seed"]
-    relevant["rectify"] = {k: v for k, v in relevant["rectify"].items() if k not in ("select", "ratio", "batch_size")}
+    relevant["rectify"] = {
+        key: value for key, value in relevant["rectify"].items()
+        if key not in ("select", "ratio", "batch_size") and ADDED_RECTIFY_KEYS.get(key, object()) != value
+    }  # fmt: skip
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -1,3 +1,5 @@
+import hashlib
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -6,10 +8,10 @@ import h5py
 import numpy as np
 import pytest
 
-from cisctool.config import Config, with_overrides
+from cisctool.config import Config, to_dict, with_overrides
 from cisctool.errors import InputError
 from cisctool.method.signals import fixed_batches
-from cisctool.steps.rectify import BackgroundWriter, rectify_round
+from cisctool.steps.rectify import BackgroundWriter, pseudo_inputs_hash, rectify_round
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PIXEL_DTYPES, PseudoLabels, partial_path
 
@@ -168,3 +170,14 @@ def test_the_writer_queue_holds_at_most_its_bytes_yet_always_admits_one_item():
     writer.put("c", 500)  # larger than the bound: admitted once the queue has drained
     writer.close()
     assert consumed == ["a", "b", "c"]
+
+
+def test_a_rectify_key_added_later_hashes_as_before_at_its_old_behaviour(demo_config: Config):
+    values = to_dict(demo_config)  # the hash as written before `rectify.reliability` existed
+    before = {key: values[key] for key in ("data", "model", "index", "rectify")}
+    before["seed"] = values["train"]["seed"]
+    before["rectify"] = {key: value for key, value in before["rectify"].items()
+                         if key not in ("select", "ratio", "batch_size", "reliability")}  # fmt: skip
+    old_hash = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()
+    assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.reliability": "cisc"})) == old_hash
+    assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.reliability": "cisc+confidence"})) != old_hash
