@@ -1,15 +1,20 @@
-"""How much better are the pseudo labels of the reliable half than those of the rest?
+"""How much better are the pseudo labels of the reliable half than those of the rest, by each image score?
 
     python benchmarks/reliable_half.py --config benchmarks/work/shapes/cisctool.toml \\
         benchmarks/work/compare/runs/demo-compare-s0-now/round1/pseudo.h5 ...
 
-For each pseudo-label file: the images that `rectify.select = "reliable"` trains round 1 on (the
-`rectify.ratio` lowest reliability scores) and the others, scored against the unlabeled images'
-true masks — mIoU and pixel accuracy of the raw labels, as the quality report scores them.
-This is what CISC's image-level score buys the schedule.
+For each pseudo-label file of a CISC-R run: the images that `rectify.select = "reliable"` trains
+round 1 on (the `rectify.ratio` lowest scores) and the others, scored against the unlabeled
+images' true masks — mIoU of the raw labels, as the quality report scores them — for each
+`rectify.reliability` score, recomputed from the stored pixels:
+- cisc: the stored score, mean BCE of S_ŷ towards 1 (NaN without guided pixels: chosen last);
+- confidence: mean −log confidence (self-training's score);
+- cisc+confidence: their sum.
+Prints each file's figures and the mean over files, and writes a JSON record.
 """
 
 import argparse
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -21,37 +26,56 @@ from cisctool.method.pseudo_training import select_rows
 from cisctool.report.confusion import ConfusionMatrix
 from cisctool.store.pseudo_labels import PseudoLabels
 
+from records import write_record
+
+SCORES = ("cisc", "confidence", "cisc+confidence")
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("files", type=Path, nargs="+")
     args = parser.parse_args()
     config = load_config(args.config)
-    classes, root = config.data.num_classes, config.data_root
-    masks = {
-        entry.id: entry.mask for entry in read_split(root / config.data.unlabeled, root, masks_required=True)
-    }
+    root = config.data_root
+    masks = {entry.id: entry.mask for entry in read_split(root / config.data.unlabeled, root, masks_required=True)}
+    figures: dict[str, dict[str, list[float]]] = {score: {"chosen": [], "rest": []} for score in SCORES}
     for path in args.files:
         with PseudoLabels(path) as stored:
-            chosen = np.zeros(len(stored), dtype=bool)
-            chosen[select_rows(stored.reliability, 1, "reliable", config.rectify.ratio)] = True
-            parts = {
-                True: ConfusionMatrix(classes, config.data.ignore_index),
-                False: ConfusionMatrix(classes, config.data.ignore_index),
-            }
-            for index, image_id in enumerate(stored.ids):
-                parts[bool(chosen[index])].update_numpy(
-                    stored.pixels("raw_label", index), read_mask(masks[image_id])
-                )
-        reliable, rest = (_scores(parts[key]) for key in (True, False))
-        print(f"{path}: reliable half {reliable} | rest {rest}")
+            per_image = [_confusion(config, stored.pixels("raw_label", index), read_mask(masks[image_id]))
+                         for index, image_id in enumerate(stored.ids)]  # fmt: skip
+            confidence = np.array([_mean_nll(stored.pixels("confidence", index)) for index in range(len(stored))])
+            cisc = stored.reliability.astype(np.float64)
+        scores = {"cisc": cisc, "confidence": confidence, "cisc+confidence": cisc + confidence}
+        line = []
+        for name, score in scores.items():
+            chosen = np.zeros(len(score), dtype=bool)
+            chosen[select_rows(score, 1, "reliable", config.rectify.ratio)] = True
+            for part, mask in (("chosen", chosen), ("rest", ~chosen)):
+                figures[name][part].append(_miou(config, [per_image[i] for i in np.flatnonzero(mask)]))
+            line.append(f"{name} {figures[name]['chosen'][-1]:.2f} | {figures[name]['rest'][-1]:.2f}")
+        print(f"{path}: reliable half | rest mIoU — " + "; ".join(line))
+    for name in SCORES:
+        print(f"mean over {len(args.files)} files, {name}: reliable half {statistics.mean(figures[name]['chosen']):.2f}"
+              f" | rest {statistics.mean(figures[name]['rest']):.2f}")  # fmt: skip
+    print(f"wrote {write_record('reliable-half', {'files': [str(p) for p in args.files], 'miou': figures})}")
 
 
-def _scores(confusion: ConfusionMatrix) -> str:
-    return f"mIoU {100 * confusion.mean_iou():.2f} accuracy {100 * confusion.pixel_accuracy():.2f}"
+def _confusion(config, prediction: np.ndarray, target: np.ndarray) -> ConfusionMatrix:
+    matrix = ConfusionMatrix(config.data.num_classes, config.data.ignore_index)
+    matrix.update_numpy(prediction, target)
+    return matrix
+
+
+def _miou(config, matrices: list[ConfusionMatrix]) -> float:
+    total = ConfusionMatrix(config.data.num_classes, config.data.ignore_index)
+    for matrix in matrices:
+        total.matrix += matrix.matrix
+    return 100 * total.mean_iou()
+
+
+def _mean_nll(confidence: np.ndarray) -> float:
+    return float(-np.log(confidence.astype(np.float64).clip(1e-6, 1.0)).mean())
 
 
 if __name__ == "__main__":
