@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cisctool.config import load_config
+from cisctool.config import Config, load_config
 from cisctool.data.masks import read_mask
 from cisctool.data.splits import read_split
 from cisctool.method.pseudo_training import select_rows
@@ -61,16 +61,16 @@ def main() -> None:
     print(f"wrote {write_record('reliable-half', {'files': [str(p) for p in args.files], 'miou': figures})}")
 
 
-def _confusion(config, prediction: np.ndarray, target: np.ndarray) -> ConfusionMatrix:
+def _confusion(config: Config, prediction: np.ndarray, target: np.ndarray) -> ConfusionMatrix:
     matrix = ConfusionMatrix(config.data.num_classes, config.data.ignore_index)
     matrix.update_numpy(prediction, target)
     return matrix
 
 
-def _miou(config, matrices: list[ConfusionMatrix]) -> float:
+def _miou(config: Config, matrices: list[ConfusionMatrix]) -> float:
+    """mIoU % of the images' pixels together (one matrix summed over them, as the quality report scores)."""
     total = ConfusionMatrix(config.data.num_classes, config.data.ignore_index)
-    for matrix in matrices:
-        total.matrix += matrix.matrix
+    total.matrix = sum((matrix.matrix for matrix in matrices), total.matrix)
     return 100 * total.mean_iou()
 
 
