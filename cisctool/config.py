@@ -154,7 +154,7 @@ class RectifyConfig:
     cisc_min: float = -1.0
     conf_min: float = 0.0
     select: Select = "reliable"
-    reliability: Reliability = "cisc+confidence"
+    reliability: Reliability = "cisc"
     ratio: float = 0.5
 
 

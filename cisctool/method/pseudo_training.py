@@ -1,8 +1,8 @@
 """What rounds ≥ 1 add to training which pseudo-labeled images, and how they are mixed.
 
 - The reliable-image schedule: round 1 trains on the `ratio` most reliable
-  unlabeled images (lowest reliability score: `rectify.reliability`, by default mean BCE of S_ŷ towards 1
-  plus mean −log confidence), later rounds on all, as CISC-R and ST++ do (`select = "reliable"`); `"reliable-always"` keeps the reliable part in every round, each
+  unlabeled images (lowest reliability score, `rectify.reliability`: by default mean BCE of S_ŷ towards 1),
+  later rounds on all, as CISC-R and ST++ do (`select = "reliable"`); `"reliable-always"` keeps the reliable part in every round, each
   round scoring its own teacher's pseudo labels.
 - The pseudo loss: cross-entropy on rectified labels, each pixel weighted by
   the stored weight and normalised by the sum of weights; ignore pixels

@@ -55,7 +55,7 @@ class RectifySettings:
     seed: int
     tta_scales: tuple[float, ...] = (1.0,)
     tta_flip: bool = False
-    reliability: str = "cisc+confidence"
+    reliability: str = "cisc"
 
     @classmethod
     def of(cls, config: Config) -> "RectifySettings":
