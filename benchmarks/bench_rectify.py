@@ -74,8 +74,6 @@ def main() -> None:
     args = parser.parse_args()
     set_verbosity(-1)
     config = _prepare(args)
-    if not args.rss_child:
-        progress(f"prepared {args.images} images ×{args.scale}, round-0 model and index")
     if args.rss_child:
         child_config = with_overrides(config, {"data.unlabeled": f"splits/images_{args.rss_child}.txt"})
         _reset_peak_rss()  # the peak of the work itself, not of the set-up above
@@ -85,6 +83,7 @@ def main() -> None:
             _plain_inference(child_config, args.device)
         print(_peak_rss_kib())
         return
+    progress(f"prepared {args.images} images ×{args.scale}, round-0 model and index")
     split_config = with_overrides(config, {"data.unlabeled": f"splits/images_{args.images}.txt"})
     plain, rectify, end_to_end = 0.0, 0.0, 0.0
     for _ in range(args.repeats):  # interleaved, best of each: the machine's noise hits both alike

@@ -18,10 +18,12 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cisctool.config import Config, load_config
 from cisctool.data.masks import read_mask
 from cisctool.data.splits import read_split
+from cisctool.method.cisc import reliability
 from cisctool.method.pseudo_training import select_rows
 from cisctool.report.confusion import ConfusionMatrix
 from cisctool.store.pseudo_labels import PseudoLabels
@@ -75,7 +77,9 @@ def _miou(config: Config, matrices: list[ConfusionMatrix]) -> float:
 
 
 def _mean_nll(confidence: np.ndarray) -> float:
-    return float(-np.log(confidence.astype(np.float64).clip(1e-6, 1.0)).mean())
+    """Self-training's score of one image, by the function rectify stores it with."""
+    pixels = torch.from_numpy(confidence.astype(np.float32))[None]
+    return float(reliability(pixels, torch.ones_like(pixels, dtype=torch.bool))[0])
 
 
 if __name__ == "__main__":
