@@ -80,7 +80,8 @@ class TrainConfig:
     (`round_max_steps` overrides; both 0 = as round 0) at `round_lr` (0 = lr), starting
     from `init`: "scratch" (ImageNet or random, as round 0) or "previous" (round N−1's
     model, which wants a lower rate: restarting a converged model at round 0's rate can
-    diverge). `warmup_ratio` of each round's steps ramps the rate linearly from 0.
+    diverge). `warmup_ratio` of each round's steps ramps the rate linearly from 0;
+    `consistency_rampup` of them ramps λ (`consistency_weight`) up as exp(−5(1−t)²).
     `workers` decode and augment beside a GPU; on a CPU, loaders get only the cores
     torch's own threads leave free (OMP_NUM_THREADS below the core count frees some).
     """
@@ -102,6 +103,7 @@ class TrainConfig:
     seed: int = 0
     workers: int = 4
     consistency_weight: float = 0.0
+    consistency_rampup: float = 0.0
     log_every: int = 10
     checkpoint_every: int = 100
     pseudo_batch_size: int = 0
@@ -196,12 +198,27 @@ SECTIONS: dict[str, type] = {
     "rectify": RectifyConfig,
 }
 TOP_LEVEL_KEYS = ("name", "dataset", "profile", "workdir")
+# Keys added after runs were written, at the value that behaves as before they existed: hashes of
+# finished models and pseudo labels leave them out at that value, so upgrading cisctool does not
+# make finished work look stale.
+ADDED_KEYS: dict[str, dict[str, Any]] = {
+    "train": {"consistency_rampup": 0.0},
+    "rectify": {"reliability": "cisc"},
+}
+
+
+def without_added_defaults(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """A section's values without the added keys that hold their before-they-existed value (for hashing)."""
+    added = ADDED_KEYS.get(section, {})
+    return {key: value for key, value in values.items() if key not in added or added[key] != value}
+
+
 # `profile = "official"`: the paper's code choices in one switch. It overrides the file's keys
 # (so a config tuned otherwise still reproduces the paper); `--set` overrides it.
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "official": {
-        "train": {"consistency_weight": 1.0, "init": "scratch", "round_lr": 0.0, "round_max_steps": 0,
+        "train": {"consistency_weight": 1.0, "consistency_rampup": 0.0, "init": "scratch", "round_lr": 0.0, "round_max_steps": 0,
                   "round_epochs": 0.0},
         "rectify": {"guide": "random", "weight_mode": "official", "tta": True, "tta_scales": list(RectifyConfig.tta_scales),
                     "tta_flip": True, "select": "reliable", "reliability": "cisc", "ratio": 0.5},
@@ -346,6 +363,8 @@ def _validate(label: str, config: Config) -> None:
         raise InputError(f"{label}: train.scale_min must be > 0 and ≤ train.scale_max")
     if not 0 <= config.train.warmup_ratio < 1:
         raise InputError(f"{label}: train.warmup_ratio must be in [0, 1), got {config.train.warmup_ratio}")
+    if not 0 <= config.train.consistency_rampup <= 1:
+        raise InputError(f"{label}: train.consistency_rampup must be in [0, 1], got {config.train.consistency_rampup}")
     if config.train.round_epochs < 0:
         raise InputError(f"{label}: train.round_epochs must be ≥ 0, got {config.train.round_epochs}")
     if not config.rectify.tta_scales or min(config.rectify.tta_scales) <= 0:

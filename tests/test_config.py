@@ -37,6 +37,7 @@ def test_toml_round_trip_and_hash(tmp_path: Path):
         ({**MINIMAL, "rectify": {"guide": "closest"}}, "rectify.guide = 'closest' is not one of"),
         ({"data": {**MINIMAL["data"], "class_names": ["a"]}}, "has 1 names"),
         ({**MINIMAL, "dataset": "kitti"}, "unknown dataset preset 'kitti'"),
+        ({**MINIMAL, "train": {"consistency_rampup": 1.5}}, "train.consistency_rampup must be in [0, 1], got 1.5"),
     ],
 )
 def test_bad_config_names_the_key(raw, fragment):

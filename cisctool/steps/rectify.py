@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cisctool.config import Config, config_hash, to_dict, to_toml
+from cisctool.config import Config, config_hash, to_dict, to_toml, without_added_defaults
 from cisctool.console import RateColumn, progress_bar
 from cisctool.data.masks import image_size
 from cisctool.data.splits import SplitEntry, read_split
@@ -125,19 +125,14 @@ class RectifyOutcome:
         return self.computed / self.seconds if self.seconds > 0 else math.nan
 
 
-# rectify keys added after files were written: at these values a file hashes as one written before the
-# key existed, so upgrading cisctool does not make finished pseudo labels look stale
-ADDED_RECTIFY_KEYS = {"reliability": "cisc"}
-
-
 def pseudo_inputs_hash(config: Config) -> str:
     """Hash of the settings that change pseudo labels (data, model, index, rectify, seed); not training."""
     values = to_dict(config)
     relevant = {key: values[key] for key in ("data", "model", "index", "rectify")}
     relevant["seed"] = values["train"]["seed"]
     relevant["rectify"] = {
-        key: value for key, value in relevant["rectify"].items()
-        if key not in ("select", "ratio", "batch_size") and ADDED_RECTIFY_KEYS.get(key, object()) != value
+        key: value for key, value in without_added_defaults("rectify", relevant["rectify"]).items()
+        if key not in ("select", "ratio", "batch_size")
     }  # fmt: skip
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 

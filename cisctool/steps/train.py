@@ -3,7 +3,8 @@ the weighted CE on rectified pseudo labels (`pseudo_training`).
 
 SGD with momentum (or AdamW), a linear warm-up over `warmup_ratio` of the steps, poly
 learning-rate decay (power 0.9) and the head at `head_lr_mult` × the backbone's rate, as
-ST++ and CISC-R train DeepLabV3+.
+ST++ and CISC-R train DeepLabV3+. The consistency weight λ may ramp up over
+`consistency_rampup` of the steps.
 Each step draws `batch_size // 2` pairs of labeled images that share a class,
 so a step sees `batch_size` images whether the consistency loss is on or off
 and the two settings differ only in the loss. `last.pt` holds the full state
@@ -11,6 +12,7 @@ and the two settings differ only in the loss. `last.pt` holds the full state
 sample stream is addressed by step, so `--resume` continues exactly.
 """
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -84,6 +86,18 @@ def scheduled_lr(base_lr: float, step: int, total_steps: int, warmup_ratio: floa
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     return base_lr * (1.0 - step / total_steps) ** power
+
+
+def consistency_ramp(step: int, total_steps: int, rampup_ratio: float) -> float:
+    """Share of λ at `step`: exp(−5 (1 − t)²) over the first `rampup_ratio` of the steps, then 1.
+
+    The ramp-up of mean teacher and its successors: the consistency loss waits until the
+    features it compares mean something, instead of pulling on random ones from step 0.
+    """
+    rampup_steps = rampup_ratio * total_steps
+    if step >= rampup_steps:
+        return 1.0
+    return math.exp(-5.0 * (1.0 - step / rampup_steps) ** 2)
 
 
 def build_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
@@ -190,7 +204,8 @@ def _train_steps(
             for group in learner.optimizer.param_groups:
                 group["lr"] = learning_rate * group["lr_mult"]
             losses = _losses(learner, batch, pseudo_batch, step, config, device)
-            loss = losses["ce"] + config.train.consistency_weight * losses["consistency"] + losses["pseudo"]
+            weight = config.train.consistency_weight * consistency_ramp(step, total_steps, config.train.consistency_rampup)
+            loss = losses["ce"] + weight * losses["consistency"] + losses["pseudo"]
             learner.optimizer.zero_grad(set_to_none=True)
             learner.scaler.scale(loss).backward()
             learner.scaler.step(learner.optimizer)

@@ -7,7 +7,8 @@ import torch
 from cisctool.config import with_overrides
 from cisctool.errors import InputError
 from cisctool.method.losses import masked_cross_entropy
-from cisctool.steps.train import build_optimizer, scheduled_lr, train_and_evaluate, train_round
+from cisctool.steps import train_data
+from cisctool.steps.train import build_optimizer, consistency_ramp, scheduled_lr, train_and_evaluate, train_round
 from cisctool.store.checkpoints import load_checkpoint, load_model
 from cisctool.store.layout import RunLayout
 
@@ -56,6 +57,30 @@ def test_consistency_off_changes_only_the_loss(demo_config, tmp_path):
     off = train_round(with_overrides(demo_config, {"workdir": str(tmp_path / "off"), "train.consistency_weight": 0.0}))
     assert math.isfinite(on.final_loss) and math.isfinite(off.final_loss)
     assert on.final_loss != off.final_loss
+
+
+def test_consistency_ramp_rises_from_exp_minus_5_to_one_over_its_share_of_the_steps():
+    assert consistency_ramp(0, 100, 0.0) == 1.0 and consistency_ramp(99, 100, 0.0) == 1.0
+    assert math.isclose(consistency_ramp(0, 100, 0.2), math.exp(-5))
+    assert math.isclose(consistency_ramp(10, 100, 0.2), math.exp(-5 * 0.25))
+    assert consistency_ramp(20, 100, 0.2) == 1.0 and consistency_ramp(99, 100, 0.2) == 1.0
+    ramp = [consistency_ramp(step, 100, 0.2) for step in range(21)]
+    assert all(later > earlier for earlier, later in zip(ramp, ramp[1:]))
+
+
+def test_a_train_key_added_later_keeps_finished_runs_up_to_date(demo_config, monkeypatch):
+    default = train_data.training_signature(demo_config, 0, 1, None)
+    ramped = with_overrides(demo_config, {"train.consistency_rampup": 0.3})
+    assert train_data.training_signature(ramped, 0, 1, None) != default
+    real_to_dict = train_data.to_dict
+
+    def as_before_the_key(config):  # the settings a run written before `consistency_rampup` hashed
+        values = real_to_dict(config)
+        del values["train"]["consistency_rampup"]
+        return values
+
+    monkeypatch.setattr(train_data, "to_dict", as_before_the_key)
+    assert train_data.training_signature(demo_config, 0, 1, None) == default
 
 
 def test_poly_schedule_and_head_learning_rate(demo_config):
