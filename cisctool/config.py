@@ -207,10 +207,14 @@ ADDED_KEYS: dict[str, dict[str, Any]] = {
 }
 
 
-def without_added_defaults(section: str, values: dict[str, Any]) -> dict[str, Any]:
-    """A section's values without the added keys that hold their before-they-existed value (for hashing)."""
-    added = ADDED_KEYS.get(section, {})
-    return {key: value for key, value in values.items() if key not in added or added[key] != value}
+def hashed_settings(config: Config) -> dict[str, Any]:
+    """`to_dict` without the added keys that hold their before-they-existed value: what hashes of
+    finished work are computed from, so every such hash treats added keys alike."""
+    values = to_dict(config)
+    for section, added in ADDED_KEYS.items():
+        values[section] = {key: value for key, value in values[section].items()
+                           if key not in added or added[key] != value}  # fmt: skip
+    return values
 
 
 # `profile = "official"`: the paper's code choices in one switch. It overrides the file's keys

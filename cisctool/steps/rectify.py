@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cisctool.config import Config, config_hash, to_dict, to_toml, without_added_defaults
+from cisctool.config import Config, config_hash, hashed_settings, to_toml
 from cisctool.console import RateColumn, progress_bar
 from cisctool.data.masks import image_size
 from cisctool.data.splits import SplitEntry, read_split
@@ -127,13 +127,12 @@ class RectifyOutcome:
 
 def pseudo_inputs_hash(config: Config) -> str:
     """Hash of the settings that change pseudo labels (data, model, index, rectify, seed); not training."""
-    values = to_dict(config)
+    values = hashed_settings(config)
     relevant = {key: values[key] for key in ("data", "model", "index", "rectify")}
     relevant["seed"] = values["train"]["seed"]
     relevant["rectify"] = {
-        key: value for key, value in without_added_defaults("rectify", relevant["rectify"]).items()
-        if key not in ("select", "ratio", "batch_size")
-    }  # fmt: skip
+        key: value for key, value in relevant["rectify"].items() if key not in ("select", "ratio", "batch_size")
+    }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cisctool.config import Config, to_dict, without_added_defaults
+from cisctool.config import Config, hashed_settings
 from cisctool.data.datasets import LabeledPairDataset, PairSettings, PseudoLabeledDataset, SeededSampler
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.data.workers import exit_with_parent, loader_workers
@@ -98,9 +98,9 @@ def training_signature(config: Config, round_index: int, world: int, pseudo: Pse
     """Hash of every setting and input that changes the trained weights (not workers, logging, device):
     the data, model and training settings, the number of processes (the total batch, and so the sample
     stream, depends on it) and, for rounds ≥ 1, the schedule and the pseudo-label file's fingerprint."""
-    values = to_dict(config)
+    values = hashed_settings(config)
     ignored = RESUME_FREE_KEYS | (set() if round_index else LATER_ROUND_KEYS)
-    train = {key: value for key, value in without_added_defaults("train", values["train"]).items() if key not in ignored}
+    train = {key: value for key, value in values["train"].items() if key not in ignored}
     relevant = {"data": values["data"], "model": values["model"], "train": train,
                 "min_area": values["index"]["min_area"], "round": round_index,
                 "guide_exclude": values["rectify"]["guide_exclude"]}  # fmt: skip

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+from cisctool import config as config_module
 from cisctool.config import with_overrides
 from cisctool.errors import InputError
 from cisctool.method.losses import masked_cross_entropy
@@ -72,14 +73,14 @@ def test_a_train_key_added_later_keeps_finished_runs_up_to_date(demo_config, mon
     default = train_data.training_signature(demo_config, 0, 1, None)
     ramped = with_overrides(demo_config, {"train.consistency_rampup": 0.3})
     assert train_data.training_signature(ramped, 0, 1, None) != default
-    real_to_dict = train_data.to_dict
+    real_to_dict = config_module.to_dict
 
     def as_before_the_key(config):  # the settings a run written before `consistency_rampup` hashed
         values = real_to_dict(config)
         del values["train"]["consistency_rampup"]
         return values
 
-    monkeypatch.setattr(train_data, "to_dict", as_before_the_key)
+    monkeypatch.setattr(config_module, "to_dict", as_before_the_key)
     assert train_data.training_signature(demo_config, 0, 1, None) == default
 
 
