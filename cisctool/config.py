@@ -82,6 +82,9 @@ class TrainConfig:
     model, which wants a lower rate: restarting a converged model at round 0's rate can
     diverge). `warmup_ratio` of each round's steps ramps the rate linearly from 0;
     `consistency_rampup` of them ramps λ (`consistency_weight`) up as exp(−5(1−t)²).
+    `ohem_threshold` > 0 trains the labeled CE on hard pixels only (true-class probability
+    ≤ it, at least the `ohem_min_kept` share of them), as mmsegmentation's and UniMatch's
+    Cityscapes configs do (0.7); 0 = plain CE.
     `workers` decode and augment beside a GPU; on a CPU, loaders get only the cores
     torch's own threads leave free (OMP_NUM_THREADS below the core count frees some).
     """
@@ -104,6 +107,8 @@ class TrainConfig:
     workers: int = 4
     consistency_weight: float = 0.0
     consistency_rampup: float = 0.0
+    ohem_threshold: float = 0.0
+    ohem_min_kept: float = 0.15
     log_every: int = 10
     checkpoint_every: int = 100
     pseudo_batch_size: int = 0
@@ -202,7 +207,7 @@ TOP_LEVEL_KEYS = ("name", "dataset", "profile", "workdir")
 # finished models and pseudo labels leave them out at that value, so upgrading cisctool does not
 # make finished work look stale.
 ADDED_KEYS: dict[str, dict[str, Any]] = {
-    "train": {"consistency_rampup": 0.0},
+    "train": {"consistency_rampup": 0.0, "ohem_threshold": 0.0, "ohem_min_kept": 0.15},
     "rectify": {"reliability": "cisc"},
 }
 
@@ -222,8 +227,8 @@ def hashed_settings(config: Config) -> dict[str, Any]:
 PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "official": {
-        "train": {"consistency_weight": 1.0, "consistency_rampup": 0.0, "init": "scratch", "round_lr": 0.0, "round_max_steps": 0,
-                  "round_epochs": 0.0},
+        "train": {"consistency_weight": 1.0, "consistency_rampup": 0.0, "ohem_threshold": 0.0, "init": "scratch",
+                  "round_lr": 0.0, "round_max_steps": 0, "round_epochs": 0.0},
         "rectify": {"guide": "random", "weight_mode": "official", "tta": True, "tta_scales": list(RectifyConfig.tta_scales),
                     "tta_flip": True, "select": "reliable", "reliability": "cisc", "ratio": 0.5},
     },
@@ -369,6 +374,9 @@ def _validate(label: str, config: Config) -> None:
         raise InputError(f"{label}: train.warmup_ratio must be in [0, 1), got {config.train.warmup_ratio}")
     if not 0 <= config.train.consistency_rampup <= 1:
         raise InputError(f"{label}: train.consistency_rampup must be in [0, 1], got {config.train.consistency_rampup}")
+    for key in ("ohem_threshold", "ohem_min_kept"):
+        if not 0 <= getattr(config.train, key) <= 1:
+            raise InputError(f"{label}: train.{key} must be in [0, 1], got {getattr(config.train, key)}")
     if config.train.round_epochs < 0:
         raise InputError(f"{label}: train.round_epochs must be ≥ 0, got {config.train.round_epochs}")
     if not config.rectify.tta_scales or min(config.rectify.tta_scales) <= 0:

@@ -38,6 +38,8 @@ def test_toml_round_trip_and_hash(tmp_path: Path):
         ({"data": {**MINIMAL["data"], "class_names": ["a"]}}, "has 1 names"),
         ({**MINIMAL, "dataset": "kitti"}, "unknown dataset preset 'kitti'"),
         ({**MINIMAL, "train": {"consistency_rampup": 1.5}}, "train.consistency_rampup must be in [0, 1], got 1.5"),
+        ({**MINIMAL, "train": {"ohem_threshold": -0.1}}, "train.ohem_threshold must be in [0, 1], got -0.1"),
+        ({**MINIMAL, "train": {"ohem_min_kept": 2.0}}, "train.ohem_min_kept must be in [0, 1], got 2.0"),
     ],
 )
 def test_bad_config_names_the_key(raw, fragment):
@@ -86,6 +88,7 @@ def test_official_profile_sets_the_papers_choices_over_the_file_and_set_wins(tmp
     assert (official.rectify.guide, official.rectify.weight_mode, official.train.consistency_weight) == (
         "random", "official", 1.0)
     assert official.train.init == "scratch" and official.train.round_lr == 0.0
+    assert official.train.ohem_threshold == 0.0
     assert official.rectify.tta and official.rectify.tta_flip
     assert official.rectify.tta_scales == (0.5, 0.75, 1.0, 1.5, 2.0)
     assert official.rectify.select == "reliable" and official.rectify.ratio == 0.5

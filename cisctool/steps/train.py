@@ -32,7 +32,7 @@ from cisctool.data.datasets import LabeledPairDataset
 from cisctool.data.splits import read_split
 from cisctool.errors import InputError
 from cisctool.method.cisc import consistency_loss
-from cisctool.method.losses import masked_cross_entropy, weighted_cross_entropy
+from cisctool.method.losses import masked_cross_entropy, ohem_cross_entropy, weighted_cross_entropy
 from cisctool.method.pseudo_training import cutmix
 from cisctool.models import build_configured_model
 from cisctool.steps.distributed import Processes, barrier, from_environment, process_group
@@ -260,7 +260,7 @@ def _losses(
     images = images.to(device, non_blocking=True).contiguous(memory_format=learner.memory_format)
     with torch.autocast(device_type="cuda", enabled=learner.use_amp):
         output = learner.network(images)
-    losses = {"ce": masked_cross_entropy(output.logits[:labeled], masks, config.data.ignore_index)}
+    losses = {"ce": _labeled_loss(output.logits[:labeled], masks, config)}
     losses["consistency"] = torch.zeros((), device=device)
     if config.train.consistency_weight != 0:
         features = output.features[:labeled]
@@ -279,6 +279,15 @@ def _losses(
             output.logits[labeled:], pseudo_labels.to(device), pseudo_weights.to(device), config.data.ignore_index
         )
     return losses
+
+
+def _labeled_loss(logits: torch.Tensor, masks: torch.Tensor, config: Config) -> torch.Tensor:
+    """CE on the labeled masks: over every pixel, or over the hard ones (`train.ohem_threshold` > 0)."""
+    if config.train.ohem_threshold > 0:
+        return ohem_cross_entropy(
+            logits, masks, config.data.ignore_index, config.train.ohem_threshold, config.train.ohem_min_kept
+        )
+    return masked_cross_entropy(logits, masks, config.data.ignore_index)
 
 
 def _training_state(

@@ -69,18 +69,33 @@ def test_consistency_ramp_rises_from_exp_minus_5_to_one_over_its_share_of_the_st
     assert all(later > earlier for earlier, later in zip(ramp, ramp[1:]))
 
 
+def test_ohem_threshold_switches_the_labeled_loss_to_hard_pixels(demo_config, tmp_path):
+    """One step from the same start on the same batch: the mean CE of the hardest pixels exceeds the mean of all."""
+
+    def first_step_ce(name: str, overrides: dict) -> float:
+        config = with_overrides(demo_config, {"workdir": str(tmp_path / name), "train.max_steps": 1, **overrides})
+        train_round(config)
+        line = RunLayout.of(config).train_log(0).read_text().split("step 1/1 ")[1]
+        return float(line.split(" ce ")[1].split()[0])
+
+    plain, hard = first_step_ce("plain", {}), first_step_ce("ohem", {"train.ohem_threshold": 0.7})
+    assert hard > plain > 0
+    assert first_step_ce("all", {"train.ohem_threshold": 1.0}) == pytest.approx(plain, rel=1e-4)
+
+
 def test_a_train_key_added_later_keeps_finished_runs_up_to_date(demo_config, monkeypatch):
     default = train_data.training_signature(demo_config, 0, 1, None)
-    ramped = with_overrides(demo_config, {"train.consistency_rampup": 0.3})
-    assert train_data.training_signature(ramped, 0, 1, None) != default
+    for added in ({"train.consistency_rampup": 0.3}, {"train.ohem_threshold": 0.7}, {"train.ohem_min_kept": 0.5}):
+        assert train_data.training_signature(with_overrides(demo_config, added), 0, 1, None) != default
     real_to_dict = config_module.to_dict
 
-    def as_before_the_key(config):  # the settings a run written before `consistency_rampup` hashed
+    def as_before_the_keys(config):  # the settings a run written before these keys existed hashed
         values = real_to_dict(config)
-        del values["train"]["consistency_rampup"]
+        for key in ("consistency_rampup", "ohem_threshold", "ohem_min_kept"):
+            del values["train"][key]
         return values
 
-    monkeypatch.setattr(config_module, "to_dict", as_before_the_key)
+    monkeypatch.setattr(config_module, "to_dict", as_before_the_keys)
     assert train_data.training_signature(demo_config, 0, 1, None) == default
 
 
