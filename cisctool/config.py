@@ -372,9 +372,7 @@ def _validate(label: str, config: Config) -> None:
         raise InputError(f"{label}: train.scale_min must be > 0 and ≤ train.scale_max")
     if not 0 <= config.train.warmup_ratio < 1:
         raise InputError(f"{label}: train.warmup_ratio must be in [0, 1), got {config.train.warmup_ratio}")
-    if not 0 <= config.train.consistency_rampup <= 1:
-        raise InputError(f"{label}: train.consistency_rampup must be in [0, 1], got {config.train.consistency_rampup}")
-    for key in ("ohem_threshold", "ohem_min_kept"):
+    for key in ("consistency_rampup", "ohem_threshold", "ohem_min_kept"):
         if not 0 <= getattr(config.train, key) <= 1:
             raise InputError(f"{label}: train.{key} must be in [0, 1], got {getattr(config.train, key)}")
     if config.train.round_epochs < 0:
