@@ -32,6 +32,8 @@ from cisctool.store.pseudo_labels import PseudoLabels, partial_path
 RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every"}
 # Settings of rounds ≥ 1 only: round 0 does not depend on them.
 LATER_ROUND_KEYS = {"pseudo_batch_size", "round_max_steps", "round_epochs", "round_lr", "init"}
+# Settings that refine another and change nothing while it is 0 (off): left out of the hash then.
+INERT_WHILE_OFF = {"consistency_rampup": "consistency_weight", "ohem_min_kept": "ohem_threshold"}
 # The pseudo stream's seed is offset by round, so each round draws its own order.
 ROUND_SEED_STRIDE = 7919
 
@@ -100,6 +102,7 @@ def training_signature(config: Config, round_index: int, world: int, pseudo: Pse
     stream, depends on it) and, for rounds ≥ 1, the schedule and the pseudo-label file's fingerprint."""
     values = hashed_settings(config)
     ignored = RESUME_FREE_KEYS | (set() if round_index else LATER_ROUND_KEYS)
+    ignored |= {key for key, switch in INERT_WHILE_OFF.items() if getattr(config.train, switch) == 0}
     train = {key: value for key, value in values["train"].items() if key not in ignored}
     relevant = {"data": values["data"], "model": values["model"], "train": train,
                 "min_area": values["index"]["min_area"], "round": round_index,

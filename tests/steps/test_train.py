@@ -85,8 +85,8 @@ def test_ohem_threshold_switches_the_labeled_loss_to_hard_pixels(demo_config, tm
 
 def test_a_train_key_added_later_keeps_finished_runs_up_to_date(demo_config, monkeypatch):
     default = train_data.training_signature(demo_config, 0, 1, None)
-    for added in ({"train.consistency_rampup": 0.3}, {"train.ohem_threshold": 0.7}, {"train.ohem_min_kept": 0.5}):
-        assert train_data.training_signature(with_overrides(demo_config, added), 0, 1, None) != default
+    ohem = with_overrides(demo_config, {"train.ohem_threshold": 0.7})
+    assert train_data.training_signature(ohem, 0, 1, None) != default
     real_to_dict = config_module.to_dict
 
     def as_before_the_keys(config):  # the settings a run written before these keys existed hashed
@@ -97,6 +97,17 @@ def test_a_train_key_added_later_keeps_finished_runs_up_to_date(demo_config, mon
 
     monkeypatch.setattr(config_module, "to_dict", as_before_the_keys)
     assert train_data.training_signature(demo_config, 0, 1, None) == default
+
+
+def test_a_setting_refining_one_that_is_off_leaves_finished_runs_up_to_date(demo_config):
+    def signature(overrides: dict) -> str:
+        return train_data.training_signature(with_overrides(demo_config, overrides), 0, 1, None)
+
+    for switch, refinement, value in (("consistency_weight", "consistency_rampup", 0.3),
+                                      ("ohem_threshold", "ohem_min_kept", 0.5)):  # fmt: skip
+        off, on = {f"train.{switch}": 0.0}, {f"train.{switch}": 0.7}
+        assert signature({**off, f"train.{refinement}": value}) == signature(off)
+        assert signature({**on, f"train.{refinement}": value}) != signature(on)
 
 
 def test_poly_schedule_and_head_learning_rate(demo_config):
