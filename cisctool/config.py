@@ -75,7 +75,8 @@ class TrainConfig:
 
     The budget is in epochs, so a config copied to a bigger or smaller data set scales
     with it: round 0 runs `epochs` passes over the labeled pairs (`max_steps` overrides).
-    Rounds ≥ 1 add `pseudo_batch_size` pseudo-labeled images per step (0 = batch_size)
+    Rounds ≥ 1 draw `round_batch_size` labeled images per step (0 = batch_size), add
+    `pseudo_batch_size` pseudo-labeled images (0 = batch_size)
     and run `round_epochs` passes over the round's selected pseudo-labeled images
     (`round_max_steps` overrides; both 0 = as round 0) at `round_lr` (0 = lr), starting
     from `init`: "scratch" (ImageNet or random, as round 0) or "previous" (round N−1's
@@ -112,6 +113,7 @@ class TrainConfig:
     log_every: int = 10
     checkpoint_every: int = 100
     pseudo_batch_size: int = 0
+    round_batch_size: int = 0
     round_max_steps: int = 0
     round_epochs: float = 0.0
     round_lr: float = 0.0
@@ -207,7 +209,7 @@ TOP_LEVEL_KEYS = ("name", "dataset", "profile", "workdir")
 # finished models and pseudo labels leave them out at that value, so upgrading cisctool does not
 # make finished work look stale.
 ADDED_KEYS: dict[str, dict[str, Any]] = {
-    "train": {"consistency_rampup": 0.0, "ohem_threshold": 0.0, "ohem_min_kept": 0.15},
+    "train": {"consistency_rampup": 0.0, "ohem_threshold": 0.0, "ohem_min_kept": 0.15, "round_batch_size": 0},
     "rectify": {"reliability": "cisc"},
 }
 
@@ -228,7 +230,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "official": {
         "train": {"consistency_weight": 1.0, "consistency_rampup": 0.0, "ohem_threshold": 0.0, "init": "scratch",
-                  "round_lr": 0.0, "round_max_steps": 0, "round_epochs": 0.0},
+                  "round_lr": 0.0, "round_max_steps": 0, "round_epochs": 0.0, "round_batch_size": 0},
         "rectify": {"guide": "random", "weight_mode": "official", "tta": True, "tta_scales": list(RectifyConfig.tta_scales),
                     "tta_flip": True, "select": "reliable", "reliability": "cisc", "ratio": 0.5},
     },
@@ -375,8 +377,9 @@ def _validate(label: str, config: Config) -> None:
     for key in ("consistency_rampup", "ohem_threshold", "ohem_min_kept"):
         if not 0 <= getattr(config.train, key) <= 1:
             raise InputError(f"{label}: train.{key} must be in [0, 1], got {getattr(config.train, key)}")
-    if config.train.round_epochs < 0:
-        raise InputError(f"{label}: train.round_epochs must be ≥ 0, got {config.train.round_epochs}")
+    for key in ("round_epochs", "pseudo_batch_size", "round_batch_size"):
+        if getattr(config.train, key) < 0:
+            raise InputError(f"{label}: train.{key} must be ≥ 0, got {getattr(config.train, key)}")
     if not config.rectify.tta_scales or min(config.rectify.tta_scales) <= 0:
         raise InputError(f"{label}: rectify.tta_scales must be a non-empty list of positive scales")
     if config.eval.stride < 1 or config.eval.stride > config.eval.crop_size:

@@ -40,6 +40,7 @@ def test_toml_round_trip_and_hash(tmp_path: Path):
         ({**MINIMAL, "train": {"consistency_rampup": 1.5}}, "train.consistency_rampup must be in [0, 1], got 1.5"),
         ({**MINIMAL, "train": {"ohem_threshold": -0.1}}, "train.ohem_threshold must be in [0, 1], got -0.1"),
         ({**MINIMAL, "train": {"ohem_min_kept": 2.0}}, "train.ohem_min_kept must be in [0, 1], got 2.0"),
+        ({**MINIMAL, "train": {"round_batch_size": -2}}, "train.round_batch_size must be ≥ 0, got -2"),
     ],
 )
 def test_bad_config_names_the_key(raw, fragment):

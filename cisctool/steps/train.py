@@ -146,7 +146,7 @@ def train_round(config: Config, round_index: int = 0, device: str = "cpu", *, re
             layout.round_dir(round_index).mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(layout.round_dir(round_index))
             atomic_write_text(layout.resolved_config, to_toml(config))
-        loader = labeled_loader(config, dataset, start_step, total_steps, processes, device)
+        loader = labeled_loader(config, round_index, dataset, start_step, total_steps, processes, device)
         if pseudo is None:
             batches: Batches = ((batch, None) for batch in loader)
         else:

@@ -31,7 +31,7 @@ from cisctool.store.pseudo_labels import PseudoLabels, partial_path
 # Settings that may change between a run and its resume without changing the result.
 RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every"}
 # Settings of rounds ≥ 1 only: round 0 does not depend on them.
-LATER_ROUND_KEYS = {"pseudo_batch_size", "round_max_steps", "round_epochs", "round_lr", "init"}
+LATER_ROUND_KEYS = {"pseudo_batch_size", "round_batch_size", "round_max_steps", "round_epochs", "round_lr", "init"}
 # Settings that refine another and change nothing while it is 0 (off): left out of the hash then.
 INERT_WHILE_OFF = {"consistency_rampup": "consistency_weight", "ohem_min_kept": "ohem_threshold"}
 # The pseudo stream's seed is offset by round, so each round draws its own order.
@@ -144,11 +144,19 @@ def total_steps_of(config: Config, dataset_size: int, round_index: int = 0, pseu
     return config.train.epochs * max(dataset_size // pairs, 1)
 
 
+def labeled_batch_size(config: Config, round_index: int) -> int:
+    """Labeled images a step: `round_batch_size` in rounds ≥ 1 when set, else `batch_size`."""
+    if round_index > 0 and config.train.round_batch_size > 0:
+        return config.train.round_batch_size
+    return config.train.batch_size
+
+
 def labeled_loader(
-    config: Config, dataset: LabeledPairDataset, start: int, total: int, processes: Processes, device: str
-) -> DataLoader:
-    """Batches of `batch_size // 2` labeled pairs for steps [start, total) on this rank."""
-    pairs = max(config.train.batch_size // 2, 1)
+    config: Config, round_index: int, dataset: LabeledPairDataset, start: int, total: int, processes: Processes,
+    device: str,
+) -> DataLoader:  # fmt: skip
+    """Batches of `labeled_batch_size // 2` labeled pairs for steps [start, total) on this rank."""
+    pairs = max(labeled_batch_size(config, round_index) // 2, 1)
     sampler = SeededSampler(
         len(dataset), config.train.seed, start * pairs * processes.world, total * pairs * processes.world,
         processes.rank, processes.world,

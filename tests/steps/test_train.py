@@ -91,12 +91,14 @@ def test_a_train_key_added_later_keeps_finished_runs_up_to_date(demo_config, mon
 
     def as_before_the_keys(config):  # the settings a run written before these keys existed hashed
         values = real_to_dict(config)
-        for key in ("consistency_rampup", "ohem_threshold", "ohem_min_kept"):
+        for key in ("consistency_rampup", "ohem_threshold", "ohem_min_kept", "round_batch_size"):
             del values["train"][key]
         return values
 
+    later_round = train_data.training_signature(demo_config, 1, 1, None)
     monkeypatch.setattr(config_module, "to_dict", as_before_the_keys)
     assert train_data.training_signature(demo_config, 0, 1, None) == default
+    assert train_data.training_signature(demo_config, 1, 1, None) == later_round
 
 
 def test_a_setting_refining_one_that_is_off_leaves_finished_runs_up_to_date(demo_config):
@@ -108,6 +110,22 @@ def test_a_setting_refining_one_that_is_off_leaves_finished_runs_up_to_date(demo
         off, on = {f"train.{switch}": 0.0}, {f"train.{switch}": 0.7}
         assert signature({**off, f"train.{refinement}": value}) == signature(off)
         assert signature({**on, f"train.{refinement}": value}) != signature(on)
+
+
+def test_later_rounds_draw_round_batch_size_labeled_images_and_round_0_ignores_it(demo_config):
+    from cisctool.data.datasets import LabeledPairDataset
+    from cisctool.data.splits import read_split
+    from cisctool.steps.distributed import Processes
+
+    config = with_overrides(demo_config, {"train.batch_size": 8, "train.round_batch_size": 4, "train.workers": 0})
+    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    dataset = LabeledPairDataset(entries, train_data.pair_settings(config))
+    pairs = {round_index: next(iter(train_data.labeled_loader(config, round_index, dataset, 0, 1, Processes(), "cpu")))
+             for round_index in (0, 1)}  # fmt: skip
+    assert len(pairs[0]["image"]) == 4 and len(pairs[1]["image"]) == 2  # pairs: two images each
+    same_batch = with_overrides(config, {"train.round_batch_size": 0})
+    assert train_data.training_signature(config, 0, 1, None) == train_data.training_signature(same_batch, 0, 1, None)
+    assert train_data.training_signature(config, 1, 1, None) != train_data.training_signature(same_batch, 1, 1, None)
 
 
 def test_poly_schedule_and_head_learning_rate(demo_config):
