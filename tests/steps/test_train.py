@@ -95,10 +95,11 @@ def test_a_train_key_added_later_keeps_finished_runs_up_to_date(demo_config, mon
             del values["train"][key]
         return values
 
-    later_round = train_data.training_signature(demo_config, 1, 1, None)
+    one_batch = with_overrides(demo_config, {"train.round_batch_size": 0})  # as every round drew before
+    later_round = train_data.training_signature(one_batch, 1, 1, None)
     monkeypatch.setattr(config_module, "to_dict", as_before_the_keys)
     assert train_data.training_signature(demo_config, 0, 1, None) == default
-    assert train_data.training_signature(demo_config, 1, 1, None) == later_round
+    assert train_data.training_signature(one_batch, 1, 1, None) == later_round
 
 
 def test_a_setting_refining_one_that_is_off_leaves_finished_runs_up_to_date(demo_config):
