@@ -82,6 +82,7 @@ def test_load_config_file_errors(tmp_path: Path):
 def test_official_profile_sets_the_papers_choices_over_the_file_and_set_wins(tmp_path: Path):
     path = tmp_path / "c.toml"
     path.write_text('[data]\nroot = "."\nnum_classes = 3\n[train]\ninit = "previous"\nround_lr = 0.002\n'
+                    'round_batch_size = 4\n'
                     '[rectify]\nguide = "nearest"\n')
     default = load_config(path)
     assert default.profile == "default" and default.train.init == "previous" and default.rectify.guide == "nearest"
@@ -89,6 +90,7 @@ def test_official_profile_sets_the_papers_choices_over_the_file_and_set_wins(tmp
     assert (official.rectify.guide, official.rectify.weight_mode, official.train.consistency_weight) == (
         "random", "official", 1.0)
     assert official.train.init == "scratch" and official.train.round_lr == 0.0
+    assert default.train.round_batch_size == 4 and official.train.round_batch_size == 0
     assert official.train.ohem_threshold == 0.0
     assert official.rectify.tta and official.rectify.tta_flip
     assert official.rectify.tta_scales == (0.5, 0.75, 1.0, 1.5, 2.0)
