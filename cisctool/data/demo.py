@@ -65,8 +65,8 @@ checkpoint_every = 50
 # on some seeds when continuing), each step 4 labeled + 8 pseudo-labeled images, for 6 passes
 # over the round's pseudo-labeled images. Same steps and images as 8 + 4 at 3 passes, and on both
 # benchmarks, 5 seeds, CISC-R's final val mIoU +1.09 / +0.36 over it. Where compute allows
-# (a GPU) use more passes: 10 passes at 8 + 4 beat 3 by +2 to +4 on both benchmarks; 6 keeps
-# `make demo` to 10 min on 2 CPU cores
+# (a GPU) use more passes: 10 passes at 8 + 4 beat 3 by +2 to +4 on both benchmarks; 6 is what
+# `make demo` affords on 2 CPU cores (about 10 min)
 round_epochs = 6
 round_lr = 0.002
 round_batch_size = 4
