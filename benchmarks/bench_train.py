@@ -9,8 +9,8 @@ SGD, one loader worker; `--set key=value` changes both sides), in one run:
       backward, step on crops decoded and cut once beforehand (no loader, no augmentation,
       no logging, no checkpoints);
   (c), (d) the same for round 1: `train_round` with round 1's pseudo labels (rectified by
-      round 0's model) against the minimal loop with as many extra images a step and a
-      weighted CE.
+      round 0's model) against the minimal loop with as many labeled and pseudo-labeled
+      images a step and a weighted CE.
 (a)–(d) alternate, best of `--repeats`. Then one profiled round-0 and round-1 run says where
 `train_round`'s time goes (loader waits, augmentation, losses, backward, optimizer,
 logging, checkpoints). Prints steps/s and the ratios (target ≥ 0.9), writes a JSON record.
@@ -41,7 +41,7 @@ from cisctool.models import build_model
 from cisctool.steps.index import ensure_round_index
 from cisctool.steps.rectify import rectify_round
 from cisctool.steps.train import build_optimizer, train_round
-from cisctool.steps.train_data import pair_settings
+from cisctool.steps.train_data import labeled_batch_size, pair_settings, pseudo_batch_size
 from cisctool.store.layout import RunLayout
 
 from records import progress, write_record
@@ -84,7 +84,8 @@ def main() -> None:
     profiles = {f"round{index}": _profile(config, index, args.device) for index in (0, 1)}
     figures = {
         "steps": args.steps, "repeats": args.repeats, "overrides": args.overrides,
-        "batch_size": config.train.batch_size, "pseudo_batch_size": config.train.pseudo_batch_size,
+        "batch_size": config.train.batch_size, "round_batch_size": labeled_batch_size(config, 1),
+        "pseudo_batch_size": pseudo_batch_size(config),
         "crop_size": config.train.crop_size, "workers": config.train.workers,
         "steps_per_second": rates,
         "ratio_round0": rates["cisctool_round0"] / rates["minimal_round0"],
@@ -148,16 +149,17 @@ def _minimal_rate(config: Config, round_index: int, steps: int, device: str) -> 
     optimizer = build_optimizer(model, config)
     for group in optimizer.param_groups:
         group["lr"] = config.train.lr * group["lr_mult"]
-    extra = (config.train.pseudo_batch_size or config.train.batch_size) if round_index else 0
-    images, masks = _fixed_crops(config, config.train.batch_size + extra, device, memory_format)
-    labeled = config.train.batch_size
+    extra = pseudo_batch_size(config) if round_index else 0
+    labeled = labeled_batch_size(config, round_index)
+    images, masks = _fixed_crops(config, labeled + extra, device, memory_format)
     weights = torch.rand(masks[labeled:].shape, device=device)
     started = time.perf_counter()
     for _ in range(steps):
         logits = model(images).logits
         loss = masked_cross_entropy(logits[:labeled], masks[:labeled], config.data.ignore_index)
         if extra:
-            pixel_loss = F.cross_entropy(logits[labeled:].float(), masks[labeled:], reduction="none")
+            pixel_loss = F.cross_entropy(logits[labeled:].float(), masks[labeled:], reduction="none",
+                                         ignore_index=config.data.ignore_index)  # padding, as the pseudo loss
             loss = loss + (pixel_loss * weights).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -198,8 +200,8 @@ def _profile(config: Config, round_index: int, device: str) -> dict[str, float]:
 
 def _table(figures: dict) -> Table:
     rates = figures["steps_per_second"]
-    table = Table(title=f"training steps/s, batch {figures['batch_size']} (+{figures['pseudo_batch_size']} "
-                        f"pseudo), crop {figures['crop_size']}, {figures['steps']} steps")  # fmt: skip
+    table = Table(title=f"training steps/s, batch {figures['batch_size']} (round 1: {figures['round_batch_size']} + "
+                        f"{figures['pseudo_batch_size']} pseudo), crop {figures['crop_size']}, {figures['steps']} steps")  # fmt: skip
     for column in ("round", "cisctool train", "minimal loop", "ratio (target ≥ 0.9)"):
         table.add_column(column, justify="right")
     for index in (0, 1):

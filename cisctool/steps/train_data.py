@@ -136,8 +136,7 @@ def total_steps_of(config: Config, dataset_size: int, round_index: int = 0, pseu
     if round_index > 0 and config.train.round_max_steps > 0:
         return config.train.round_max_steps
     if round_index > 0 and config.train.round_epochs > 0:
-        per_step = config.train.pseudo_batch_size or config.train.batch_size
-        return max(math.ceil(config.train.round_epochs * pseudo_images / per_step), 1)
+        return max(math.ceil(config.train.round_epochs * pseudo_images / pseudo_batch_size(config)), 1)
     if config.train.max_steps > 0:
         return config.train.max_steps
     pairs = max(config.train.batch_size // 2, 1)
@@ -149,6 +148,11 @@ def labeled_batch_size(config: Config, round_index: int) -> int:
     if round_index > 0 and config.train.round_batch_size > 0:
         return config.train.round_batch_size
     return config.train.batch_size
+
+
+def pseudo_batch_size(config: Config) -> int:
+    """Pseudo-labeled images a step in rounds ≥ 1: `pseudo_batch_size`, or `batch_size` when 0."""
+    return config.train.pseudo_batch_size or config.train.batch_size
 
 
 def labeled_loader(
@@ -169,7 +173,7 @@ def pseudo_loader(
     device: str,
 ) -> DataLoader:  # fmt: skip
     """Batches of the selected pseudo-labeled images (strongly augmented) for steps [start, total) on this rank."""
-    batch = config.train.pseudo_batch_size or config.train.batch_size
+    batch = pseudo_batch_size(config)
     seed = config.train.seed + ROUND_SEED_STRIDE * round_index
     dataset = PseudoLabeledDataset(
         functools.partial(PseudoLabels, selection.path), selection.unlabeled, selection.rows.tolist(),
