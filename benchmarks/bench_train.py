@@ -37,7 +37,7 @@ from cisctool.data.datasets import LabeledPairDataset
 from cisctool.data.demo import make_demo
 from cisctool.data.splits import read_split
 from cisctool.method.losses import masked_cross_entropy
-from cisctool.models import build_model
+from cisctool.models import build_configured_model
 from cisctool.steps.index import ensure_round_index
 from cisctool.steps.rectify import rectify_round
 from cisctool.steps.train import build_optimizer, train_round
@@ -142,8 +142,7 @@ def _share_inputs(source: Config, target: Config, round_index: int) -> None:
 def _minimal_rate(config: Config, round_index: int, steps: int, device: str) -> float:
     """Steps/s of forward, CE (weighted CE on the extra images of round 1), backward, step on fixed crops."""
     torch.manual_seed(config.train.seed)
-    model = build_model(config.model.arch, config.model.backbone, config.data.num_classes,
-                        pretrained=config.model.pretrained, head_channels=config.model.head_channels)  # fmt: skip
+    model = build_configured_model(config, imagenet=True)  # the config's model, output stride included
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format).train()
     optimizer = build_optimizer(model, config)
