@@ -60,6 +60,8 @@ class ModelConfig:
     """Segmenter: DeepLabV3+ on a backbone; `pretrained` is a local ImageNet file.
 
     `head_channels` is the ASPP/decoder width, hence the CISC feature dim D.
+    `decoder_stride` 4 predicts at DeepLabV3+'s stride; 2 adds a stage on the backbone's
+    stride-2 features for classes thinner than 4 px (the CISC features stay at stride 4).
     """
 
     arch: Arch = "deeplabv3plus"
@@ -67,6 +69,7 @@ class ModelConfig:
     pretrained: str = ""
     output_stride: int = 16
     head_channels: int = 256
+    decoder_stride: int = 4
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,7 @@ TOP_LEVEL_KEYS = ("name", "dataset", "profile", "workdir")
 # finished models and pseudo labels leave them out at that value, so upgrading cisctool does not
 # make finished work look stale.
 ADDED_KEYS: dict[str, dict[str, Any]] = {
+    "model": {"decoder_stride": 4},
     "train": {"consistency_rampup": 0.0, "ohem_threshold": 0.0, "ohem_min_kept": 0.15, "round_batch_size": 0},
     "rectify": {"reliability": "cisc"},
 }

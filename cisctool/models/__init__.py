@@ -7,7 +7,7 @@ from torch import nn
 
 from cisctool.config import Arch, Backbone, Config, choices
 from cisctool.errors import InputError
-from cisctool.models.deeplabv3plus import DeepLabV3Plus, SegmentationOutput
+from cisctool.models.deeplabv3plus import DECODER_STRIDES, DeepLabV3Plus, SegmentationOutput
 from cisctool.models.mobilenetv2 import MobileNetV2
 from cisctool.models.pretrained import load_pretrained
 from cisctool.models.resnet import resnet50, resnet101
@@ -32,6 +32,7 @@ OUTPUT_STRIDES = (8, 16)
 __all__ = [
     "ARCH_NAMES",
     "BACKBONE_NAMES",
+    "DECODER_STRIDES",
     "OUTPUT_STRIDES",
     "DeepLabV3Plus",
     "SegmentationOutput",
@@ -48,11 +49,13 @@ def build_model(
     pretrained: str = "",
     output_stride: int = 16,
     head_channels: int = 256,
+    decoder_stride: int = 4,
 ) -> DeepLabV3Plus:
     """A freshly initialised model; non-empty `pretrained` loads an ImageNet file into the backbone.
 
     `output_stride` (16 or 8) applies to resnet*/mobilenetv2; "tiny" is always at stride 16.
     `head_channels` is the width of ASPP and decoder, i.e. the feature dim D (256 in DeepLabV3+).
+    `decoder_stride` 4 is DeepLabV3+; 2 adds a decoder stage on the backbone's stride-2 features.
     Bad names or values raise InputError.
     """
     if arch not in ARCH_NAMES:
@@ -61,12 +64,14 @@ def build_model(
         raise InputError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONE_NAMES)}")
     if output_stride not in OUTPUT_STRIDES:
         raise InputError(f"output_stride must be 8 or 16, got {output_stride}")
+    if decoder_stride not in DECODER_STRIDES:
+        raise InputError(f"decoder_stride must be 4 or 2, got {decoder_stride}")
     if num_classes < 1:
         raise InputError(f"num_classes must be at least 1, got {num_classes}")
     spec = _BACKBONES[backbone]
     if head_channels < 1:
         raise InputError(f"head_channels must be at least 1, got {head_channels}")
-    model = DeepLabV3Plus(spec.build(output_stride), num_classes, head_channels)
+    model = DeepLabV3Plus(spec.build(output_stride), num_classes, head_channels, decoder_stride=decoder_stride)
     if pretrained:
         if spec.ignored_prefixes is None:
             raise InputError(
@@ -87,4 +92,5 @@ def build_configured_model(config: Config, *, imagenet: bool) -> DeepLabV3Plus:
         pretrained=config.model.pretrained if imagenet else "",
         output_stride=config.model.output_stride,
         head_channels=config.model.head_channels,
+        decoder_stride=config.model.decoder_stride,
     )

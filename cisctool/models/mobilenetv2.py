@@ -7,6 +7,8 @@ weights load as they are.
 
 from torch import Tensor, nn
 
+from cisctool.models.deeplabv3plus import BackboneFeatures
+
 # (expand ratio t, output channels c, repeats n, first stride s) per block group.
 INVERTED_RESIDUAL_SETTINGS = (
     (1, 16, 1, 1),
@@ -19,6 +21,7 @@ INVERTED_RESIDUAL_SETTINGS = (
 )
 STEM_CHANNELS = 32
 LAST_CHANNELS = 1280
+FINE_LEVEL_END = 2  # features[:2] ends at stride 2 with 16 channels
 LOW_LEVEL_END = 4  # features[:4] ends at stride 4 with 24 channels
 
 
@@ -79,12 +82,13 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """`features` only (no classifier); forward(x) -> (low, high).
+    """`features` only (no classifier); forward(x) -> BackboneFeatures(fine, low, high).
 
-    x: B×3×H×W. low (features[:4]): B×24×ceil(H/4)×ceil(W/4).
+    x: B×3×H×W. fine (features[:2]): B×16×ceil(H/2)×ceil(W/2). low (features[:4]): B×24×ceil(H/4)×ceil(W/4).
     high (features[4:]): B×1280×ceil(H/os)×ceil(W/os), os = `output_stride` (16 or 8).
     """
 
+    fine_level_channels = 16
     low_level_channels = 24
     high_level_channels = LAST_CHANNELS
 
@@ -118,7 +122,7 @@ class MobileNetV2(nn.Module):
         layers.append(ConvBNReLU6(in_channels, LAST_CHANNELS, 1))
         self.features = nn.Sequential(*layers)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        low = self.features[:LOW_LEVEL_END](x)
-        high = self.features[LOW_LEVEL_END:](low)
-        return low, high
+    def forward(self, x: Tensor) -> BackboneFeatures:
+        fine = self.features[:FINE_LEVEL_END](x)
+        low = self.features[FINE_LEVEL_END:LOW_LEVEL_END](fine)
+        return BackboneFeatures(fine, low, self.features[LOW_LEVEL_END:](low))

@@ -7,6 +7,8 @@ and every weight shape, so ImageNet classification weights load unchanged.
 
 from torch import Tensor, nn
 
+from cisctool.models.deeplabv3plus import BackboneFeatures
+
 BLOCK_COUNTS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
 STAGE_WIDTHS = (64, 128, 256, 512)
 
@@ -63,12 +65,14 @@ def _make_stage(
 
 
 class ResNet(nn.Module):
-    """Bottleneck ResNet without `fc`; forward(x) -> (low, high).
+    """Bottleneck ResNet without `fc`; forward(x) -> BackboneFeatures(fine, low, high).
 
-    x: B×3×H×W. low (layer1): B×256×ceil(H/4)×ceil(W/4).
+    x: B×3×H×W. fine (the stem, before max-pooling): B×64×ceil(H/2)×ceil(W/2).
+    low (layer1): B×256×ceil(H/4)×ceil(W/4).
     high (layer4): B×2048×ceil(H/os)×ceil(W/os), os = `output_stride` (16 or 8).
     """
 
+    fine_level_channels = 64
     low_level_channels = 256
     high_level_channels = 2048
 
@@ -95,11 +99,10 @@ class ResNet(nn.Module):
             self.add_module(f"layer{index}", stage)
             in_channels = width * Bottleneck.expansion
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        low = self.layer1(x)
-        high = self.layer4(self.layer3(self.layer2(low)))
-        return low, high
+    def forward(self, x: Tensor) -> BackboneFeatures:
+        fine = self.relu(self.bn1(self.conv1(x)))
+        low = self.layer1(self.maxpool(fine))
+        return BackboneFeatures(fine, low, self.layer4(self.layer3(self.layer2(low))))
 
 
 def resnet50(output_stride: int = 16) -> ResNet:

@@ -7,6 +7,10 @@ small (96–128 px) images without a GPU.
 
 from torch import Tensor, nn
 
+from cisctool.models.deeplabv3plus import BackboneFeatures
+
+FINE_LEVEL_END = 2  # low_level[:2] ends at stride 2 with 16 channels
+
 
 def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
     """3×3 conv -> BN -> ReLU; B×in×H×W -> B×out×ceil(H/stride)×ceil(W/stride)."""
@@ -18,11 +22,13 @@ def _conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Se
 
 
 class TinyBackbone(nn.Module):
-    """forward(x) -> (low, high).
+    """forward(x) -> BackboneFeatures(fine, low, high).
 
-    x: B×3×H×W. low: B×24×ceil(H/4)×ceil(W/4). high: B×96×ceil(H/16)×ceil(W/16).
+    x: B×3×H×W. fine (low_level[:2]): B×16×ceil(H/2)×ceil(W/2). low: B×24×ceil(H/4)×ceil(W/4).
+    high: B×96×ceil(H/16)×ceil(W/16).
     """
 
+    fine_level_channels = 16
     low_level_channels = 24
     high_level_channels = 96
     output_stride = 16
@@ -44,6 +50,7 @@ class TinyBackbone(nn.Module):
             _conv_bn_relu(96, 96),
         )
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        low = self.low_level(x)
-        return low, self.high_level(low)
+    def forward(self, x: Tensor) -> BackboneFeatures:
+        fine = self.low_level[:FINE_LEVEL_END](x)
+        low = self.low_level[FINE_LEVEL_END:](fine)
+        return BackboneFeatures(fine, low, self.high_level(low))

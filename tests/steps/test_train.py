@@ -85,14 +85,15 @@ def test_ohem_threshold_switches_the_labeled_loss_to_hard_pixels(demo_config, tm
 
 def test_a_train_key_added_later_keeps_finished_runs_up_to_date(demo_config, monkeypatch):
     default = train_data.training_signature(demo_config, 0, 1, None)
-    ohem = with_overrides(demo_config, {"train.ohem_threshold": 0.7})
-    assert train_data.training_signature(ohem, 0, 1, None) != default
+    for changed in ({"train.ohem_threshold": 0.7}, {"model.decoder_stride": 2}):
+        assert train_data.training_signature(with_overrides(demo_config, changed), 0, 1, None) != default
     real_to_dict = config_module.to_dict
 
     def as_before_the_keys(config):  # the settings a run written before these keys existed hashed
         values = real_to_dict(config)
         for key in ("consistency_rampup", "ohem_threshold", "ohem_min_kept", "round_batch_size"):
             del values["train"][key]
+        del values["model"]["decoder_stride"]
         return values
 
     one_batch = with_overrides(demo_config, {"train.round_batch_size": 0})  # as every round drew before
