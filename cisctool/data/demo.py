@@ -53,10 +53,6 @@ head_channels = 64
 # a dilated last stage (stride 8, as mmsegmentation's "d8" models): on both benchmarks, 5 seeds,
 # +2.6 / +1.7 round-0 val mIoU and +4.8 / +1.8 after two CISC-R rounds, for 1.5-2x the training time
 output_stride = 8
-# one more decoder stage at stride 2 (DeepLabV3+ predicts at 4, where a perfect map keeps 44 % of
-# the aerial set's 2-4 px roads, at 2 85 %): 5 seeds, round-0 val mIoU +0.88 shapes (4/5 seeds up),
-# +2.36 aerial (4/5), aerial road 17.7-19.5 -> 19.3-22.4 %
-decoder_stride = 2
 
 [train]
 epochs = 80                 # passes over the labeled pairs (budgets scale with the data)
