@@ -6,7 +6,7 @@ import click
 
 from cisctool.cli.options import load
 from cisctool.config import ReviewFormat, choices
-from cisctool.console import console
+from cisctool.console import console, warn
 from cisctool.data.demo import DEMO_KINDS
 
 
@@ -39,10 +39,15 @@ def make_demo_command(
 def check_command(ctx: click.Context) -> None:
     """Validate the splits: files exist, image/mask sizes match, label values < C or ignore."""
     from cisctool.data.check import check_splits
+    from cisctool.report.resolution import ceiling_table, labeled_ceilings, thin_classes
 
     config = load(ctx)
     summary = check_splits(config)
     console.print(summary.table())
+    ceilings = labeled_ceilings(config)
+    console.print(ceiling_table(config.class_names, ceilings))
+    for message in thin_classes(config, ceilings):
+        warn(message)
     console.print(f"all splits of {config.source} are valid")
 
 
