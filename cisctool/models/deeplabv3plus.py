@@ -111,8 +111,9 @@ class FineDecoder(nn.Module):
 
     def __init__(self, fine_level_channels: int, channels: int) -> None:
         super().__init__()
+        self.out_channels = max(channels // 2, 1)
         self.reduce = conv_bn_relu(fine_level_channels, FINE_LEVEL_PROJECTION, 1)
-        self.fuse = conv_bn_relu(channels + FINE_LEVEL_PROJECTION, max(channels // 2, 1), 3)
+        self.fuse = conv_bn_relu(channels + FINE_LEVEL_PROJECTION, self.out_channels, 3)
 
     def forward(self, fine: Tensor, features: Tensor) -> Tensor:
         features = F.interpolate(features, size=fine.shape[-2:], mode="bilinear", align_corners=False)
@@ -146,7 +147,7 @@ class DeepLabV3Plus(nn.Module):
         self.aspp = ASPP(backbone.high_level_channels, rates, head_channels, dropout=dropout)
         self.decoder = Decoder(backbone.low_level_channels, head_channels, head_channels)
         self.fine_decoder = FineDecoder(backbone.fine_level_channels, head_channels) if decoder_stride == 2 else None
-        classifier_channels = head_channels if self.fine_decoder is None else max(head_channels // 2, 1)
+        classifier_channels = head_channels if self.fine_decoder is None else self.fine_decoder.out_channels
         self.classifier = nn.Conv2d(classifier_channels, num_classes, 1)
         self._init_weights()
 
