@@ -72,7 +72,10 @@ def ceiling_table(class_names: Sequence[str], ceilings: dict[int, list[float]]) 
 
 
 def thin_classes(config: Config, ceilings: dict[int, list[float]]) -> list[str]:
-    """One line per class that a perfect stride-4 prediction mostly loses."""
+    """One line per class that a perfect stride-4 prediction mostly loses; none when the model
+    already predicts at stride 2."""
+    if config.model.decoder_stride == 2:
+        return []
     return [thin_class_message(name, ceilings[4][index], ceilings[2][index])
             for index, name in enumerate(config.class_names)
             if ceilings[4][index] < THIN_CLASS_CEILING]  # fmt: skip

@@ -51,6 +51,7 @@ def test_thin_classes_names_each_class_stride_4_mostly_loses(tmp_path):
     assert lines[0].startswith("class 'road': a perfect stride-4 prediction keeps 43 %")
     assert "(stride 2: 84 %)" in lines[0] and "model.decoder_stride = 2" in lines[0]
     assert lines[1].startswith("class 'river'")
+    assert thin_classes(with_overrides(config, {"model.decoder_stride": 2}), ceilings) == []
 
 
 @pytest.mark.parametrize(("kind", "warned"), [("aerial", True), ("shapes", False)])
