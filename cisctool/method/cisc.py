@@ -199,7 +199,7 @@ def image_reliability(
     No CISC (self-training): mean −log confidence. "cisc": the paper's `reliability` of S_ŷ.
     "cisc+confidence": the two summed, NaN where S_ŷ has no evidence. On both benchmarks the sum
     picked a better-labelled half than either term on the demo and than S_ŷ alone on aerial
-    (README, "Which half round 1 trains on").
+    (docs/evidence.md, "Which half round 1 trains on").
     """
     if cisc is None:
         return reliability(confidence, valid)
