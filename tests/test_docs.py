@@ -4,6 +4,7 @@ follows a figure's link must land on it.
 """
 
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -19,10 +20,11 @@ def anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def anchors(page: Path) -> set[str]:
-    """The anchors of a page's headings (fenced code is not a heading)."""
+@cache
+def anchors(page: Path) -> frozenset[str]:
+    """The anchors of a page's headings (fenced code is not a heading); read once per page."""
     text = FENCE.sub("", page.read_text(encoding="utf-8"))
-    return {anchor(line.lstrip("#")) for line in text.splitlines() if re.match(r"#{1,6} ", line)}
+    return frozenset(anchor(line.lstrip("#")) for line in text.splitlines() if re.match(r"#{1,6} ", line))
 
 
 def test_anchor_follows_github() -> None:
