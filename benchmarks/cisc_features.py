@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
@@ -85,13 +84,21 @@ def _batches(config: Config, split: str) -> Iterator[dict[str, torch.Tensor]]:
 
 
 def _forward(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The logits at image size and every candidate feature map, in one pass."""
-    levels = model.backbone(images)
-    context = model.aspp(levels.high)
-    decoded = model.decoder(levels.low, context)
-    head = decoded if model.fine_decoder is None else model.fine_decoder(levels.fine, decoded)
-    logits = F.interpolate(model.classifier(head), size=images.shape[-2:], mode="bilinear", align_corners=False)
-    return logits, {"decoder": decoded, "aspp": context, "backbone_high": levels.high, "backbone_low": levels.low}
+    """The model's logits and every candidate feature map, caught by hooks in its own forward pass."""
+    caught: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        return lambda module, inputs, output: caught.__setitem__(name, output)
+
+    hooks = [model.aspp.register_forward_hook(keep("aspp")), model.backbone.register_forward_hook(keep("backbone"))]
+    try:
+        output = model(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    levels = caught["backbone"]
+    return output.logits, {"decoder": output.features, "aspp": caught["aspp"], "backbone_high": levels.high,
+                           "backbone_low": levels.low}  # fmt: skip
 
 
 def _labeled_prototypes(config: Config, model: torch.nn.Module) -> dict[str, list[torch.Tensor | None]]:
