@@ -82,10 +82,13 @@ def demo(ctx: click.Context, out: Path, rounds: int, device: str | None) -> None
 @click.option("--official", is_flag=True, help="Also run the official profile (its own round 0).")
 @click.option("--arm", "arms", multiple=True, metavar="NAME:KEY=VALUE[,KEY=VALUE]",
               help="An extra arm on the shared round 0, e.g. --arm mean:rectify.weight_mode=mean.")
+@click.option("--jobs", type=click.IntRange(1), default=1, show_default=True,
+              help="Runs at once, each its own `cisctool run` process with a share of the CPU threads "
+                   "(a GPU that one small run leaves idle).")
 @device_option
 @click.pass_context
 def compare_command(
-    ctx: click.Context, *, rounds: int, seeds: str, official: bool, arms: tuple[str, ...],
+    ctx: click.Context, *, rounds: int, seeds: str, official: bool, arms: tuple[str, ...], jobs: int,
     device: str | None,
 ) -> None:  # fmt: skip
     """SupOnly vs self-training vs CISC-R on one shared round 0 per seed; paired differences."""
@@ -97,7 +100,8 @@ def compare_command(
         seed_list = [int(item) for item in seeds.split(",")]
     except ValueError:
         raise click.BadParameter(f"{seeds!r} is not a comma-separated list of integers", param_hint="--seeds") from None
-    result, record = compare(config, seed_list, rounds, resolve_device(device), extra_arms=extra, official=official)
+    result, record = compare(config, seed_list, rounds, resolve_device(device), extra_arms=extra, official=official,
+                             jobs=jobs)
     console.print(comparison_table(result, f"{config.name}: SupOnly / ST / CISC-R over {len(result.seeds)} seed(s)"))
     console.print(f"wrote {record}")
 

@@ -10,7 +10,9 @@ its mean ± std and on how many seeds it is positive. The `official` profile
 trains its own round 0 (λ = 1 changes round 0), so it is compared on its final
 round only. Runs are named `<name>-compare-s<seed>-<arm>`; rerunning continues
 where it stopped (finished steps are skipped). The record is written to
-`runs/<name>-compare.json` after every seed.
+`runs/<name>-compare.json` after every seed. With `jobs` > 1 the runs first go
+as that many `cisctool run` processes at once (`compare_jobs`), and the pass
+over the seeds then reads their results.
 """
 
 import shutil
@@ -21,6 +23,7 @@ from typing import Any
 
 from cisctool.config import Config, with_overrides
 from cisctool.console import console
+from cisctool.steps.compare_jobs import Job, run_jobs
 from cisctool.steps.rounds import RoundRow, run_rounds
 from cisctool.store.atomic import atomic_write_json
 from cisctool.store.layout import RunLayout
@@ -76,12 +79,15 @@ def compare(
     *,
     extra_arms: dict[str, dict[str, Any]] | None = None,
     official: bool = False,
+    jobs: int = 1,
 ) -> tuple[Comparison, Path]:
     """Run every arm on every seed (skipping finished steps); returns the comparison and its record path."""
     arms = {**STANDARD_ARMS, **(extra_arms or {})}
     names = [SUPONLY, *arms, *([OFFICIAL] if official else [])]
     result = Comparison(rounds, names, rows={name: [] for name in names})
     record = Path(config.workdir) / "runs" / f"{config.name}-compare.json"
+    if jobs > 1:
+        run_jobs(comparison_jobs(config, seeds, rounds, arms, official), jobs, device, share_round0)
     for seed in seeds:
         shared = arm_config(config, seed, SUPONLY, {})
         console.print(f"[bold]seed {seed}: shared round 0")
@@ -96,6 +102,19 @@ def compare(
         result.seeds.append(seed)
         atomic_write_json(record, result.as_dict())
     return result, record
+
+
+def comparison_jobs(
+    config: Config, seeds: list[int], rounds: int, arms: dict[str, dict[str, Any]], official: bool
+) -> list[Job]:
+    """Every run of the comparison as a job: the seeds' round 0s, the official arms (their own round 0), the arms."""
+    shared = {seed: arm_config(config, seed, SUPONLY, {}) for seed in seeds}
+    jobs = [Job(shared[seed], 0) for seed in seeds]
+    if official:
+        jobs += [Job(arm_config(config, seed, OFFICIAL, {"profile": "official"}), rounds) for seed in seeds]
+    jobs += [Job(arm_config(config, seed, name, overrides), rounds, after=shared[seed])
+             for seed in seeds for name, overrides in arms.items()]  # fmt: skip
+    return jobs
 
 
 def _run_held(config: Config, rounds: int, device: str, shared: Config | None = None) -> list[RoundRow]:

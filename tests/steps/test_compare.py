@@ -47,3 +47,5 @@ def test_compare_command_prints_the_paired_table(demo_config):
     assert "minus ST, same seed" in result.output and "seed 3" in result.output
     bad = CliRunner().invoke(main, [*args, "compare", "--seeds", "a,b"])
     assert bad.exit_code == 2 and "comma-separated" in bad.output
+    no_jobs = CliRunner().invoke(main, [*args, "compare", "--jobs", "0"])
+    assert no_jobs.exit_code == 2 and "--jobs" in no_jobs.output
