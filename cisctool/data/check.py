@@ -8,7 +8,7 @@ from rich.table import Table
 from cisctool.config import Config
 from cisctool.console import progress_bar
 from cisctool.data.datasets import load_pair
-from cisctool.data.masks import read_image
+from cisctool.data.masks import read_image, read_mask
 from cisctool.data.splits import read_split
 
 
@@ -71,3 +71,15 @@ def check_splits(config: Config) -> CheckSummary:
                 bar.advance(task)
             summaries.append(summary)
     return CheckSummary(config.class_names, summaries)
+
+
+def labeled_class_shares(config: Config) -> dict[str, float]:
+    """Each class's share of the labeled masks' pixels (ignore excluded): what pseudo labels are read against."""
+    num_classes, ignore = config.data.num_classes, config.data.ignore_index
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for entry in read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True):
+        mask = read_mask(entry.mask)
+        valid = mask[(mask != ignore) & (mask < num_classes)]
+        counts += np.bincount(valid.ravel(), minlength=num_classes)
+    shares = counts / max(int(counts.sum()), 1)
+    return dict(zip(config.class_names, shares.tolist(), strict=True))

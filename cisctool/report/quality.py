@@ -21,6 +21,8 @@ import torch
 
 from cisctool.report.confusion import ConfusionMatrix
 
+SHRINK_RATIO = 0.5  # a class under half its labeled share of the pixels is named
+SHRINK_MIN_SHARE = 0.001  # classes rarer than this in the labeled masks are not
 BINS = 1000
 ROC_POINTS = 50
 WEIGHT_UNIT = 2.0**-24  # float16 weights are whole multiples of it
@@ -218,3 +220,24 @@ def _json_float(value: float) -> float | None:
 
 def _json_floats(values: list[float]) -> list[float | None]:
     return [_json_float(value) for value in values]
+
+
+def shrinking_classes(report: dict) -> list[str]:
+    """Classes holding under SHRINK_RATIO of their labeled share of the pixels in the pseudo labels, as
+    "name 0.9 % (labeled 2.0 %)": a round trained on them learns the class smaller still."""
+    labeled = report.get("labeled_share") or {}
+    pseudo = report.get("label_share") or {}
+    return [
+        f"{name} {100 * pseudo[name]:.1f} % (labeled {100 * share:.1f} %)"
+        for name, share in labeled.items()
+        if share >= SHRINK_MIN_SHARE and name in pseudo and pseudo[name] < SHRINK_RATIO * share
+    ]
+
+
+def shrink_message(classes: list[str], what: str) -> str:
+    """The warning for `shrinking_classes`."""
+    return (
+        f"{what} give {', '.join(classes)} of the pixels, under half the share of the labeled masks: either "
+        "the unlabeled images hold less of it, or the model under-segments it and each round trained on these "
+        "labels shrinks it further (for a thin class see `cisctool data check`'s resolution ceilings)"
+    )

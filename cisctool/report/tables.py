@@ -71,12 +71,14 @@ def quality_tables(report: dict, title: str) -> list[Table]:
             "class queries: guided / fallback / no guide",
             f"{queries['guided']} / {queries['fallback']} / {queries['unguided']}",
         )
+    labeled = report.get("labeled_share") or {}
     if not report["with_masks"]:
         shares = Table(title="pseudo-label class share (no masks: no mIoU)")
         shares.add_column("class")
         shares.add_column("pixels %", justify="right")
+        shares.add_column("labeled pixels %", justify="right")
         for name, share in report["label_share"].items():
-            shares.add_row(name, _percent(share))
+            shares.add_row(name, _percent(share), _maybe_percent(labeled.get(name)))
         return [summary, shares]
     summary.add_row("[bold]raw mIoU %", f"[bold]{_percent(report['raw_miou'])}")
     summary.add_row("[bold]rectified mIoU % (kept pixels)", f"[bold]{_percent(report['rectified_miou'])}")
@@ -86,13 +88,15 @@ def quality_tables(report: dict, title: str) -> list[Table]:
         f"{_maybe_percent(report['relabeled_right_before'])} → {_maybe_percent(report['relabeled_right_after'])}",
     )
     summary.add_row("dropped pixels that were wrong %", _maybe_percent(report["dropped_that_were_wrong"]))
-    per_class = Table(title="pseudo-label IoU % per class")
-    for column, justify in (("class", "left"), ("raw", "right"), ("rectified", "right")):
+    per_class = Table(title="pseudo-label IoU % per class, and each class's share of the pixels")
+    for column, justify in (("class", "left"), ("raw", "right"), ("rectified", "right"),
+                            ("pixels %", "right"), ("labeled pixels %", "right")):  # fmt: skip
         per_class.add_column(column, justify=justify)
     for name, raw, rectified in zip(
         names, report["raw_per_class_iou"], report["rectified_per_class_iou"], strict=True
     ):
-        per_class.add_row(name, _maybe_percent(raw), _maybe_percent(rectified))
+        per_class.add_row(name, _maybe_percent(raw), _maybe_percent(rectified),
+                          _percent(report["label_share"][name]), _maybe_percent(labeled.get(name)))  # fmt: skip
     signals = Table(title="which signal tells right from wrong pixels (AUROC; 0.5 = none)")
     for column in ("signal", "pooled", "mean over classes", "undefined px %"):
         signals.add_column(column, justify="left" if column == "signal" else "right")

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from cisctool.config import Config, config_hash, hashed_settings, to_toml
-from cisctool.console import RateColumn, progress_bar
+from cisctool.console import RateColumn, progress_bar, warn
+from cisctool.data.check import labeled_class_shares
 from cisctool.data.masks import image_size
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.errors import InputError
@@ -38,7 +39,7 @@ from cisctool.method.signals import (
     host_arrays,
     rectified_labels,
 )
-from cisctool.report.quality import QualityAccumulator
+from cisctool.report.quality import QualityAccumulator, shrink_message, shrinking_classes
 from cisctool.report.quality_progress import QualityProgress, progress_path
 from cisctool.report.quality_signals import SIGNALS, report_signals
 from cisctool.steps.distributed import barrier, from_environment, process_group
@@ -178,7 +179,9 @@ def rectify_command(
         if not processes.is_main:
             return None
     if merge or torchrun:
-        return MergedShards(*merge_and_report(config, round_index, compression, force=force or torchrun))
+        merged = MergedShards(*merge_and_report(config, round_index, compression, force=force or torchrun))
+        _warn_if_shrinking(merged.report, round_index)
+        return merged
     return rectify_round(config, round_index, device, **options)
 
 
@@ -245,9 +248,17 @@ def rectify_round(
     _describe_run(outcome, config, round_index)
     quality_path = layout.pseudo_quality(round_index) if shard is None else final_path.with_suffix(".json")
     atomic_write_json(quality_path, outcome.report)
+    if shard is None:
+        _warn_if_shrinking(outcome.report, round_index)
     os.replace(work_path, final_path)
     progress.discard()
     return outcome
+
+
+def _warn_if_shrinking(report: dict[str, Any], round_index: int) -> None:
+    """Name the classes the pseudo labels hold under half of their labeled share of (see `shrinking_classes`)."""
+    if shrinking := shrinking_classes(report):
+        warn(shrink_message(shrinking, f"round {round_index}'s pseudo labels"))
 
 
 def _source_index(config: Config, source_round: int) -> PrototypeIndex | None:
@@ -297,6 +308,7 @@ def _describe_run(outcome: RectifyOutcome, config: Config, round_index: int) -> 
         round=round_index, file=str(outcome.path), images_per_second=outcome.images_per_second,
         seconds=outcome.seconds, computed_this_run=outcome.computed, tta=tta_description(config),
         guide=config.rectify.guide, weight_mode=config.rectify.weight_mode,
+        labeled_share=labeled_class_shares(config),
     )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cisctool.config import Config
+from cisctool.data.check import labeled_class_shares
 from cisctool.errors import InputError
 from cisctool.method.signals import (
     fixed_batches,
@@ -99,7 +100,7 @@ def merge_shards(config: Config, round_index: int, compression: str = "lzf", *, 
 def merge_and_report(config: Config, round_index: int, compression: str, *, force: bool) -> tuple[Path, dict]:
     """Merge the shards, then score the merged file (`pseudo_quality.json`) from its stored signals."""
     path = merge_shards(config, round_index, compression, force=force)
-    report = score_pseudo_labels(config, round_index)
+    report = {**score_pseudo_labels(config, round_index), "labeled_share": labeled_class_shares(config)}
     atomic_write_json(RunLayout.of(config).pseudo_quality(round_index), report)
     return path, report
 

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from cisctool.report.quality import QualityAccumulator, SignalHistograms, histogram_auroc
+from cisctool.report.quality import QualityAccumulator, SignalHistograms, histogram_auroc, shrinking_classes
 
 
 def exact_auroc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -101,3 +101,11 @@ def test_totals_saved_and_restored_then_added_in_another_order_give_the_same_rep
     assert json.dumps(resumed.report(), sort_keys=True) == json.dumps(whole.report(), sort_keys=True)
     with pytest.raises(ValueError, match="other classes or signals"):
         QualityAccumulator(["a", "b"], 255, ["confidence"]).restore(before.state())
+
+
+def test_a_class_under_half_its_labeled_share_is_named_and_others_are_not():
+    labeled = {"ground": 0.76, "road": 0.02, "river": 0.023, "speck": 0.0005}
+    pseudo = {"ground": 0.81, "road": 0.009, "river": 0.012, "speck": 0.0, "(dropped)": 0.0}
+    report = {"label_share": pseudo, "labeled_share": labeled}
+    assert shrinking_classes(report) == ["road 0.9 % (labeled 2.0 %)"]  # river is just above half; speck is too rare
+    assert shrinking_classes({"label_share": pseudo}) == []  # a report without the labeled shares (older files)

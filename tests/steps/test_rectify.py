@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from cisctool.config import Config, to_dict, with_overrides
+from cisctool.data.masks import read_mask
 from cisctool.errors import InputError
 from cisctool.method.signals import fixed_batches
 from cisctool.steps.rectify import BackgroundWriter, pseudo_inputs_hash, rectify_round
@@ -47,6 +48,13 @@ def test_rectify_writes_a_whole_file_and_a_quality_report(config: Config):
     assert report["with_masks"] and 0 <= report["raw_miou"] <= 1
     assert set(report["auroc"]) >= {"confidence", "cisc", "weight_official", "weight_mean"}
     assert layout.pseudo_quality(1).is_file()
+    # the labeled masks' class shares, beside the pseudo labels' own (`label_share`)
+    counts = np.zeros(6, dtype=np.int64)
+    for line in (config.data_root / config.data.labeled).read_text().split():
+        if line.startswith("masks/"):
+            counts += np.bincount(read_mask(config.data_root / line).ravel(), minlength=256)[:6]
+    assert np.allclose(list(report["labeled_share"].values()), counts / counts.sum())
+    assert list(report["labeled_share"]) == list(config.class_names)
 
 
 def test_killed_run_resumes_to_the_same_file(config: Config, tmp_path: Path):
