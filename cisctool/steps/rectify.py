@@ -248,15 +248,15 @@ def rectify_round(
     _describe_run(outcome, config, round_index)
     quality_path = layout.pseudo_quality(round_index) if shard is None else final_path.with_suffix(".json")
     atomic_write_json(quality_path, outcome.report)
-    if shard is None:
-        _warn_if_shrinking(outcome.report, round_index)
     os.replace(work_path, final_path)
     progress.discard()
+    if shard is None:
+        _warn_if_shrinking(outcome.report, round_index)
     return outcome
 
 
 def _warn_if_shrinking(report: dict[str, Any], round_index: int) -> None:
-    """Name the classes the pseudo labels hold under half of their labeled share of (see `shrinking_classes`)."""
+    """Name the classes that the pseudo labels give under half their labeled share of the pixels."""
     if shrinking := shrinking_classes(report):
         warn(shrink_message(shrinking, f"round {round_index}'s pseudo labels"))
 
