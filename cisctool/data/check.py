@@ -65,9 +65,7 @@ def check_splits(config: Config) -> CheckSummary:
                 else:
                     _, mask = load_pair(entry, num_classes, ignore)
                     summary.with_masks += 1
-                    summary.class_pixels += np.bincount(
-                        mask[mask != ignore].ravel(), minlength=num_classes
-                    )[:num_classes]
+                    summary.class_pixels += class_pixels(mask, num_classes, ignore)
                 bar.advance(task)
             summaries.append(summary)
     return CheckSummary(config.class_names, summaries)
@@ -78,8 +76,12 @@ def labeled_class_shares(config: Config) -> dict[str, float]:
     num_classes, ignore = config.data.num_classes, config.data.ignore_index
     counts = np.zeros(num_classes, dtype=np.int64)
     for entry in read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True):
-        mask = read_mask(entry.mask)
-        valid = mask[(mask != ignore) & (mask < num_classes)]
-        counts += np.bincount(valid.ravel(), minlength=num_classes)
+        counts += class_pixels(read_mask(entry.mask), num_classes, ignore)
     shares = counts / max(int(counts.sum()), 1)
     return dict(zip(config.class_names, shares.tolist(), strict=True))
+
+
+def class_pixels(mask: np.ndarray, num_classes: int, ignore: int) -> np.ndarray:
+    """Pixels of each class in a mask (ignore, and any value ≥ num_classes, left out)."""
+    valid = mask[(mask != ignore) & (mask < num_classes)]
+    return np.bincount(valid.ravel(), minlength=num_classes)
