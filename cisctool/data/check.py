@@ -7,7 +7,7 @@ from rich.table import Table
 
 from cisctool.config import Config
 from cisctool.console import progress_bar
-from cisctool.data.datasets import load_pair
+from cisctool.data.datasets import class_pixels, load_pair
 from cisctool.data.masks import read_image, read_mask
 from cisctool.data.splits import read_split
 
@@ -79,9 +79,3 @@ def labeled_class_shares(config: Config) -> dict[str, float]:
         counts += class_pixels(read_mask(entry.mask), num_classes, ignore)
     shares = counts / max(int(counts.sum()), 1)
     return dict(zip(config.class_names, shares.tolist(), strict=True))
-
-
-def class_pixels(mask: np.ndarray, num_classes: int, ignore: int) -> np.ndarray:
-    """Pixels of each class in a mask (ignore, and any value ≥ num_classes, left out)."""
-    valid = mask[(mask != ignore) & (mask < num_classes)]
-    return np.bincount(valid.ravel(), minlength=num_classes)

@@ -41,11 +41,15 @@ def load_pair(entry: SplitEntry, num_classes: int, ignore_index: int) -> tuple[n
     return image, mask
 
 
+def class_pixels(mask: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """Pixels of each class in a mask (ignore, and any value ≥ num_classes, left out)."""
+    valid = mask[(mask != ignore_index) & (mask < num_classes)]
+    return np.bincount(valid.ravel(), minlength=num_classes)
+
+
 def class_area_fractions(mask: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
     """C fractions of the mask's valid (non-ignore) pixels that each class covers."""
-    valid = mask[mask != ignore_index]
-    counts = np.bincount(valid.ravel(), minlength=num_classes)[:num_classes]
-    return counts / max(valid.size, 1)
+    return class_pixels(mask, num_classes, ignore_index) / max(int((mask != ignore_index).sum()), 1)
 
 
 @dataclass(frozen=True)
