@@ -44,14 +44,17 @@ class Job:
         return RunLayout.of(self.config).run_dir
 
     @property
+    def config_file(self) -> Path:
+        return self.run_dir / "compare-config.toml"
+
+    @property
     def log(self) -> Path:
         return self.run_dir / "compare.log"
 
 
 def run_command(job: Job, device: str) -> list[str]:
     """The process that runs one job: `python -m cisctool` on the job's resolved config."""
-    config_path = job.run_dir / "compare-config.toml"
-    return [sys.executable, "-m", "cisctool", "--config", str(config_path),
+    return [sys.executable, "-m", "cisctool", "--config", str(job.config_file),
             "run", "--rounds", str(job.rounds), "--device", device]  # fmt: skip
 
 
@@ -113,6 +116,6 @@ def _start(job: Job, device: str, environment: dict[str, str], share_round0: Sha
     job.run_dir.mkdir(parents=True, exist_ok=True)
     if job.after is not None:
         share_round0(job.after, job.config)
-    (job.run_dir / "compare-config.toml").write_text(to_toml(job.config))
+    job.config_file.write_text(to_toml(job.config))
     with open(job.log, "w") as log:
         return subprocess.Popen(run_command(job, device), stdout=log, stderr=subprocess.STDOUT, env=environment)
