@@ -31,6 +31,7 @@ from cisctool.data.check import labeled_class_shares
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.splits import read_split
 from cisctool.method.signals import predict
+from cisctool.report.confusion import ConfusionMatrix
 from cisctool.store.checkpoints import load_inference_model
 
 from records import progress, write_record
@@ -100,11 +101,11 @@ def _share_matching_bias(log_p: np.ndarray, prior: np.ndarray) -> np.ndarray:
 
 
 def _iou(label: np.ndarray, truth: np.ndarray, num_classes: int) -> dict[str, object]:
-    confusion = np.bincount(truth * num_classes + label, minlength=num_classes**2).reshape(num_classes, num_classes)
-    hits = np.diag(confusion)
-    iou = hits / np.maximum(confusion.sum(0) + confusion.sum(1) - hits, 1)
+    confusion = ConfusionMatrix(num_classes)
+    confusion.update_numpy(label, truth)
     share = np.bincount(label, minlength=num_classes) / len(label)
-    return {"miou": float(iou.mean()) * 100, "iou": (iou * 100).tolist(), "share": (share * 100).tolist()}
+    return {"miou": confusion.mean_iou() * 100, "iou": [value * 100 for value in confusion.iou()],
+            "share": (share * 100).tolist()}  # fmt: skip
 
 
 def _print(config: Config, results: dict[str, dict[str, dict]]) -> None:
