@@ -151,6 +151,9 @@ class RectifyConfig:
     `enabled = false` is plain self-training (the baseline): argmax labels, weight 1, no index.
     Pseudo labels average the softmax over `tta_scales` × (`tta_flip`: plain and mirrored
     views), as the official code and ST++ predict them; `tta = false` uses the plain view.
+    `prior_alignment = τ > 0` scales those probabilities by (π_c / p̄_c)^τ before anything reads
+    them (ReMixMatch's distribution alignment): π the labeled masks' class shares, p̄ the mean
+    prediction over a fixed sample of the unlabeled images.
     """
 
     enabled: bool = True
@@ -158,6 +161,7 @@ class RectifyConfig:
     tta: bool = True
     tta_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
     tta_flip: bool = True
+    prior_alignment: float = 0.0
     guide: Guide = "nearest"
     weight_mode: WeightMode = "official"
     guide_exclude: tuple[int, ...] = ()
@@ -214,7 +218,7 @@ TOP_LEVEL_KEYS = ("name", "dataset", "profile", "workdir")
 ADDED_KEYS: dict[str, dict[str, Any]] = {
     "model": {"decoder_stride": 4},
     "train": {"consistency_rampup": 0.0, "ohem_threshold": 0.0, "ohem_min_kept": 0.15, "round_batch_size": 0},
-    "rectify": {"reliability": "cisc"},
+    "rectify": {"reliability": "cisc", "prior_alignment": 0.0},
 }
 
 
@@ -236,7 +240,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train": {"consistency_weight": 1.0, "consistency_rampup": 0.0, "ohem_threshold": 0.0, "init": "scratch",
                   "round_lr": 0.0, "round_max_steps": 0, "round_epochs": 0.0, "round_batch_size": 0},
         "rectify": {"guide": "random", "weight_mode": "official", "tta": True, "tta_scales": list(RectifyConfig.tta_scales),
-                    "tta_flip": True, "select": "reliable", "reliability": "cisc", "ratio": 0.5},
+                    "tta_flip": True, "prior_alignment": 0.0, "select": "reliable", "reliability": "cisc",
+                    "ratio": 0.5},
     },
 }  # fmt: skip
 
@@ -386,6 +391,10 @@ def _validate(label: str, config: Config) -> None:
             raise InputError(f"{label}: train.{key} must be ≥ 0, got {getattr(config.train, key)}")
     if not config.rectify.tta_scales or min(config.rectify.tta_scales) <= 0:
         raise InputError(f"{label}: rectify.tta_scales must be a non-empty list of positive scales")
+    if not 0 <= config.rectify.prior_alignment < math.inf:
+        raise InputError((
+            f"{label}: rectify.prior_alignment must be ≥ 0, got {config.rectify.prior_alignment}"
+        ))
     if config.eval.stride < 1 or config.eval.stride > config.eval.crop_size:
         raise InputError(f"{label}: eval.stride must be in [1, eval.crop_size]")
 

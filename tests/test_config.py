@@ -41,6 +41,7 @@ def test_toml_round_trip_and_hash(tmp_path: Path):
         ({**MINIMAL, "train": {"ohem_threshold": -0.1}}, "train.ohem_threshold must be in [0, 1], got -0.1"),
         ({**MINIMAL, "train": {"ohem_min_kept": 2.0}}, "train.ohem_min_kept must be in [0, 1], got 2.0"),
         ({**MINIMAL, "train": {"round_batch_size": -2}}, "train.round_batch_size must be ≥ 0, got -2"),
+        ({**MINIMAL, "rectify": {"prior_alignment": -1.0}}, "rectify.prior_alignment must be ≥ 0, got -1.0"),
     ],
 )
 def test_bad_config_names_the_key(raw, fragment):
@@ -94,6 +95,7 @@ def test_official_profile_sets_the_papers_choices_over_the_file_and_set_wins(tmp
     assert official.train.ohem_threshold == 0.0
     assert official.rectify.tta and official.rectify.tta_flip
     assert official.rectify.tta_scales == (0.5, 0.75, 1.0, 1.5, 2.0)
+    assert official.rectify.prior_alignment == 0.0
     assert official.rectify.select == "reliable" and official.rectify.ratio == 0.5
     wins = load_config(path, {"profile": "official", "rectify.guide": "nearest"})
     assert wins.rectify.guide == "nearest" and wins.rectify.weight_mode == "official"

@@ -33,6 +33,7 @@ from cisctool.method.cisc import (
     upsample_maps,
 )
 from cisctool.method.guides import Guides, GuideSource, official_slots
+from cisctool.method.prior_alignment import align
 from cisctool.method.prototypes import class_areas, class_prototypes, present_classes
 
 WEIGHT_MODES = choices(WeightMode)
@@ -56,6 +57,7 @@ class RectifySettings:
     tta_scales: tuple[float, ...] = (1.0,)
     tta_flip: bool = False
     reliability: str = "cisc"
+    class_weights: tuple[float, ...] = ()  # distribution alignment's (π_c / p̄_c)^τ; () = off
 
     @classmethod
     def of(cls, config: Config) -> "RectifySettings":
@@ -132,12 +134,15 @@ def batch_signals(
     `report`, the extra ones the quality report compares: both weight modes, the S contrast).
 
     images B×3×H×W, valid B×H×W (false on padding), keys B split positions,
-    own_rows B labeled rows of the images themselves (−1 if not labeled). Without a
+    own_rows B labeled rows of the images themselves (−1 if not labeled). With
+    `settings.class_weights`, every signal reads the aligned probabilities. Without a
     source (`rectify.enabled = false`) nothing is guided: labels stay raw, weights 1,
     and reliability is mean −log confidence.
     """
     num_classes, ignore = settings.num_classes, settings.ignore_index
     probabilities, features = predict(model, images, settings.tta_scales, flip=settings.tta_flip)
+    if settings.class_weights:
+        probabilities = align(probabilities, torch.tensor(settings.class_weights))
     confidence, raw = probabilities.max(dim=1)
     raw = torch.where(valid, raw, torch.full_like(raw, ignore))
     prototypes, _ = class_prototypes(features, raw, num_classes, ignore)

@@ -32,6 +32,7 @@ from cisctool.data.masks import image_size
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.errors import InputError
 from cisctool.method.index import PrototypeIndex
+from cisctool.method.prior_alignment import PRIOR_SAMPLE_IMAGES, alignment_weights, sample_positions
 from cisctool.method.signals import (
     RectifySettings,
     cropped_images,
@@ -45,7 +46,7 @@ from cisctool.report.quality_signals import SIGNALS, report_signals
 from cisctool.steps.distributed import barrier, from_environment, process_group
 from cisctool.steps.index import open_round_index
 from cisctool.steps.shards import RESUME_KEYS, merge_and_report, shard_batches, shard_path
-from cisctool.steps.signal_stream import class_calibration, guided_model, signal_stream
+from cisctool.steps.signal_stream import class_calibration, guided_model, mean_prediction, signal_stream
 from cisctool.store.atomic import atomic_write_json, remove_stale_temporaries, sha256_file
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoImage, PseudoWriter, partial_path
@@ -224,6 +225,8 @@ def rectify_round(
     shapes = None if resuming else image_shapes(entries)
     settings = RectifySettings.of(config)
     model, source = guided_model(config, layout.model(source_round), prototype_index, device)
+    alignment = _prior_alignment(config, model, entries, device)
+    attrs["class_weights"] = list(alignment.weights)
     calibration = class_calibration(config, model, source, device) if with_masks and source else None
     quality = QualityAccumulator(list(config.class_names), settings.ignore_index, SIGNALS)
     progress = QualityProgress.begin(progress_path(work_path), quality, len(entries), resume=resuming)
@@ -232,7 +235,10 @@ def rectify_round(
     unfinished = ~done if done is not None else np.ones(len(entries), dtype=bool)
     todo = set(np.flatnonzero(unfinished | ~progress.covered).tolist()) & mine
     batches = [batch for batch in fixed_batches(len(entries), batch_size) if todo & set(batch)]
-    stream = signal_stream(config, model, source, entries, batches, device, with_masks=with_masks)
+    stream = signal_stream(
+        config, model, source, entries, batches, device,
+        with_masks=with_masks, class_weights=alignment.weights,
+    )  # fmt: skip
     if done is not None:  # opened only now that the loader's workers exist, so none inherits it
         writer = PseudoWriter.reopen(work_path, done)
     else:
@@ -246,6 +252,7 @@ def rectify_round(
     progress.save()  # a run killed before the rename below then recomputes nothing
     outcome = RectifyOutcome(final_path, len(entries), computed, seconds, progress.report())
     _describe_run(outcome, config, round_index)
+    outcome.report.update(prior_alignment=alignment.describe(config.class_names))
     quality_path = layout.pseudo_quality(round_index) if shard is None else final_path.with_suffix(".json")
     atomic_write_json(quality_path, outcome.report)
     os.replace(work_path, final_path)
@@ -259,6 +266,41 @@ def _warn_if_shrinking(report: dict[str, Any], round_index: int) -> None:
     """Name the classes that the pseudo labels give under half their labeled share of the pixels."""
     if shrinking := shrinking_classes(report):
         warn(shrink_message(shrinking, f"round {round_index}'s pseudo labels"))
+
+
+@dataclass(frozen=True)
+class PriorAlignment:
+    """Distribution alignment's inputs and factors (`rectify.prior_alignment`); no weights when off."""
+
+    strength: float
+    labeled_share: tuple[float, ...] = ()
+    marginal: tuple[float, ...] = ()
+    weights: tuple[float, ...] = ()
+
+    def describe(self, class_names: tuple[str, ...]) -> dict[str, Any]:
+        """For the quality report: τ and, per class, π, p̄ and the factor."""
+        per_class = {
+            name: {"labeled_share": share, "mean_prediction": mean, "weight": weight}
+            for name, share, mean, weight in zip(class_names, self.labeled_share, self.marginal, self.weights)
+        }
+        return {"strength": self.strength, "sample_images": PRIOR_SAMPLE_IMAGES, "classes": per_class}
+
+
+def _prior_alignment(
+    config: Config, model: torch.nn.Module, entries: list[SplitEntry], device: str
+) -> PriorAlignment:
+    """p̄ over the fixed sample of the unlabeled split and the factors (π/p̄)^τ. Recomputed on resume and
+    in every shard: the same model and sample give the same factors (on one kind of device)."""
+    strength = config.rectify.prior_alignment
+    if strength == 0:
+        return PriorAlignment(strength)
+    shares = labeled_class_shares(config)
+    labeled = np.array([shares[name] for name in config.class_names])
+    marginal = mean_prediction(config, model, entries, sample_positions(len(entries)), device)
+    weights = alignment_weights(labeled, marginal, strength)
+    return PriorAlignment(
+        strength, tuple(labeled.tolist()), tuple(marginal.tolist()), tuple(weights.tolist())
+    )
 
 
 def _source_index(config: Config, source_round: int) -> PrototypeIndex | None:

@@ -5,6 +5,7 @@ over the labeled images). The workers start before the stream is returned, so
 a file opened afterwards (the pseudo file being written) is never inherited.
 """
 
+import dataclasses
 import functools
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +18,12 @@ from torch.utils.data import DataLoader
 
 from cisctool import faults
 from cisctool.config import Config
+from cisctool.console import RateColumn, progress_bar
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.data.workers import exit_with_parent, loader_workers
 from cisctool.method.guides import GuideSource
-from cisctool.method.signals import BatchSignals, RectifySettings, batch_signals, fixed_batches
+from cisctool.method.signals import BatchSignals, RectifySettings, batch_signals, fixed_batches, predict
 from cisctool.store.checkpoints import load_inference_model
 
 # Batches are padded to a multiple of the backbone's largest stride, as mmsegmentation's
@@ -57,26 +59,61 @@ def signal_stream(
     device: str,
     *,
     with_masks: bool,
+    class_weights: tuple[float, ...] = (),
 ) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
     """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each;
     report-only signals are computed only when the entries have masks to score them against.
+    `class_weights` are distribution alignment's (`mean_prediction`); () leaves P as predicted.
 
     The workers start before this returns: a file opened afterwards (the pseudo
     file being written) is never inherited by them, so no worker keeps it open.
     """
-    settings = RectifySettings.of(config)
+    settings = dataclasses.replace(RectifySettings.of(config), class_weights=class_weights)
     ids = [entry.id for entry in entries]
     own_rows = source.labeled_rows(ids) if source is not None else np.full(len(ids), -1, dtype=np.int64)
-    dataset = InferenceDataset(entries, settings.num_classes, settings.ignore_index, with_masks=with_masks)
-    loader = DataLoader(
-        dataset,
+    loader = _loader(config, entries, batches, device, with_masks=with_masks)
+    return _signals(iter(loader), model, source, settings, own_rows, config, device, with_masks=with_masks)
+
+
+def mean_prediction(
+    config: Config, model: nn.Module, entries: list[SplitEntry], positions: list[int], device: str
+) -> np.ndarray:
+    """C mean class probabilities over the pixels of `entries` at `positions`, predicted as the pseudo
+    labels are (the config's TTA): distribution alignment's p̄."""
+    settings = RectifySettings.of(config)
+    batches = fixed_batches(len(positions), config.rectify.batch_size)
+    sampled = [[positions[i] for i in batch] for batch in batches]
+    loader = _loader(config, entries, sampled, device, with_masks=False)
+    amp = config.train.amp and device.startswith("cuda")
+    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+    total = torch.zeros(settings.num_classes, dtype=torch.float64, device=device)
+    pixels = 0
+    with progress_bar(RateColumn("img")) as bar:
+        task = bar.add_task("mean prediction (prior alignment)", total=len(positions))
+        for batch in loader:
+            with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=amp):
+                images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+                valid = _valid_pixels(batch["sizes"], images.shape[-2:]).to(device)
+                probabilities, _ = predict(model, images, settings.tta_scales, flip=settings.tta_flip)
+                total += probabilities.permute(1, 0, 2, 3)[:, valid].sum(dim=1, dtype=torch.float64)
+                pixels += int(valid.sum())
+            bar.advance(task, len(batch["index"]))
+    return (total / max(pixels, 1)).cpu().numpy()
+
+
+def _loader(
+    config: Config, entries: list[SplitEntry], batches: list[list[int]], device: str, *, with_masks: bool
+) -> DataLoader:
+    """`batches` of `entries` decoded in worker processes and padded to `SIZE_DIVISOR`."""
+    ignore = config.data.ignore_index
+    return DataLoader(
+        InferenceDataset(entries, config.data.num_classes, ignore, with_masks=with_masks),
         batch_sampler=batches,
         num_workers=loader_workers(min(config.train.workers, 4), device),
-        collate_fn=functools.partial(pad_collate, ignore_index=settings.ignore_index, size_divisor=SIZE_DIVISOR),
+        collate_fn=functools.partial(pad_collate, ignore_index=ignore, size_divisor=SIZE_DIVISOR),
         pin_memory=device.startswith("cuda"),
         worker_init_fn=exit_with_parent(),
     )
-    return _signals(iter(loader), model, source, settings, own_rows, config, device, with_masks=with_masks)
 
 
 def _signals(
