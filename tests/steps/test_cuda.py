@@ -36,16 +36,20 @@ def test_round0_trains_with_amp_on_cuda_and_scores_as_on_the_cpu(demo_config: Co
     assert abs(on_cuda.pixel_accuracy - on_cpu.pixel_accuracy) < 0.01
 
 
+@pytest.mark.parametrize("prior_alignment", [0.0, 1.0])
 def test_index_and_rectify_on_cuda_write_the_labels_the_cpu_writes(
-    demo_config: Config, trained_workdir: Path, tmp_path: Path
+    demo_config: Config, trained_workdir: Path, tmp_path: Path, prior_alignment: float
 ):
     files = {}
     for device in ("cpu", "cuda"):
         config = copied(demo_config, trained_workdir, tmp_path / device)
+        config = with_overrides(config, {"rectify.prior_alignment": prior_alignment})
         build_round_index(config, 0, device)
         files[device] = rectify_round(config, 1, device).path
     with PseudoLabels(files["cpu"]) as cpu, PseudoLabels(files["cuda"]) as cuda:
         assert len(cpu) == len(cuda) and cuda.done.all()
+        assert np.allclose(cpu.attrs["class_weights"], cuda.attrs["class_weights"], rtol=1e-2)
+        assert len(cuda.attrs["class_weights"]) == (6 if prior_alignment else 0)
         labels_agree, weight_gaps = [], []
         for index in range(len(cpu)):
             expected, got = cpu.image(index), cuda.image(index)
