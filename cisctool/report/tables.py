@@ -72,13 +72,17 @@ def quality_tables(report: dict, title: str) -> list[Table]:
             f"{queries['guided']} / {queries['fallback']} / {queries['unguided']}",
         )
     labeled = report.get("labeled_share") or {}
+    aligned = (report.get("prior_alignment") or {}).get("classes") or {}
+    if aligned:
+        summary.add_row("prior alignment τ (P × factor, renormalised)", f"{report['prior_alignment']['strength']:g}")
+    factor_column = ("prior factor", "right") if aligned else None
     if not report["with_masks"]:
         shares = Table(title="pseudo-label class share (no masks: no mIoU)")
-        shares.add_column("class")
-        shares.add_column("pixels %", justify="right")
-        shares.add_column("labeled pixels %", justify="right")
+        for column, justify in (("class", "left"), ("pixels %", "right"), ("labeled pixels %", "right"),
+                                *([factor_column] if aligned else [])):  # fmt: skip
+            shares.add_column(column, justify=justify)
         for name, share in report["label_share"].items():
-            shares.add_row(name, _percent(share), _maybe_percent(labeled.get(name)))
+            shares.add_row(name, _percent(share), _maybe_percent(labeled.get(name)), *_factor(aligned, name))
         return [summary, shares]
     summary.add_row("[bold]raw mIoU %", f"[bold]{_percent(report['raw_miou'])}")
     summary.add_row("[bold]rectified mIoU % (kept pixels)", f"[bold]{_percent(report['rectified_miou'])}")
@@ -90,13 +94,15 @@ def quality_tables(report: dict, title: str) -> list[Table]:
     summary.add_row("dropped pixels that were wrong %", _maybe_percent(report["dropped_that_were_wrong"]))
     per_class = Table(title="pseudo-label IoU % per class, and each class's share of the pixels")
     for column, justify in (("class", "left"), ("raw", "right"), ("rectified", "right"),
-                            ("pixels %", "right"), ("labeled pixels %", "right")):  # fmt: skip
+                            ("pixels %", "right"), ("labeled pixels %", "right"),
+                            *([factor_column] if aligned else [])):  # fmt: skip
         per_class.add_column(column, justify=justify)
     for name, raw, rectified in zip(
         names, report["raw_per_class_iou"], report["rectified_per_class_iou"], strict=True
     ):
         per_class.add_row(name, _maybe_percent(raw), _maybe_percent(rectified),
-                          _percent(report["label_share"][name]), _maybe_percent(labeled.get(name)))  # fmt: skip
+                          _percent(report["label_share"][name]), _maybe_percent(labeled.get(name)),
+                          *_factor(aligned, name))  # fmt: skip
     signals = Table(title="which signal tells right from wrong pixels (AUROC; 0.5 = none)")
     for column in ("signal", "pooled", "mean over classes", "undefined px %"):
         signals.add_column(column, justify="left" if column == "signal" else "right")
@@ -106,6 +112,13 @@ def quality_tables(report: dict, title: str) -> list[Table]:
             _percent(scores["undefined_pixels"]),
         )  # fmt: skip
     return [summary, per_class, signals]
+
+
+def _factor(aligned: dict[str, dict[str, float]], name: str) -> list[str]:
+    """The prior-alignment factor of class `name` as a cell ([] without alignment; "" for "(dropped)")."""
+    if not aligned:
+        return []
+    return [f"×{aligned[name]['weight']:.2f}" if name in aligned else ""]
 
 
 def _maybe_number(value: float | None) -> str:

@@ -226,7 +226,7 @@ def rectify_round(
     settings = RectifySettings.of(config)
     model, source = guided_model(config, layout.model(source_round), prototype_index, device)
     alignment = _prior_alignment(config, model, entries, device)
-    attrs["class_weights"] = list(alignment.weights)
+    attrs["prior_alignment"] = json.dumps(alignment.describe(config.class_names))
     calibration = class_calibration(config, model, source, device) if with_masks and source else None
     quality = QualityAccumulator(list(config.class_names), settings.ignore_index, SIGNALS)
     progress = QualityProgress.begin(progress_path(work_path), quality, len(entries), resume=resuming)
@@ -252,7 +252,7 @@ def rectify_round(
     progress.save()  # a run killed before the rename below then recomputes nothing
     outcome = RectifyOutcome(final_path, len(entries), computed, seconds, progress.report())
     _describe_run(outcome, config, round_index)
-    outcome.report.update(prior_alignment=alignment.describe(config.class_names))
+    outcome.report.update(prior_alignment=json.loads(attrs["prior_alignment"]))
     quality_path = layout.pseudo_quality(round_index) if shard is None else final_path.with_suffix(".json")
     atomic_write_json(quality_path, outcome.report)
     os.replace(work_path, final_path)

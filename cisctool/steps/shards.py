@@ -10,6 +10,7 @@ disjoint), and that all were made from the same model, index, settings and
 batch size.
 """
 
+import json
 import os
 import re
 from pathlib import Path
@@ -101,6 +102,9 @@ def merge_and_report(config: Config, round_index: int, compression: str, *, forc
     """Merge the shards, then score the merged file (`pseudo_quality.json`) from its stored signals."""
     path = merge_shards(config, round_index, compression, force=force)
     report = {**score_pseudo_labels(config, round_index), "labeled_share": labeled_class_shares(config)}
+    with PseudoLabels(path) as merged:  # the factors the shards applied, as an unsharded report holds them
+        if described := merged.attrs.get("prior_alignment"):  # absent in files made before the key existed
+            report["prior_alignment"] = json.loads(described)
     atomic_write_json(RunLayout.of(config).pseudo_quality(round_index), report)
     return path, report
 

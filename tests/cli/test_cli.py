@@ -320,7 +320,8 @@ def test_predict_writes_palette_masks_for_any_images(trained_workdir: Path, demo
 
 
 def test_rectify_shards_and_merge_through_the_cli(project_round0: str, tmp_path: Path):
-    rectify = ["--config", project_round0, "rectify", "--round", "1", "--batch-size", "2", "--device", "cpu"]
+    rectify = ["--config", project_round0, "--set", "rectify.prior_alignment=1.0",
+               "rectify", "--round", "1", "--batch-size", "2", "--device", "cpu"]  # fmt: skip
     result = run(*rectify, "--shard", "2/2")
     assert result.exit_code == 2 and "is not I/N with 0 ≤ I < N" in result.output
     for shard in ("0/2", "1/2"):
@@ -330,3 +331,8 @@ def test_rectify_shards_and_merge_through_the_cli(project_round0: str, tmp_path:
     assert "(merged)" in result.output and (tmp_path / "runs/demo/round1/pseudo.h5").is_file()
     quality = json.loads((tmp_path / "runs/demo/round1/pseudo_quality.json").read_text())
     assert quality["images"] == 6
+    # every shard computed the same factors; the merged report and table carry them
+    shard_reports = [tmp_path / f"runs/demo/round1/pseudo.shard{i}of2.json" for i in range(2)]
+    shard_factors = [json.loads(path.read_text())["prior_alignment"] for path in shard_reports]
+    assert shard_factors[0] == shard_factors[1] == quality["prior_alignment"]
+    assert quality["prior_alignment"]["strength"] == 1.0 and "prior factor" in result.output
