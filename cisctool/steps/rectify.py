@@ -32,7 +32,7 @@ from cisctool.data.masks import image_size
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.errors import InputError
 from cisctool.method.index import PrototypeIndex
-from cisctool.method.prior_alignment import PRIOR_SAMPLE_IMAGES, alignment_weights, sample_positions
+from cisctool.method.prior_alignment import alignment_weights, sample_positions
 from cisctool.method.signals import (
     RectifySettings,
     cropped_images,
@@ -225,7 +225,8 @@ def rectify_round(
     shapes = None if resuming else image_shapes(entries)
     settings = RectifySettings.of(config)
     model, source = guided_model(config, layout.model(source_round), prototype_index, device)
-    alignment = _prior_alignment(config, model, entries, device)
+    labeled_share = labeled_class_shares(config)
+    alignment = _prior_alignment(config, model, entries, labeled_share, device)
     attrs["prior_alignment"] = json.dumps(alignment.describe(config.class_names))
     calibration = class_calibration(config, model, source, device) if with_masks and source else None
     quality = QualityAccumulator(list(config.class_names), settings.ignore_index, SIGNALS)
@@ -251,7 +252,7 @@ def rectify_round(
         writer.close()
     progress.save()  # a run killed before the rename below then recomputes nothing
     outcome = RectifyOutcome(final_path, len(entries), computed, seconds, progress.report())
-    _describe_run(outcome, config, round_index)
+    _describe_run(outcome, config, round_index, labeled_share)
     outcome.report.update(prior_alignment=json.loads(attrs["prior_alignment"]))
     quality_path = layout.pseudo_quality(round_index) if shard is None else final_path.with_suffix(".json")
     atomic_write_json(quality_path, outcome.report)
@@ -276,6 +277,7 @@ class PriorAlignment:
     labeled_share: tuple[float, ...] = ()
     marginal: tuple[float, ...] = ()
     weights: tuple[float, ...] = ()
+    sample_images: int = 0
 
     def describe(self, class_names: tuple[str, ...]) -> dict[str, Any]:
         """For the quality report: τ and, per class, π, p̄ and the factor."""
@@ -283,23 +285,23 @@ class PriorAlignment:
             name: {"labeled_share": share, "mean_prediction": mean, "weight": weight}
             for name, share, mean, weight in zip(class_names, self.labeled_share, self.marginal, self.weights)
         }
-        return {"strength": self.strength, "sample_images": PRIOR_SAMPLE_IMAGES, "classes": per_class}
+        return {"strength": self.strength, "sample_images": self.sample_images, "classes": per_class}
 
 
 def _prior_alignment(
-    config: Config, model: torch.nn.Module, entries: list[SplitEntry], device: str
+    config: Config, model: torch.nn.Module, entries: list[SplitEntry], labeled_share: dict[str, float], device: str
 ) -> PriorAlignment:
     """p̄ over the fixed sample of the unlabeled split and the factors (π/p̄)^τ. Recomputed on resume and
     in every shard: the same model and sample give the same factors (on one kind of device)."""
     strength = config.rectify.prior_alignment
     if strength == 0:
         return PriorAlignment(strength)
-    shares = labeled_class_shares(config)
-    labeled = np.array([shares[name] for name in config.class_names])
-    marginal = mean_prediction(config, model, entries, sample_positions(len(entries)), device)
+    labeled = np.array([labeled_share[name] for name in config.class_names])
+    positions = sample_positions(len(entries))
+    marginal = mean_prediction(config, model, entries, positions, device)
     weights = alignment_weights(labeled, marginal, strength)
     return PriorAlignment(
-        strength, tuple(labeled.tolist()), tuple(marginal.tolist()), tuple(weights.tolist())
+        strength, tuple(labeled.tolist()), tuple(marginal.tolist()), tuple(weights.tolist()), len(positions)
     )
 
 
@@ -340,7 +342,9 @@ def _file_attributes(config: Config, round_index: int) -> dict[str, Any]:
     }
 
 
-def _describe_run(outcome: RectifyOutcome, config: Config, round_index: int) -> None:
+def _describe_run(
+    outcome: RectifyOutcome, config: Config, round_index: int, labeled_share: dict[str, float]
+) -> None:
     """Add to the quality report the run's settings, thresholds and speed."""
     settings = RectifySettings.of(config)
     outcome.report.update(
@@ -350,7 +354,7 @@ def _describe_run(outcome: RectifyOutcome, config: Config, round_index: int) -> 
         round=round_index, file=str(outcome.path), images_per_second=outcome.images_per_second,
         seconds=outcome.seconds, computed_this_run=outcome.computed, tta=tta_description(config),
         guide=config.rectify.guide, weight_mode=config.rectify.weight_mode,
-        labeled_share=labeled_class_shares(config),
+        labeled_share=labeled_share,
     )  # fmt: skip
 
 

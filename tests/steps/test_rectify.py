@@ -211,7 +211,8 @@ def test_prior_alignment_biases_the_labels_by_the_factors_it_reports(config: Con
     assert np.allclose(shares, list(plain.report["labeled_share"].values()))
     assert means.sum() == pytest.approx(1.0) and weights.max() > weights.min()
     assert np.allclose(weights[shares > 0], (shares / means)[shares > 0])
-    assert plain.report["prior_alignment"] == {"strength": 0.0, "sample_images": 64, "classes": {}}
+    assert plain.report["prior_alignment"] == {"strength": 0.0, "sample_images": 0, "classes": {}}
+    assert described["sample_images"] == 6  # the whole unlabeled split: fewer images than the sample
     with PseudoLabels(aligned.path) as stored:
         assert json.loads(stored.attrs["prior_alignment"]) == described
         raw = np.concatenate([stored.image(index).raw_label.ravel() for index in range(len(stored))])
