@@ -392,9 +392,8 @@ def _validate(label: str, config: Config) -> None:
     if not config.rectify.tta_scales or min(config.rectify.tta_scales) <= 0:
         raise InputError(f"{label}: rectify.tta_scales must be a non-empty list of positive scales")
     if not 0 <= config.rectify.prior_alignment < math.inf:
-        raise InputError((
-            f"{label}: rectify.prior_alignment must be ≥ 0, got {config.rectify.prior_alignment}"
-        ))
+        strength = config.rectify.prior_alignment
+        raise InputError(f"{label}: rectify.prior_alignment must be ≥ 0, got {strength}")
     if config.eval.stride < 1 or config.eval.stride > config.eval.crop_size:
         raise InputError(f"{label}: eval.stride must be in [1, eval.crop_size]")
 

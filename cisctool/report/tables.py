@@ -74,12 +74,13 @@ def quality_tables(report: dict, title: str) -> list[Table]:
     labeled = report.get("labeled_share") or {}
     aligned = (report.get("prior_alignment") or {}).get("classes") or {}
     if aligned:
-        summary.add_row("prior alignment τ (P × factor, renormalised)", f"{report['prior_alignment']['strength']:g}")
-    factor_column = ("prior factor", "right") if aligned else None
+        strength = report["prior_alignment"]["strength"]
+        summary.add_row("prior alignment τ (P × factor, renormalised)", f"{strength:g}")
+    factor_columns = [("prior factor", "right")] if aligned else []
     if not report["with_masks"]:
         shares = Table(title="pseudo-label class share (no masks: no mIoU)")
         for column, justify in (("class", "left"), ("pixels %", "right"), ("labeled pixels %", "right"),
-                                *([factor_column] if aligned else [])):  # fmt: skip
+                                *factor_columns):  # fmt: skip
             shares.add_column(column, justify=justify)
         for name, share in report["label_share"].items():
             shares.add_row(name, _percent(share), _maybe_percent(labeled.get(name)), *_factor(aligned, name))
@@ -95,7 +96,7 @@ def quality_tables(report: dict, title: str) -> list[Table]:
     per_class = Table(title="pseudo-label IoU % per class, and each class's share of the pixels")
     for column, justify in (("class", "left"), ("raw", "right"), ("rectified", "right"),
                             ("pixels %", "right"), ("labeled pixels %", "right"),
-                            *([factor_column] if aligned else [])):  # fmt: skip
+                            *factor_columns):  # fmt: skip
         per_class.add_column(column, justify=justify)
     for name, raw, rectified in zip(
         names, report["raw_per_class_iou"], report["rectified_per_class_iou"], strict=True

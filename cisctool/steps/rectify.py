@@ -289,7 +289,11 @@ class PriorAlignment:
 
 
 def _prior_alignment(
-    config: Config, model: torch.nn.Module, entries: list[SplitEntry], labeled_share: dict[str, float], device: str
+    config: Config,
+    model: torch.nn.Module,
+    entries: list[SplitEntry],
+    labeled_share: dict[str, float],
+    device: str,
 ) -> PriorAlignment:
     """p̄ over the fixed sample of the unlabeled split and the factors (π/p̄)^τ. Recomputed on resume and
     in every shard: the same model and sample give the same factors (on one kind of device)."""

@@ -84,16 +84,13 @@ def mean_prediction(
     batches = fixed_batches(len(positions), config.rectify.batch_size)
     sampled = [[positions[i] for i in batch] for batch in batches]
     loader = _loader(config, entries, sampled, device, with_masks=False)
-    amp = config.train.amp and device.startswith("cuda")
-    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     total = torch.zeros(settings.num_classes, dtype=torch.float64, device=device)
     pixels = 0
     with progress_bar(RateColumn("img")) as bar:
         task = bar.add_task("mean prediction (prior alignment)", total=len(positions))
         for batch in loader:
-            with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=amp):
-                images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
-                valid = _valid_pixels(batch["sizes"], images.shape[-2:]).to(device)
+            with torch.inference_mode(), _autocast(config, device):
+                images, valid = _on_device(batch, config, device)
                 probabilities, _ = predict(model, images, settings.tta_scales, flip=settings.tta_flip)
                 total += probabilities.permute(1, 0, 2, 3)[:, valid].sum(dim=1, dtype=torch.float64)
                 pixels += int(valid.sum())
@@ -127,16 +124,27 @@ def _signals(
     *,
     with_masks: bool,
 ) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
-    amp = config.train.amp and device.startswith("cuda")
-    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
     for batch in loaded:
         faults.reached("forward")
-        with torch.inference_mode(), torch.autocast(device_type="cuda", enabled=amp):
-            images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        with torch.inference_mode(), _autocast(config, device):
+            images, valid = _on_device(batch, config, device)
             keys = batch["index"].numpy()
-            valid = _valid_pixels(batch["sizes"], images.shape[-2:]).to(device)
             signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, report=with_masks)
         yield batch, signals
+
+
+def _autocast(config: Config, device: str) -> torch.autocast:
+    """Mixed precision on CUDA when the config asks for it (`train.amp`); a no-op elsewhere."""
+    return torch.autocast(device_type="cuda", enabled=config.train.amp and device.startswith("cuda"))
+
+
+def _on_device(
+    batch: dict[str, torch.Tensor], config: Config, device: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's images on `device` in the config's memory format, and its B×H×W unpadded pixels."""
+    memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
+    images = batch["image"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    return images, _valid_pixels(batch["sizes"], images.shape[-2:]).to(device)
 
 
 def _valid_pixels(sizes: torch.Tensor, padded: torch.Size) -> torch.Tensor:
