@@ -30,6 +30,7 @@ from cisctool.config import Config, load_config, with_overrides
 from cisctool.data.check import labeled_class_shares
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.splits import read_split
+from cisctool.method.prior_alignment import alignment_weights
 from cisctool.method.signals import predict
 from cisctool.report.confusion import ConfusionMatrix
 from cisctool.store.checkpoints import load_inference_model
@@ -63,7 +64,7 @@ def _score(config: Config, path: Path, prior: np.ndarray) -> dict[str, dict[str,
     marginal = np.exp(log_p).mean(axis=1)
     biases = {"argmax": np.zeros(num_classes)}
     for tau in (0.5, 1.0):
-        biases[f"alignment τ={tau}"] = tau * np.log(prior / marginal)
+        biases[f"alignment τ={tau}"] = np.log(alignment_weights(prior, marginal, tau))  # rectify's factors
     matched = _share_matching_bias(log_p, prior)
     biases["share matching"] = matched
     biases["half share matching"] = matched / 2

@@ -227,7 +227,8 @@ def rectify_round(
     model, source = guided_model(config, layout.model(source_round), prototype_index, device)
     labeled_share = labeled_class_shares(config)
     alignment = _prior_alignment(config, model, entries, labeled_share, device)
-    attrs["prior_alignment"] = json.dumps(alignment.describe(config.class_names))
+    described_alignment = alignment.describe(config.class_names)
+    attrs["prior_alignment"] = json.dumps(described_alignment)
     calibration = class_calibration(config, model, source, device) if with_masks and source else None
     quality = QualityAccumulator(list(config.class_names), settings.ignore_index, SIGNALS)
     progress = QualityProgress.begin(progress_path(work_path), quality, len(entries), resume=resuming)
@@ -253,7 +254,7 @@ def rectify_round(
     progress.save()  # a run killed before the rename below then recomputes nothing
     outcome = RectifyOutcome(final_path, len(entries), computed, seconds, progress.report())
     _describe_run(outcome, config, round_index, labeled_share)
-    outcome.report.update(prior_alignment=json.loads(attrs["prior_alignment"]))
+    outcome.report.update(prior_alignment=described_alignment)
     quality_path = layout.pseudo_quality(round_index) if shard is None else final_path.with_suffix(".json")
     atomic_write_json(quality_path, outcome.report)
     os.replace(work_path, final_path)
