@@ -29,8 +29,6 @@ Guide = Literal["nearest", "random"]  # nearest: top-k same-class prototypes; ra
 WeightMode = Literal["official", "mean", "confidence"]
 # rounds that train on the reliable part: "reliable" round 1 only (the papers), "reliable-always" every round
 Select = Literal["reliable", "reliable-always", "all"]
-# both: every class towards its labeled share (ReMixMatch); raise: only the classes predicted below it
-AlignmentMode = Literal["both", "raise"]
 # the image score the reliable part is chosen by: the paper's mean BCE of S_ŷ towards 1, or that plus the mean
 # −log confidence (self-training's score), both over the image's pixels; lower = more reliable either way
 Reliability = Literal["cisc", "cisc+confidence"]
@@ -155,9 +153,7 @@ class RectifyConfig:
     views), as the official code and ST++ predict them; `tta = false` uses the plain view.
     `prior_alignment = τ > 0` scales those probabilities by (π_c / p̄_c)^τ before anything reads
     them (ReMixMatch's distribution alignment): π the labeled masks' class shares, p̄ the mean
-    prediction over a fixed sample of the unlabeled images. `prior_alignment_mode = "raise"` keeps
-    factor 1 for the classes predicted at or above their labeled share, so only the classes the
-    model under-predicts gain.
+    prediction over a fixed sample of the unlabeled images.
     """
 
     enabled: bool = True
@@ -166,7 +162,6 @@ class RectifyConfig:
     tta_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
     tta_flip: bool = True
     prior_alignment: float = 0.0
-    prior_alignment_mode: AlignmentMode = "both"
     guide: Guide = "nearest"
     weight_mode: WeightMode = "official"
     guide_exclude: tuple[int, ...] = ()
@@ -223,7 +218,7 @@ TOP_LEVEL_KEYS = ("name", "dataset", "profile", "workdir")
 ADDED_KEYS: dict[str, dict[str, Any]] = {
     "model": {"decoder_stride": 4},
     "train": {"consistency_rampup": 0.0, "ohem_threshold": 0.0, "ohem_min_kept": 0.15, "round_batch_size": 0},
-    "rectify": {"reliability": "cisc", "prior_alignment": 0.0, "prior_alignment_mode": "both"},
+    "rectify": {"reliability": "cisc", "prior_alignment": 0.0},
 }
 
 
@@ -245,7 +240,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train": {"consistency_weight": 1.0, "consistency_rampup": 0.0, "ohem_threshold": 0.0, "init": "scratch",
                   "round_lr": 0.0, "round_max_steps": 0, "round_epochs": 0.0, "round_batch_size": 0},
         "rectify": {"guide": "random", "weight_mode": "official", "tta": True, "tta_scales": list(RectifyConfig.tta_scales),
-                    "tta_flip": True, "prior_alignment": 0.0, "prior_alignment_mode": "both", "select": "reliable", "reliability": "cisc",
+                    "tta_flip": True, "prior_alignment": 0.0, "select": "reliable", "reliability": "cisc",
                     "ratio": 0.5},
     },
 }  # fmt: skip

@@ -26,17 +26,12 @@ def sample_positions(count: int, size: int = PRIOR_SAMPLE_IMAGES) -> list[int]:
     return np.unique(np.linspace(0, count - 1, size).round().astype(np.int64)).tolist()
 
 
-def alignment_weights(
-    labeled_share: np.ndarray, marginal: np.ndarray, strength: float, raise_only: bool = False
-) -> np.ndarray:
+def alignment_weights(labeled_share: np.ndarray, marginal: np.ndarray, strength: float) -> np.ndarray:
     """Per-class factors (π_c / p̄_c)^τ; a class absent from the labeled masks or never predicted keeps
-    1 (there is nothing to align it to, and a 0 would forbid the class outright). `raise_only` floors
-    the ratio at 1: a class the model over-predicts is left alone, so only under-predicted (thin,
-    shrinking) classes gain, and noise in p̄ cannot take pixels from a class the model already favours."""
+    1 (there is nothing to align it to, and a 0 would forbid the class outright)."""
     weights = np.ones(len(labeled_share), dtype=np.float64)
     known = (labeled_share > 0) & (marginal > 0)
-    ratios = labeled_share[known] / marginal[known]
-    weights[known] = (np.maximum(ratios, 1.0) if raise_only else ratios) ** strength
+    weights[known] = (labeled_share[known] / marginal[known]) ** strength
     return weights
 
 

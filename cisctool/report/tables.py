@@ -75,8 +75,7 @@ def quality_tables(report: dict, title: str) -> list[Table]:
     aligned = (report.get("prior_alignment") or {}).get("classes") or {}
     if aligned:
         strength = report["prior_alignment"]["strength"]
-        mode = report["prior_alignment"].get("mode", "both")  # reports made before the mode existed: both
-        summary.add_row(f"prior alignment τ (P × factor, renormalised; {mode})", f"{strength:g}")
+        summary.add_row("prior alignment τ (P × factor, renormalised)", f"{strength:g}")
     factor_columns = [("prior factor", "right")] if aligned else []
     if not report["with_masks"]:
         shares = Table(title="pseudo-label class share (no masks: no mIoU)")

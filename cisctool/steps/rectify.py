@@ -275,19 +275,18 @@ class PriorAlignment:
     """Distribution alignment's inputs and factors (`rectify.prior_alignment`); no weights when off."""
 
     strength: float
-    mode: str
     labeled_share: tuple[float, ...] = ()
     marginal: tuple[float, ...] = ()
     weights: tuple[float, ...] = ()
     sample_images: int = 0
 
     def describe(self, class_names: tuple[str, ...]) -> dict[str, Any]:
-        """For the quality report: τ, the mode and, per class, π, p̄ and the factor."""
+        """For the quality report: τ and, per class, π, p̄ and the factor."""
         per_class = {
             name: {"labeled_share": share, "mean_prediction": mean, "weight": weight}
             for name, share, mean, weight in zip(class_names, self.labeled_share, self.marginal, self.weights)
         }
-        return {"strength": self.strength, "mode": self.mode, "sample_images": self.sample_images, "classes": per_class}
+        return {"strength": self.strength, "sample_images": self.sample_images, "classes": per_class}
 
 
 def _prior_alignment(
@@ -301,14 +300,13 @@ def _prior_alignment(
     in every shard: the same model and sample give the same factors (on one kind of device)."""
     strength = config.rectify.prior_alignment
     if strength == 0:
-        return PriorAlignment(strength, config.rectify.prior_alignment_mode)
+        return PriorAlignment(strength)
     labeled = np.array([labeled_share[name] for name in config.class_names])
     positions = sample_positions(len(entries))
     marginal = mean_prediction(config, model, entries, positions, device)
-    mode = config.rectify.prior_alignment_mode
-    weights = alignment_weights(labeled, marginal, strength, raise_only=mode == "raise")
+    weights = alignment_weights(labeled, marginal, strength)
     return PriorAlignment(
-        strength, mode, tuple(labeled.tolist()), tuple(marginal.tolist()), tuple(weights.tolist()), len(positions)
+        strength, tuple(labeled.tolist()), tuple(marginal.tolist()), tuple(weights.tolist()), len(positions)
     )
 
 

@@ -14,13 +14,6 @@ def test_factors_are_the_labeled_share_over_the_mean_prediction_to_the_strength(
     assert alignment_weights(np.array([1.0, 0.0]), np.array([0.7, 0.3]), 1.0)[1] == 1.0
 
 
-def test_raise_only_leaves_the_over_predicted_classes_at_one():
-    labeled = np.array([0.5, 0.3, 0.2, 0.0])
-    marginal = np.array([0.6, 0.3, 0.1, 0.0])
-    assert np.allclose(alignment_weights(labeled, marginal, 1.0, raise_only=True), [1.0, 1.0, 2.0, 1.0])
-    assert np.allclose(alignment_weights(labeled, marginal, 0.5, raise_only=True), [1.0, 1.0, 2.0**0.5, 1.0])
-
-
 def test_aligned_probabilities_are_the_scaled_ones_renormalised():
     torch.manual_seed(0)
     probabilities = torch.rand(2, 3, 4, 5).softmax(dim=1)

@@ -187,36 +187,31 @@ def test_a_rectify_key_added_later_hashes_as_before_at_its_old_behaviour(demo_co
     before["model"] = {key: value for key, value in before["model"].items() if key != "decoder_stride"}  # added later too
     before["rectify"] = {key: value for key, value in before["rectify"].items()
                          if key not in ("select", "ratio", "batch_size", "reliability",
-                                        "prior_alignment", "prior_alignment_mode")}  # fmt: skip
+                                        "prior_alignment")}  # fmt: skip
     old_hash = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()
     assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.reliability": "cisc"})) == old_hash
     assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.reliability": "cisc+confidence"})) != old_hash
     assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.prior_alignment": 0.0})) == old_hash
     assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.prior_alignment": 1.0})) != old_hash
-    assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.prior_alignment_mode": "raise"})) != old_hash
 
 
-@pytest.mark.parametrize("mode", ["both", "raise"])
-def test_prior_alignment_biases_the_labels_by_the_factors_it_reports(config: Config, tmp_path: Path, mode: str):
+def test_prior_alignment_biases_the_labels_by_the_factors_it_reports(config: Config, tmp_path: Path):
     plain = rectify_round(config, 1, "cpu")
     aligned_dir = tmp_path / "aligned"
-    aligned_config = with_overrides(
-        config, {"rectify.prior_alignment": 1.0, "rectify.prior_alignment_mode": mode, "workdir": str(aligned_dir)}
-    )
+    aligned_config = with_overrides(config, {"rectify.prior_alignment": 1.0, "workdir": str(aligned_dir)})
     shutil.copytree(Path(config.workdir), aligned_dir)
     shutil.rmtree(RunLayout.of(aligned_config).round_dir(1))
     aligned = rectify_round(aligned_config, 1, "cpu")
     described = aligned.report["prior_alignment"]
     classes = described["classes"]
-    assert described["strength"] == 1.0 and described["mode"] == mode and list(classes) == list(config.class_names)
+    assert described["strength"] == 1.0 and list(classes) == list(config.class_names)
     shares = np.array([classes[name]["labeled_share"] for name in config.class_names])
     means = np.array([classes[name]["mean_prediction"] for name in config.class_names])
     weights = np.array([classes[name]["weight"] for name in config.class_names])
     assert np.allclose(shares, list(plain.report["labeled_share"].values()))
     assert means.sum() == pytest.approx(1.0) and weights.max() > weights.min()
-    ratios = (shares / means)[shares > 0]
-    assert np.allclose(weights[shares > 0], np.maximum(ratios, 1.0) if mode == "raise" else ratios)
-    assert plain.report["prior_alignment"] == {"strength": 0.0, "mode": "both", "sample_images": 0, "classes": {}}
+    assert np.allclose(weights[shares > 0], (shares / means)[shares > 0])
+    assert plain.report["prior_alignment"] == {"strength": 0.0, "sample_images": 0, "classes": {}}
     assert described["sample_images"] == 6  # the whole unlabeled split: fewer images than the sample
     with PseudoLabels(aligned.path) as stored:
         assert json.loads(stored.attrs["prior_alignment"]) == described
