@@ -221,12 +221,16 @@ def rectify_round(
     ids = [entry.id for entry in entries]
     resuming = resume and work_path.exists()
     expected = {key: attrs[key] for key in RESUME_KEYS}
-    done = PseudoWriter.resumable(work_path, expected, ids) if resuming else None
+    started = PseudoWriter.resumable(work_path, expected, ids) if resuming else None
+    done = started.done if started else None
     shapes = None if resuming else image_shapes(entries)
     settings = RectifySettings.of(config)
     model, source = guided_model(config, layout.model(source_round), prototype_index, device)
     labeled_share = labeled_class_shares(config)
-    alignment = _prior_alignment(config, model, entries, labeled_share, device)
+    if started and "prior_alignment" in started.attrs:  # the factors the file's first images were made with
+        alignment = PriorAlignment.from_description(json.loads(started.attrs["prior_alignment"]), config.class_names)
+    else:
+        alignment = _prior_alignment(config, model, entries, labeled_share, device)
     described_alignment = alignment.describe(config.class_names)
     attrs["prior_alignment"] = json.dumps(described_alignment)
     calibration = class_calibration(config, model, source, device) if with_masks and source else None
@@ -288,6 +292,19 @@ class PriorAlignment:
         }
         return {"strength": self.strength, "sample_images": self.sample_images, "classes": per_class}
 
+    @classmethod
+    def from_description(cls, described: dict[str, Any], class_names: tuple[str, ...]) -> "PriorAlignment":
+        """Back from `describe` (the file's attr): a resumed run aligns with the factors its file was
+        started with, not with a fresh p̄ that another device's rounding could shift."""
+        per_class = [described["classes"][name] for name in class_names] if described["classes"] else []
+        return cls(
+            described["strength"],
+            tuple(entry["labeled_share"] for entry in per_class),
+            tuple(entry["mean_prediction"] for entry in per_class),
+            tuple(entry["weight"] for entry in per_class),
+            described["sample_images"],
+        )
+
 
 def _prior_alignment(
     config: Config,
@@ -296,8 +313,9 @@ def _prior_alignment(
     labeled_share: dict[str, float],
     device: str,
 ) -> PriorAlignment:
-    """p̄ over the fixed sample of the unlabeled split and the factors (π/p̄)^τ. Recomputed on resume and
-    in every shard: the same model and sample give the same factors (on one kind of device)."""
+    """p̄ over the fixed sample of the unlabeled split and the factors (π/p̄)^τ. Computed in every shard:
+    the same model and sample give the same factors (on one kind of device); a resumed run reads them
+    from its file instead."""
     strength = config.rectify.prior_alignment
     if strength == 0:
         return PriorAlignment(strength)

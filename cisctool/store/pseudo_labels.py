@@ -92,6 +92,14 @@ def open_file(path: Path, mode: str, problem: str, **options: Any) -> h5py.File:
         raise InputError(f"{path}: {problem.format(error=first_line(error))}") from None
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where an unfinished pseudo-label file continues: the images done, and the attrs it was started with."""
+
+    done: np.ndarray
+    attrs: dict[str, Any]
+
+
 class PseudoWriter:
     """Writes images into a pre-sized file in any order; each `write` ends with a flush.
 
@@ -146,9 +154,10 @@ class PseudoWriter:
         return cls(handle, threads)
 
     @staticmethod
-    def resumable(path: Path, expected: dict[str, Any], ids: Sequence[str]) -> np.ndarray:
+    def resumable(path: Path, expected: dict[str, Any], ids: Sequence[str]) -> "ResumePoint":
         """The `done` flags an unfinished file can resume from: its attrs (checkpoint, index, config)
         and ids must match, and done images whose values fail their checksum count as not done.
+        The file's attrs come back too: what it was started with, which a resumed run reuses.
 
         Reads only: the file is opened for writing later (`reopen`), once the loader's workers exist.
         """
@@ -162,7 +171,7 @@ class PseudoWriter:
                     )
             if [text.decode() for text in handle["ids"][:]] != list(ids):
                 raise InputError(f"{path}: was started for other images; rerun without --resume")
-            return _intact(handle)
+            return ResumePoint(_intact(handle), {key: _plain(value) for key, value in handle.attrs.items()})
 
     @classmethod
     def reopen(cls, path: Path, done: np.ndarray, threads: int | None = None) -> "PseudoWriter":

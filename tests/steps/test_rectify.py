@@ -12,6 +12,7 @@ from cisctool.config import Config, to_dict, with_overrides
 from cisctool.data.masks import read_mask
 from cisctool.errors import InputError
 from cisctool.method.signals import fixed_batches
+from cisctool.steps import rectify as rectify_step
 from cisctool.steps.rectify import BackgroundWriter, pseudo_inputs_hash, rectify_round
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PIXEL_DTYPES, PseudoLabels, partial_path
@@ -193,6 +194,27 @@ def test_a_rectify_key_added_later_hashes_as_before_at_its_old_behaviour(demo_co
     assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.reliability": "cisc+confidence"})) != old_hash
     assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.prior_alignment": 0.0})) == old_hash
     assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.prior_alignment": 1.0})) != old_hash
+
+
+def test_a_resumed_run_aligns_with_the_factors_its_file_was_started_with(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+):
+    aligned = with_overrides(config, {"rectify.prior_alignment": 1.0})
+    calibration = len(fixed_batches(8, 2))
+    with crash_at(f"forward:{calibration + 2}"):  # batch 1 of 3 is written
+        rectify_round(aligned, 1, "cpu")
+    with h5py.File(partial_path(RunLayout.of(aligned).pseudo(1)), "r") as handle:
+        started = json.loads(handle.attrs["prior_alignment"])
+    assert started["strength"] == 1.0 and started["classes"]
+
+    def recompute(*_args, **_kwargs):
+        raise AssertionError("p̄ recomputed on resume")
+
+    monkeypatch.setattr(rectify_step, "mean_prediction", recompute)
+    resumed = rectify_round(aligned, 1, "cpu", resume=True)
+    assert resumed.computed == 4 and resumed.report["prior_alignment"] == started
+    with PseudoLabels(resumed.path) as stored:
+        assert json.loads(stored.attrs["prior_alignment"]) == started
 
 
 def test_prior_alignment_biases_the_labels_by_the_factors_it_reports(config: Config, tmp_path: Path):

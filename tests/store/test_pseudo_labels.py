@@ -52,7 +52,9 @@ def test_unfinished_file_is_refused_and_resumable(tmp_path: Path):
     writer.close()
     with pytest.raises(InputError, match="unfinished .1/2 images done"):
         PseudoLabels(path)
-    reopened = PseudoWriter.reopen(path, PseudoWriter.resumable(path, ATTRS, ["a", "b"]))
+    started = PseudoWriter.resumable(path, ATTRS, ["a", "b"])
+    assert {key: started.attrs[key] for key in ATTRS} == ATTRS  # what the file was started with
+    reopened = PseudoWriter.reopen(path, started.done)
     assert reopened.pending().tolist() == [0]
     reopened.close()
     with pytest.raises(InputError, match="another checkpoint_sha256"):
@@ -95,7 +97,7 @@ def test_reopening_recomputes_done_images_whose_values_were_damaged(tmp_path: Pa
     writer.close()
     with h5py.File(path, "r+") as handle:  # as a killed write can leave a shared chunk
         handle["label"][70:72] = 200
-    done = PseudoWriter.resumable(path, ATTRS, ["a", "b", "c"])
+    done = PseudoWriter.resumable(path, ATTRS, ["a", "b", "c"]).done
     assert np.flatnonzero(~done).tolist() == [1, 2]  # image 1 (pixels 64–127) is recomputed, image 0 kept
     PseudoWriter.reopen(path, done).close()
     with h5py.File(path, "r") as handle:
@@ -116,7 +118,7 @@ def test_a_chunk_that_no_longer_decompresses_is_cleared_and_its_images_rewritten
     with open(path, "r+b") as raw:
         raw.seek(chunk.byte_offset)
         raw.write(b"\xff" * chunk.size)
-    done = PseudoWriter.resumable(path, ATTRS, list("abcdefgh"))
+    done = PseudoWriter.resumable(path, ATTRS, list("abcdefgh")).done
     assert np.flatnonzero(~done).tolist() == [6, 7]
     writer = PseudoWriter.reopen(path, done)
     writer.write([6, 7], images[6:])
