@@ -89,6 +89,10 @@ class TrainConfig:
     `ohem_threshold` > 0 trains the labeled CE on hard pixels only (true-class probability
     ≤ it, at least the `ohem_min_kept` share of them), as mmsegmentation's and UniMatch's
     Cityscapes configs do (0.7); 0 = plain CE.
+    `pseudo_class_balance` = τ > 0 scales each pseudo-labeled pixel's loss weight by
+    (π_c / q_c)^τ for its label c: π the labeled masks' class shares, q the class shares of the
+    round's pseudo loss (its pixels' weights summed per label), so a class the pseudo labels
+    hold less of than the labeled masks counts for more without any label changing.
     `workers` decode and augment beside a GPU; on a CPU, loaders get only the cores
     torch's own threads leave free (OMP_NUM_THREADS below the core count frees some).
     """
@@ -117,6 +121,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     pseudo_batch_size: int = 0
     round_batch_size: int = 0
+    pseudo_class_balance: float = 0.0
     round_max_steps: int = 0
     round_epochs: float = 0.0
     round_lr: float = 0.0
@@ -217,7 +222,8 @@ TOP_LEVEL_KEYS = ("name", "dataset", "profile", "workdir")
 # make finished work look stale.
 ADDED_KEYS: dict[str, dict[str, Any]] = {
     "model": {"decoder_stride": 4},
-    "train": {"consistency_rampup": 0.0, "ohem_threshold": 0.0, "ohem_min_kept": 0.15, "round_batch_size": 0},
+    "train": {"consistency_rampup": 0.0, "ohem_threshold": 0.0, "ohem_min_kept": 0.15, "round_batch_size": 0,
+              "pseudo_class_balance": 0.0},
     "rectify": {"reliability": "cisc", "prior_alignment": 0.0},
 }
 
@@ -238,7 +244,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "official": {
         "train": {"consistency_weight": 1.0, "consistency_rampup": 0.0, "ohem_threshold": 0.0, "init": "scratch",
-                  "round_lr": 0.0, "round_max_steps": 0, "round_epochs": 0.0, "round_batch_size": 0},
+                  "round_lr": 0.0, "round_max_steps": 0, "round_epochs": 0.0, "round_batch_size": 0,
+                  "pseudo_class_balance": 0.0},
         "rectify": {"guide": "random", "weight_mode": "official", "tta": True, "tta_scales": list(RectifyConfig.tta_scales),
                     "tta_flip": True, "prior_alignment": 0.0, "select": "reliable", "reliability": "cisc",
                     "ratio": 0.5},
@@ -386,7 +393,7 @@ def _validate(label: str, config: Config) -> None:
     for key in ("consistency_rampup", "ohem_threshold", "ohem_min_kept"):
         if not 0 <= getattr(config.train, key) <= 1:
             raise InputError(f"{label}: train.{key} must be in [0, 1], got {getattr(config.train, key)}")
-    for key in ("round_epochs", "pseudo_batch_size", "round_batch_size"):
+    for key in ("round_epochs", "pseudo_batch_size", "round_batch_size", "pseudo_class_balance"):
         if getattr(config.train, key) < 0:
             raise InputError(f"{label}: train.{key} must be ≥ 0, got {getattr(config.train, key)}")
     if not config.rectify.tta_scales or min(config.rectify.tta_scales) <= 0:

@@ -42,6 +42,7 @@ def test_toml_round_trip_and_hash(tmp_path: Path):
         ({**MINIMAL, "train": {"ohem_min_kept": 2.0}}, "train.ohem_min_kept must be in [0, 1], got 2.0"),
         ({**MINIMAL, "train": {"round_batch_size": -2}}, "train.round_batch_size must be ≥ 0, got -2"),
         ({**MINIMAL, "rectify": {"prior_alignment": -1.0}}, "rectify.prior_alignment must be ≥ 0, got -1.0"),
+        ({**MINIMAL, "train": {"pseudo_class_balance": -1.0}}, "train.pseudo_class_balance must be ≥ 0, got -1.0"),
     ],
 )
 def test_bad_config_names_the_key(raw, fragment):
@@ -95,7 +96,7 @@ def test_official_profile_sets_the_papers_choices_over_the_file_and_set_wins(tmp
     assert official.train.ohem_threshold == 0.0
     assert official.rectify.tta and official.rectify.tta_flip
     assert official.rectify.tta_scales == (0.5, 0.75, 1.0, 1.5, 2.0)
-    assert official.rectify.prior_alignment == 0.0
+    assert official.rectify.prior_alignment == 0.0 and official.train.pseudo_class_balance == 0.0
     assert official.rectify.select == "reliable" and official.rectify.ratio == 0.5
     wins = load_config(path, {"profile": "official", "rectify.guide": "nearest"})
     assert wins.rectify.guide == "nearest" and wins.rectify.weight_mode == "official"

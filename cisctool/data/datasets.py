@@ -218,16 +218,21 @@ class PseudoLabeledDataset(Dataset):
 
     `rows` are the positions in the file to train on (the reliable schedule's
     choice). `open_labels()` opens the pseudo-label file; each DataLoader worker
-    calls it lazily, so no file handle is shared across processes.
+    calls it lazily, so no file handle is shared across processes. `class_factors`
+    (per class) scale each pixel's stored weight by its label's factor.
     """
 
     def __init__(
         self, open_labels: Callable[[], PseudoLabelReader], entries: Sequence[SplitEntry], rows: Sequence[int],
-        settings: PairSettings,
+        settings: PairSettings, class_factors: np.ndarray | None = None,
     ) -> None:  # fmt: skip
         self.open_labels, self.rows, self.settings = open_labels, list(rows), settings
         self.entries = {entry.id: entry for entry in entries}
         self.stored: PseudoLabelReader | None = None
+        self.factor_of_label: np.ndarray | None = None  # indexed by the uint8 label; ignore keeps 1
+        if class_factors is not None:
+            self.factor_of_label = np.ones(256, dtype=np.float32)
+            self.factor_of_label[: len(class_factors)] = class_factors
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -243,6 +248,8 @@ class PseudoLabeledDataset(Dataset):
         if image.shape[:2] != label.shape:
             raise InputError(f"{self.entries[image_id].image}: size changed since {self.stored.path} was written")
         weight = self.stored.pixels("weight", row).astype(np.float32)
+        if self.factor_of_label is not None:
+            weight *= self.factor_of_label[label]
         settings = self.settings
         image_tensor, label_tensor, weight_tensor = pseudo_transform(
             image, label, weight, np.random.default_rng(sample_seed), settings.crop_size,

@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from cisctool import faults
 from cisctool.config import Config, to_toml
-from cisctool.console import progress_bar
+from cisctool.console import console, progress_bar
 from cisctool.data.datasets import LabeledPairDataset
 from cisctool.data.splits import read_split
 from cisctool.errors import InputError
@@ -136,6 +136,9 @@ def train_round(config: Config, round_index: int = 0, device: str = "cpu", *, re
         dataset = LabeledPairDataset(entries, pair_settings(config))
         # the pseudo-label file is checked before anything is built, restored or written
         pseudo = select_pseudo_labels(config, round_index) if round_index > 0 else None
+        if pseudo is not None and pseudo.class_factors is not None and processes.is_main:
+            factors = ", ".join(f"{name} ×{factor:.2f}" for name, factor in zip(config.class_names, pseudo.class_factors))
+            console.print(f"pseudo loss class balance (τ = {config.train.pseudo_class_balance:g}): {factors}")
         signature = training_signature(config, round_index, processes.world, pseudo)
         total_steps = total_steps_of(config, len(dataset), round_index, len(pseudo.rows) if pseudo else 0)
         learner = _learner(config, round_index, processes, device)

@@ -18,10 +18,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cisctool.config import Config, hashed_settings
+from cisctool.data.check import labeled_class_shares
 from cisctool.data.datasets import LabeledPairDataset, PairSettings, PseudoLabeledDataset, SeededSampler
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.data.workers import exit_with_parent, loader_workers
 from cisctool.errors import InputError
+from cisctool.method.prior_alignment import alignment_weights
 from cisctool.method.pseudo_training import select_rows
 from cisctool.steps.distributed import Processes
 from cisctool.store.atomic import sha256_file
@@ -31,7 +33,9 @@ from cisctool.store.pseudo_labels import PseudoLabels, partial_path
 # Settings that may change between a run and its resume without changing the result.
 RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every"}
 # Settings of rounds ≥ 1 only: round 0 does not depend on them.
-LATER_ROUND_KEYS = {"pseudo_batch_size", "round_batch_size", "round_max_steps", "round_epochs", "round_lr", "init"}
+LATER_ROUND_KEYS = {
+    "pseudo_batch_size", "round_batch_size", "round_max_steps", "round_epochs", "round_lr", "init", "pseudo_class_balance"
+}
 # Settings that refine another and change nothing while it is 0 (off): left out of the hash then.
 INERT_WHILE_OFF = {"consistency_rampup": "consistency_weight", "ohem_min_kept": "ohem_threshold"}
 # The pseudo stream's seed is offset by round, so each round draws its own order.
@@ -47,6 +51,7 @@ class PseudoSelection:
     rows: np.ndarray
     images: int  # in the file
     fingerprint: str  # the file's model, index and config hashes, and the chosen rows
+    class_factors: np.ndarray | None = None  # `train.pseudo_class_balance`: per-class loss-weight factors
 
 
 def check_pseudo_file(
@@ -92,8 +97,24 @@ def select_pseudo_labels(config: Config, round_index: int) -> PseudoSelection:
             [stored.attrs.get(key) for key in ("checkpoint_sha256", "index_sha256", "config_hash")]
         )
         images = len(stored)
+        factors = _class_balance(config, stored, rows) if config.train.pseudo_class_balance > 0 else None
     fingerprint += hashlib.sha256(rows.tobytes()).hexdigest()
-    return PseudoSelection(pseudo_path, unlabeled, rows, images, fingerprint)
+    return PseudoSelection(pseudo_path, unlabeled, rows, images, fingerprint, factors)
+
+
+def _class_balance(config: Config, stored: PseudoLabels, rows: np.ndarray) -> np.ndarray:
+    """(π_c / q_c)^τ: π the labeled masks' class shares, q each class's share of the round's pseudo
+    loss (the stored weights summed per label over the chosen images). A class with no labeled or
+    no pseudo-labeled pixels keeps 1, as in the pseudo labels' prior alignment."""
+    num_classes = config.data.num_classes
+    loss_mass = np.zeros(num_classes, dtype=np.float64)
+    for row in rows.tolist():
+        labels = stored.pixels("label", row).ravel()
+        counted = labels < num_classes  # ignore (dropped, padding) counts for nothing in the loss
+        loss_mass += np.bincount(labels[counted], weights=stored.pixels("weight", row).ravel()[counted],
+                                 minlength=num_classes)  # fmt: skip
+    labeled = np.array(list(labeled_class_shares(config).values()))
+    return alignment_weights(labeled, loss_mass / max(loss_mass.sum(), 1e-12), config.train.pseudo_class_balance)
 
 
 def training_signature(config: Config, round_index: int, world: int, pseudo: PseudoSelection | None) -> str:
@@ -177,7 +198,7 @@ def pseudo_loader(
     seed = config.train.seed + ROUND_SEED_STRIDE * round_index
     dataset = PseudoLabeledDataset(
         functools.partial(PseudoLabels, selection.path), selection.unlabeled, selection.rows.tolist(),
-        pair_settings(config),
+        pair_settings(config), selection.class_factors,
     )  # fmt: skip
     sampler = SeededSampler(
         len(selection.rows), seed, start * batch * processes.world, total * batch * processes.world,

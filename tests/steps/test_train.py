@@ -91,7 +91,8 @@ def test_a_train_key_added_later_keeps_finished_runs_up_to_date(demo_config, mon
 
     def as_before_the_keys(config):  # the settings a run written before these keys existed hashed
         values = real_to_dict(config)
-        for key in ("consistency_rampup", "ohem_threshold", "ohem_min_kept", "round_batch_size"):
+        added = ("consistency_rampup", "ohem_threshold", "ohem_min_kept", "round_batch_size", "pseudo_class_balance")
+        for key in added:
             del values["train"][key]
         del values["model"]["decoder_stride"]
         return values
@@ -188,3 +189,48 @@ def test_round_budgets_in_epochs_scale_with_the_data(demo_config):
     assert total_steps_of(config, 30, round_index=2, pseudo_images=500) == 313
     fixed = with_overrides(config, {"train.round_max_steps": 7})
     assert total_steps_of(fixed, 30, round_index=1, pseudo_images=250) == 7
+
+
+def test_pseudo_class_balance_scales_each_pixels_weight_by_its_labels_factor(demo_config, trained_workdir, tmp_path):
+    import functools
+    import shutil
+
+    import numpy as np
+
+    from cisctool.data.check import labeled_class_shares
+    from cisctool.data.datasets import PseudoLabeledDataset
+    from cisctool.steps.rectify import rectify_round
+    from cisctool.store.pseudo_labels import PseudoLabels
+
+    shutil.copytree(trained_workdir, tmp_path / "work")
+    plain = with_overrides(demo_config, {"workdir": str(tmp_path / "work"), "train.workers": 0})
+    balanced = with_overrides(plain, {"train.pseudo_class_balance": 1.0})
+    rectify_round(plain, 1, "cpu")
+    assert train_data.select_pseudo_labels(plain, 1).class_factors is None
+    selection = train_data.select_pseudo_labels(balanced, 1)
+    num_classes = balanced.data.num_classes
+    loss_mass = np.zeros(num_classes)  # by hand: each class's summed weight over the chosen images
+    with PseudoLabels(selection.path) as stored:
+        for row in selection.rows:
+            label, weight = stored.pixels("label", row), stored.pixels("weight", row).astype(np.float64)
+            loss_mass += [weight[label == index].sum() for index in range(num_classes)]
+    labeled = np.array(list(labeled_class_shares(balanced).values()))
+    known = (labeled > 0) & (loss_mass > 0)
+    expected = np.ones(num_classes)
+    expected[known] = labeled[known] / (loss_mass[known] / loss_mass.sum())
+    assert np.allclose(selection.class_factors, expected) and expected.max() > 1 > expected.min()
+
+    def item(factors):
+        dataset = PseudoLabeledDataset(
+            functools.partial(PseudoLabels, selection.path), selection.unlabeled, selection.rows.tolist(),
+            train_data.pair_settings(balanced), factors,
+        )  # fmt: skip
+        return dataset[(0, 123)]
+
+    before, after = item(None), item(selection.class_factors)
+    counted = before["mask"] != balanced.data.ignore_index
+    factor_of_pixel = torch.from_numpy(selection.class_factors).float()[before["mask"][counted].long()]
+    assert torch.equal(after["mask"], before["mask"]) and torch.equal(after["image"], before["image"])
+    torch.testing.assert_close(after["weight"][counted], before["weight"][counted] * factor_of_pixel)
+    assert train_data.training_signature(balanced, 0, 1, None) == train_data.training_signature(plain, 0, 1, None)
+    assert train_data.training_signature(balanced, 1, 1, None) != train_data.training_signature(plain, 1, 1, None)
