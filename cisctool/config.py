@@ -92,7 +92,8 @@ class TrainConfig:
     `pseudo_class_balance` = τ > 0 scales each pseudo-labeled pixel's loss weight by
     (π_c / q_c)^τ for its label c: π the labeled masks' class shares, q the class shares of the
     round's pseudo loss (its pixels' weights summed per label), so a class the pseudo labels
-    hold less of than the labeled masks counts for more without any label changing.
+    hold less of than the labeled masks counts for more without any label changing (at τ = 1
+    each class's share of the pseudo loss becomes its labeled share).
     `workers` decode and augment beside a GPU; on a CPU, loaders get only the cores
     torch's own threads leave free (OMP_NUM_THREADS below the core count frees some).
     """

@@ -227,6 +227,10 @@ def test_pseudo_class_balance_scales_each_pixels_weight_by_its_labels_factor(dem
         )  # fmt: skip
         return dataset[(0, 123)]
 
+    from cisctool.steps.distributed import Processes
+
+    loader = train_data.pseudo_loader(balanced, 1, selection, 0, 1, Processes(), "cpu")
+    assert np.array_equal(loader.dataset.factor_of_label[:num_classes], selection.class_factors.astype(np.float32))
     before, after = item(None), item(selection.class_factors)
     counted = before["mask"] != balanced.data.ignore_index
     factor_of_pixel = torch.from_numpy(selection.class_factors).float()[before["mask"][counted].long()]
