@@ -16,6 +16,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -41,6 +42,7 @@ from cisctool.steps.train_data import (
     PseudoSelection,
     labeled_loader,
     pair_settings,
+    pseudo_class_factors,
     pseudo_loader,
     select_pseudo_labels,
     total_steps_of,
@@ -136,9 +138,11 @@ def train_round(config: Config, round_index: int = 0, device: str = "cpu", *, re
         dataset = LabeledPairDataset(entries, pair_settings(config))
         # the pseudo-label file is checked before anything is built, restored or written
         pseudo = select_pseudo_labels(config, round_index) if round_index > 0 else None
-        if pseudo is not None and pseudo.class_factors is not None and processes.is_main:
-            factors = ", ".join(f"{name} ×{factor:.2f}" for name, factor in zip(config.class_names, pseudo.class_factors))
-            console.print(f"pseudo loss class balance (τ = {config.train.pseudo_class_balance:g}): {factors}")
+        if pseudo is not None and config.train.pseudo_class_balance > 0:
+            pseudo = dataclasses.replace(pseudo, class_factors=pseudo_class_factors(config, pseudo))
+            if processes.is_main:
+                factors = ", ".join(f"{name} ×{factor:.2f}" for name, factor in zip(config.class_names, pseudo.class_factors))
+                console.print(f"pseudo loss class balance (τ = {config.train.pseudo_class_balance:g}): {factors}")
         signature = training_signature(config, round_index, processes.world, pseudo)
         total_steps = total_steps_of(config, len(dataset), round_index, len(pseudo.rows) if pseudo else 0)
         learner = _learner(config, round_index, processes, device)

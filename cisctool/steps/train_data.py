@@ -97,22 +97,23 @@ def select_pseudo_labels(config: Config, round_index: int) -> PseudoSelection:
             [stored.attrs.get(key) for key in ("checkpoint_sha256", "index_sha256", "config_hash")]
         )
         images = len(stored)
-        factors = _class_balance(config, stored, rows) if config.train.pseudo_class_balance > 0 else None
     fingerprint += hashlib.sha256(rows.tobytes()).hexdigest()
-    return PseudoSelection(pseudo_path, unlabeled, rows, images, fingerprint, factors)
+    return PseudoSelection(pseudo_path, unlabeled, rows, images, fingerprint)
 
 
-def _class_balance(config: Config, stored: PseudoLabels, rows: np.ndarray) -> np.ndarray:
-    """(π_c / q_c)^τ: π the labeled masks' class shares, q each class's share of the round's pseudo
-    loss (the stored weights summed per label over the chosen images). A class with no labeled or
-    no pseudo-labeled pixels keeps 1, as in the pseudo labels' prior alignment."""
+def pseudo_class_factors(config: Config, selection: PseudoSelection) -> np.ndarray:
+    """`train.pseudo_class_balance`'s (π_c / q_c)^τ: π the labeled masks' class shares, q each class's
+    share of the round's pseudo loss (the stored weights summed per label over the chosen images).
+    A class with no labeled or no pseudo-labeled pixels keeps 1, as in the pseudo labels' prior
+    alignment. Read by training only, so `status` does not pay for it."""
     num_classes = config.data.num_classes
     loss_mass = np.zeros(num_classes, dtype=np.float64)
-    for row in rows.tolist():
-        labels = stored.pixels("label", row).ravel()
-        counted = labels < num_classes  # ignore (dropped, padding) counts for nothing in the loss
-        loss_mass += np.bincount(labels[counted], weights=stored.pixels("weight", row).ravel()[counted],
-                                 minlength=num_classes)  # fmt: skip
+    with PseudoLabels(selection.path) as stored:
+        for row in selection.rows.tolist():
+            labels = stored.pixels("label", row).ravel()
+            counted = labels < num_classes  # ignore (dropped, padding) counts for nothing in the loss
+            loss_mass += np.bincount(labels[counted], weights=stored.pixels("weight", row).ravel()[counted],
+                                     minlength=num_classes)  # fmt: skip
     labeled = np.array(list(labeled_class_shares(config).values()))
     return alignment_weights(labeled, loss_mass / max(loss_mass.sum(), 1e-12), config.train.pseudo_class_balance)
 

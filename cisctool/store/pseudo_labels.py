@@ -154,7 +154,7 @@ class PseudoWriter:
         return cls(handle, threads)
 
     @staticmethod
-    def resumable(path: Path, expected: dict[str, Any], ids: Sequence[str]) -> "ResumePoint":
+    def resumable(path: Path, expected: dict[str, Any], ids: Sequence[str]) -> ResumePoint:
         """The `done` flags an unfinished file can resume from: its attrs (checkpoint, index, config)
         and ids must match, and done images whose values fail their checksum count as not done.
         The file's attrs come back too: what it was started with, which a resumed run reuses.

@@ -191,7 +191,10 @@ def test_round_budgets_in_epochs_scale_with_the_data(demo_config):
     assert total_steps_of(fixed, 30, round_index=1, pseudo_images=250) == 7
 
 
-def test_pseudo_class_balance_scales_each_pixels_weight_by_its_labels_factor(demo_config, trained_workdir, tmp_path):
+def test_pseudo_class_balance_scales_each_pixels_weight_by_its_labels_factor(
+    demo_config, trained_workdir, tmp_path, capsys
+):
+    import dataclasses
     import functools
     import shutil
 
@@ -206,8 +209,9 @@ def test_pseudo_class_balance_scales_each_pixels_weight_by_its_labels_factor(dem
     plain = with_overrides(demo_config, {"workdir": str(tmp_path / "work"), "train.workers": 0})
     balanced = with_overrides(plain, {"train.pseudo_class_balance": 1.0})
     rectify_round(plain, 1, "cpu")
-    assert train_data.select_pseudo_labels(plain, 1).class_factors is None
     selection = train_data.select_pseudo_labels(balanced, 1)
+    assert selection.class_factors is None  # training adds them; `status` reads the selection without
+    selection = dataclasses.replace(selection, class_factors=train_data.pseudo_class_factors(balanced, selection))
     num_classes = balanced.data.num_classes
     loss_mass = np.zeros(num_classes)  # by hand: each class's summed weight over the chosen images
     with PseudoLabels(selection.path) as stored:
@@ -238,3 +242,5 @@ def test_pseudo_class_balance_scales_each_pixels_weight_by_its_labels_factor(dem
     torch.testing.assert_close(after["weight"][counted], before["weight"][counted] * factor_of_pixel)
     assert train_data.training_signature(balanced, 0, 1, None) == train_data.training_signature(plain, 0, 1, None)
     assert train_data.training_signature(balanced, 1, 1, None) != train_data.training_signature(plain, 1, 1, None)
+    trained = train_round(with_overrides(balanced, {"train.round_max_steps": 2}), 1)
+    assert trained.steps == 2 and "pseudo loss class balance (τ = 1): background ×" in capsys.readouterr().out
