@@ -240,5 +240,5 @@ def shrink_message(classes: list[str], what: str) -> str:
         f"{what} give {', '.join(classes)} of the pixels, under half the share of the labeled masks: either "
         "the unlabeled images hold less of it, or the model under-segments it and each round trained on these "
         "labels shrinks it further (for a thin class see `cisctool data check`'s resolution ceilings; "
-        "`rectify.prior_alignment = 1` pulls the pseudo labels towards the labeled shares)"
+        "`train.pseudo_class_balance = 1` gives each class its labeled share of the pseudo loss)"
     )

@@ -12,15 +12,16 @@ and the two settings differ only in the loss. `last.pt` holds the full state
 sample stream is addressed by step, so `--resume` continues exactly.
 """
 
+import dataclasses
 import math
 import os
 import time
 from collections.abc import Iterator
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import torch
 from rich.progress import TextColumn
 from torch import nn
@@ -141,8 +142,7 @@ def train_round(config: Config, round_index: int = 0, device: str = "cpu", *, re
         if pseudo is not None and config.train.pseudo_class_balance > 0:
             pseudo = dataclasses.replace(pseudo, class_factors=pseudo_class_factors(config, pseudo))
             if processes.is_main:
-                factors = ", ".join(f"{name} ×{factor:.2f}" for name, factor in zip(config.class_names, pseudo.class_factors))
-                console.print(f"pseudo loss class balance (τ = {config.train.pseudo_class_balance:g}): {factors}")
+                console.print(_class_balance_line(config, pseudo.class_factors))
         signature = training_signature(config, round_index, processes.world, pseudo)
         total_steps = total_steps_of(config, len(dataset), round_index, len(pseudo.rows) if pseudo else 0)
         learner = _learner(config, round_index, processes, device)
@@ -242,7 +242,15 @@ def _train_log(
     if pseudo is not None and not start_step:
         log.write(f"pseudo-labeled images: {len(pseudo.rows)} of {pseudo.images} "
                   f"(rectify.select = {config.rectify.select})\n")  # fmt: skip
+        if pseudo.class_factors is not None:
+            log.write(_class_balance_line(config, pseudo.class_factors) + "\n")
     return log
+
+
+def _class_balance_line(config: Config, factors: np.ndarray) -> str:
+    """`train.pseudo_class_balance`'s factors, for the console and train.log."""
+    listed = ", ".join(f"{name} ×{factor:.2f}" for name, factor in zip(config.class_names, factors, strict=True))
+    return f"pseudo loss class balance (τ = {config.train.pseudo_class_balance:g}): {listed}"
 
 
 def _losses(
