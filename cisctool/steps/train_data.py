@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from cisctool.config import Config, hashed_settings
+from cisctool.console import progress_bar
 from cisctool.data.check import labeled_class_shares
 from cisctool.data.datasets import LabeledPairDataset, PairSettings, PseudoLabeledDataset, SeededSampler
 from cisctool.data.splits import SplitEntry, read_split
@@ -108,8 +109,8 @@ def pseudo_class_factors(config: Config, selection: PseudoSelection) -> np.ndarr
     alignment. Read by training only, so `status` does not pay for it."""
     num_classes = config.data.num_classes
     loss_mass = np.zeros(num_classes, dtype=np.float64)
-    with PseudoLabels(selection.path) as stored:
-        for row in selection.rows.tolist():
+    with PseudoLabels(selection.path) as stored, progress_bar() as bar:
+        for row in bar.track(selection.rows.tolist(), description="pseudo loss class shares"):
             labels = stored.pixels("label", row).ravel()
             counted = labels < num_classes  # ignore (dropped, padding) counts for nothing in the loss
             loss_mass += np.bincount(labels[counted], weights=stored.pixels("weight", row).ravel()[counted],
