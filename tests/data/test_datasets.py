@@ -31,11 +31,22 @@ def test_pairs_share_a_class_and_never_pair_an_image_with_itself(demo_config):
     assert not dataset.presence[:, 0].any()  # background excluded from pairing
     rng = np.random.default_rng(0)
     for index in range(len(dataset)):
+        others = np.delete(dataset.presence, index, axis=0)
+        can_share = bool((others & dataset.presence[index]).any())
+        assert can_share  # every demo image shares a class with another: the pairing is exercised
         for _ in range(5):
             partner, shared = dataset.choose_partner(index, rng)
-            assert partner != index
-            if shared >= 0:
-                assert dataset.presence[index, shared] and dataset.presence[partner, shared]
+            assert partner != index and shared > 0
+            assert dataset.presence[index, shared] and dataset.presence[partner, shared]
+
+
+def test_an_image_whose_classes_no_other_image_has_gets_any_partner_and_no_shared_class(demo_config):
+    dataset = labeled_dataset(demo_config)
+    dataset.presence[:] = False
+    dataset.presence[0, 1] = True  # only image 0 has class 1; no other image has any class
+    rng = np.random.default_rng(0)
+    partners = {dataset.choose_partner(0, rng) for _ in range(20)}
+    assert all(shared == -1 and partner != 0 for partner, shared in partners) and len(partners) > 1
 
 
 def test_items_have_crop_shapes_and_valid_labels(demo_config):
