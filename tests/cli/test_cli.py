@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from cisctool.cli.main import main
+from cisctool.config import load_config
 from cisctool.data.masks import write_mask
 
 FAST_FLAGS = ["--max-steps", "2", "--device", "cpu"]
@@ -58,7 +59,13 @@ def test_make_demo_check_train_eval(project: Path, tmp_path: Path):
     result = run("--config", config, "eval", "--json", "scores.json", "--device", "cpu")
     assert result.exit_code == 0, result.output
     scores = json.loads((tmp_path / "scores.json").read_text())
-    assert set(scores["per_class_iou"]) == {"background", *scores["per_class_iou"]} and scores["images"] == 4
+    val = json.loads((tmp_path / "runs/demo/round0/metrics.json").read_text())["val"]
+    assert list(scores["per_class_iou"]) == list(load_config(project / "cisctool.toml").class_names)
+    assert scores["images"] == len((project / "splits/val.txt").read_text().splitlines())
+    ious = [iou for iou in scores["per_class_iou"].values() if iou is not None]
+    assert scores["mean_iou"] == pytest.approx(sum(ious) / len(ious))
+    # eval of the saved model scores what training measured on the same model and split
+    assert scores["per_class_iou"] == val["per_class_iou"] and scores["mean_iou"] == val["mean_iou"]
 
 
 def break_missing_root(data: Path) -> str:
@@ -157,7 +164,7 @@ def test_index_build_and_info(project: Path, tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert "indexes/demo/round0.faiss" in result.output and "background" in result.output
     result = run("--config", config, "index", "info")
-    assert result.exit_code == 0 and "stale" in result.output and "no" in result.output
+    assert result.exit_code == 0 and re.search(r"stale\s*│\s*no\s*│", result.output), result.output
     result = run("--config", config, "index", "build", "--factory", "IVF4096,Flat", "--device", "cpu")
     assert result.exit_code == 2 and "4096 inverted lists need at least 4096" in result.output
     assert run("--config", config, "train", *FAST_FLAGS, "--consistency-weight", "1").exit_code == 0
