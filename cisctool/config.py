@@ -30,8 +30,11 @@ WeightMode = Literal["official", "mean", "confidence"]
 # rounds that train on the reliable part: "reliable" round 1 only (the papers), "reliable-always" every round
 Select = Literal["reliable", "reliable-always", "all"]
 # the image score the reliable part is chosen by: the paper's mean BCE of S_ŷ towards 1, or that plus the mean
-# −log confidence (self-training's score), both over the image's pixels; lower = more reliable either way
-Reliability = Literal["cisc", "cisc+confidence"]
+# −log confidence (self-training's score), both over the image's pixels; or ST++'s "stability": 1 − the mean
+# IoU between the earlier snapshots' predictions (`train.snapshots`) and the model's; lower = more reliable always
+Reliability = Literal["cisc", "cisc+confidence", "stability"]
+# what the pseudo labels are: the model's predictions, or the unlabeled split's true masks (the oracle)
+PseudoSource = Literal["prediction", "masks"]
 Compression = Literal["lzf", "gzip", "none"]  # of the pseudo-label file's pixel datasets
 ReviewFormat = Literal["labelstudio", "cvat"]  # annotation tools pseudo labels go to and corrections come from
 
@@ -81,10 +84,15 @@ class TrainConfig:
     Rounds ≥ 1 draw `round_batch_size` labeled images per step (0 = batch_size), add
     `pseudo_batch_size` pseudo-labeled images (0 = batch_size)
     and run `round_epochs` passes over the round's selected pseudo-labeled images
-    (`round_max_steps` overrides; both 0 = as round 0) at `round_lr` (0 = lr), starting
-    from `init`: "scratch" (ImageNet or random, as round 0) or "previous" (round N−1's
-    model, which wants a lower rate: restarting a converged model at round 0's rate can
-    diverge). `warmup_ratio` of each round's steps ramps the rate linearly from 0;
+    (`round_max_steps` overrides; both 0 = as round 0), starting from `init`: "previous"
+    (round N−1's model) or "scratch" (ImageNet or random, as round 0). Continuing wants a
+    fine-tuning rate (a converged model restarted at round 0's rate can diverge): rounds ≥ 1
+    run at `round_lr_mult` × `lr`, or at `round_lr` where that is set (> 0). The defaults
+    (previous, 5 passes, 0.2 × lr) are the recipe both benchmarks chose over the paper's
+    (scratch at round 0's budget and rate: the `official` profile); docs/baselines.md.
+    `snapshots` = K > 0 also keeps the model at 1/(K+1), …, K/(K+1) of each round's steps,
+    for ST++'s image selection by prediction stability (`rectify.reliability = "stability"`).
+    `warmup_ratio` of each round's steps ramps the rate linearly from 0;
     `consistency_rampup` of them ramps λ (`consistency_weight`) up as exp(−5(1−t)²).
     `ohem_threshold` > 0 trains the labeled CE on hard pixels only (true-class probability
     ≤ it, at least the `ohem_min_kept` share of them), as mmsegmentation's and UniMatch's
@@ -124,10 +132,19 @@ class TrainConfig:
     round_batch_size: int = 0
     pseudo_class_balance: float = 0.0
     round_max_steps: int = 0
-    round_epochs: float = 0.0
+    round_epochs: float = 5.0
     round_lr: float = 0.0
-    init: Init = "scratch"
+    round_lr_mult: float = 0.2
+    init: Init = "previous"
+    snapshots: int = 0
     sync_bn: bool = False
+
+    def rate(self, round_index: int) -> float:
+        """The base learning rate of round N: `lr` in round 0; `round_lr`, or else `round_lr_mult` × `lr`,
+        later. Rounded to 12 significant digits, so 0.2 × 0.01 is the 0.002 a config would write."""
+        if round_index == 0:
+            return self.lr
+        return self.round_lr if self.round_lr > 0 else float(f"{self.lr * self.round_lr_mult:.12g}")
 
 
 @dataclass(frozen=True)
@@ -154,9 +171,13 @@ class IndexConfig:
 class RectifyConfig:
     """Pseudo-label rectification by cross-image semantic consistency.
 
-    `enabled = false` is plain self-training (the baseline): argmax labels, weight 1, no index.
+    `enabled = false` is plain self-training (the baseline): argmax labels, weight 1, no index;
+    with `conf_min` = τ > 0 it is confidence-thresholded self-training (FixMatch, UniMatch).
+    `pseudo_source = "masks"` trains on the unlabeled split's true masks instead (the oracle).
     Pseudo labels average the softmax over `tta_scales` × (`tta_flip`: plain and mirrored
-    views), as the official code and ST++ predict them; `tta = false` uses the plain view.
+    views); the default, the plain view and a 1.5× up-scaled one, is what both benchmarks
+    chose at 2 forward passes an image (the official five scales × flip cost 10 and more:
+    the `official` profile); `tta = false` uses the plain view.
     `prior_alignment = τ > 0` scales those probabilities by (π_c / p̄_c)^τ before anything reads
     them (ReMixMatch's distribution alignment): π the labeled masks' class shares, p̄ the mean
     prediction over a fixed sample of the unlabeled images.
@@ -165,8 +186,8 @@ class RectifyConfig:
     enabled: bool = True
     batch_size: int = 16
     tta: bool = True
-    tta_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.5, 2.0)
-    tta_flip: bool = True
+    tta_scales: tuple[float, ...] = (1.0, 1.5)
+    tta_flip: bool = False
     prior_alignment: float = 0.0
     guide: Guide = "nearest"
     weight_mode: WeightMode = "official"
@@ -178,6 +199,7 @@ class RectifyConfig:
     select: Select = "reliable"
     reliability: Reliability = "cisc"
     ratio: float = 0.5
+    pseudo_source: PseudoSource = "prediction"
 
 
 @dataclass(frozen=True)
@@ -224,15 +246,24 @@ TOP_LEVEL_KEYS = ("name", "dataset", "profile", "workdir")
 ADDED_KEYS: dict[str, dict[str, Any]] = {
     "model": {"decoder_stride": 4},
     "train": {"consistency_rampup": 0.0, "ohem_threshold": 0.0, "ohem_min_kept": 0.15, "round_batch_size": 0,
-              "pseudo_class_balance": 0.0},
-    "rectify": {"reliability": "cisc", "prior_alignment": 0.0},
+              "pseudo_class_balance": 0.0, "round_lr_mult": 1.0, "snapshots": 0},
+    "rectify": {"reliability": "cisc", "prior_alignment": 0.0, "pseudo_source": "prediction"},
 }
+# Official: the paper's five scales × flip (the package default is what the benchmarks chose).
+OFFICIAL_TTA_SCALES = [0.5, 0.75, 1.0, 1.5, 2.0]
 
 
 def hashed_settings(config: Config) -> dict[str, Any]:
     """`to_dict` without the added keys that hold their before-they-existed value: what hashes of
-    finished work are computed from, so every such hash treats added keys alike."""
+    finished work are computed from, so every such hash treats added keys alike.
+
+    Rounds ≥ 1's rate is hashed as the rate it is (`TrainConfig.rate`), 0 where it is round 0's:
+    `round_lr = 0.002` and `round_lr_mult = 0.2` at `lr = 0.01` train alike and hash alike, and a
+    run written before `round_lr_mult` existed (`round_lr` 0 = round 0's rate) keeps its hash."""
     values = to_dict(config)
+    rate = config.train.rate(1)
+    values["train"]["round_lr"] = 0.0 if rate == config.train.lr else rate
+    del values["train"]["round_lr_mult"]
     for section, added in ADDED_KEYS.items():
         values[section] = {key: value for key, value in values[section].items()
                            if key not in added or added[key] != value}  # fmt: skip
@@ -245,11 +276,11 @@ PROFILES: dict[str, dict[str, Any]] = {
     "default": {},
     "official": {
         "train": {"consistency_weight": 1.0, "consistency_rampup": 0.0, "ohem_threshold": 0.0, "init": "scratch",
-                  "round_lr": 0.0, "round_max_steps": 0, "round_epochs": 0.0, "round_batch_size": 0,
-                  "pseudo_class_balance": 0.0},
-        "rectify": {"guide": "random", "weight_mode": "official", "tta": True, "tta_scales": list(RectifyConfig.tta_scales),
+                  "round_lr": 0.0, "round_lr_mult": 1.0, "round_max_steps": 0, "round_epochs": 0.0,
+                  "round_batch_size": 0, "pseudo_class_balance": 0.0, "snapshots": 0},
+        "rectify": {"guide": "random", "weight_mode": "official", "tta": True, "tta_scales": OFFICIAL_TTA_SCALES,
                     "tta_flip": True, "prior_alignment": 0.0, "select": "reliable", "reliability": "cisc",
-                    "ratio": 0.5},
+                    "ratio": 0.5, "pseudo_source": "prediction"},
     },
 }  # fmt: skip
 
@@ -394,9 +425,15 @@ def _validate(label: str, config: Config) -> None:
     for key in ("consistency_rampup", "ohem_threshold", "ohem_min_kept"):
         if not 0 <= getattr(config.train, key) <= 1:
             raise InputError(f"{label}: train.{key} must be in [0, 1], got {getattr(config.train, key)}")
-    for key in ("round_epochs", "pseudo_batch_size", "round_batch_size", "pseudo_class_balance"):
+    for key in ("round_epochs", "pseudo_batch_size", "round_batch_size", "pseudo_class_balance", "round_lr",
+                "round_lr_mult", "snapshots"):
         if getattr(config.train, key) < 0:
             raise InputError(f"{label}: train.{key} must be ≥ 0, got {getattr(config.train, key)}")
+    if config.train.round_lr == 0 and config.train.round_lr_mult == 0:
+        raise InputError(f"{label}: train.round_lr_mult must be > 0 where train.round_lr is 0 (rounds ≥ 1 would not learn)")
+    if config.rectify.reliability == "stability" and config.train.snapshots < 1:
+        raise InputError(f'{label}: rectify.reliability = "stability" needs train.snapshots ≥ 1 (earlier models to '
+                         "compare the predictions of)")
     if not config.rectify.tta_scales or min(config.rectify.tta_scales) <= 0:
         raise InputError(f"{label}: rectify.tta_scales must be a non-empty list of positive scales")
     if not 0 <= config.rectify.prior_alignment < math.inf:

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cisctool.config import config_hash, from_dict, load_config, to_toml, with_overrides
+from cisctool.config import config_hash, from_dict, hashed_settings, load_config, to_dict, to_toml, with_overrides
+from cisctool.data.demo import make_demo
 from cisctool.errors import InputError
 
 MINIMAL = {"data": {"root": "data", "num_classes": 3}}
@@ -113,3 +114,67 @@ def test_a_choice_outside_its_list_is_refused_when_the_config_loads(tmp_path: Pa
     path.write_text('[data]\nroot = "."\nnum_classes = 3\n')
     with pytest.raises(InputError, match=f"c.toml: {key} = '{value}' is not one of "):
         load_config(path, {key: value})
+
+
+def test_rounds_continue_from_the_previous_model_at_a_rate_relative_to_lr():
+    config = from_dict(MINIMAL)
+    assert config.train.init == "previous" and config.train.round_epochs == 5.0
+    assert config.train.rate(0) == 0.001 and config.train.rate(1) == 0.0002
+    demo_rate = from_dict({**MINIMAL, "train": {"lr": 0.01}}).train
+    assert demo_rate.rate(2) == 0.002  # exactly the absolute rate the benchmark configs wrote
+    explicit = from_dict({**MINIMAL, "train": {"lr": 0.01, "round_lr": 0.005}}).train
+    assert explicit.rate(0) == 0.01 and explicit.rate(1) == 0.005  # an explicit round_lr still wins
+    assert (config.rectify.tta_scales, config.rectify.tta_flip) == ((1.0, 1.5), False)
+
+
+def test_equal_round_rates_hash_alike_and_old_runs_keep_their_hashes():
+    absolute = from_dict({**MINIMAL, "train": {"lr": 0.01, "round_lr": 0.002}})
+    relative = from_dict({**MINIMAL, "train": {"lr": 0.01, "round_lr_mult": 0.2}})
+    assert hashed_settings(absolute) == hashed_settings(relative)
+    assert hashed_settings(relative) != hashed_settings(with_overrides(relative, {"train.round_lr_mult": 0.3}))
+    # a run written before round_lr_mult, snapshots and pseudo_source existed: round_lr 0 meant round 0's rate
+    before = from_dict({**MINIMAL, "train": {"round_lr_mult": 1.0}})
+    train, rectify = hashed_settings(before)["train"], hashed_settings(before)["rectify"]
+    assert train["round_lr"] == 0.0 and not {"round_lr_mult", "snapshots"} & set(train)
+    assert "pseudo_source" not in rectify
+    assert hashed_settings(from_dict(MINIMAL))["train"]["round_lr"] == 0.0002
+
+
+@pytest.mark.parametrize("kind", ["shapes", "aerial"])
+def test_the_generated_benchmark_configs_resolve_as_they_did_before_the_defaults_moved(tmp_path: Path, kind: str):
+    generated = load_config(make_demo(tmp_path / "data", num_labeled=2, num_unlabeled=2, num_val=1, kind=kind))
+    frozen = (Path(__file__).parent / "fixtures" / f"demo-config-before-defaults-{kind}.toml").read_text()
+    before_path = tmp_path / "data" / "before.toml"
+    before_path.write_text(frozen.replace("ROOT", generated.data.root).replace("PRETRAINED", generated.model.pretrained))
+    before = load_config(before_path)
+    now, then = to_dict(generated), to_dict(before)
+    differing = {f"{section}.{key}" for section in then if isinstance(then[section], dict)
+                 for key in then[section] if now[section][key] != then[section][key]}  # fmt: skip
+    assert differing == {"train.round_lr"}  # 0.002 written out then, 0.2 × lr now
+    assert generated.train.rate(1) == before.train.rate(1) == 0.002
+    assert hashed_settings(generated) == hashed_settings(before)
+    assert "init" not in (tmp_path / "data" / "cisctool.toml").read_text()  # states only what differs
+
+
+def test_the_official_profile_pins_every_round_and_baseline_key(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_text('[data]\nroot = "."\nnum_classes = 3\n[train]\nround_lr_mult = 0.5\nsnapshots = 2\n'
+                    '[rectify]\npseudo_source = "masks"\nreliability = "stability"\n')
+    official = load_config(path, {"profile": "official"})
+    assert (official.train.round_lr_mult, official.train.snapshots, official.train.round_epochs) == (1.0, 0, 0.0)
+    assert official.train.rate(1) == official.train.lr and official.train.init == "scratch"
+    assert (official.rectify.pseudo_source, official.rectify.reliability) == ("prediction", "cisc")
+
+
+@pytest.mark.parametrize(
+    "train, rectify, fragment",
+    [({"round_lr_mult": -0.1}, {}, "train.round_lr_mult must be ≥ 0, got -0.1"),
+     ({"round_lr_mult": 0.0}, {}, "train.round_lr_mult must be > 0 where train.round_lr is 0"),
+     ({"snapshots": -1}, {}, "train.snapshots must be ≥ 0, got -1"),
+     ({}, {"reliability": "stability"}, 'rectify.reliability = "stability" needs train.snapshots ≥ 1'),
+     ({}, {"pseudo_source": "truth"}, "rectify.pseudo_source = 'truth' is not one of prediction, masks")],
+)  # fmt: skip
+def test_bad_round_and_baseline_keys_name_the_key(train, rectify, fragment):
+    with pytest.raises(InputError) as error:
+        from_dict({**MINIMAL, "train": train, "rectify": rectify}, "my.toml")
+    assert str(error.value).startswith("my.toml: ") and fragment in str(error.value)

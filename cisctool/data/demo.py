@@ -37,13 +37,11 @@ DEMO_KINDS = {
 
 DEMO_CONFIG = """\
 # cisctool {kind} benchmark: {description}.
+# Only what differs from the defaults; each run writes every key to runs/<name>/config.resolved.toml.
 name = "{name}"
 
 [data]
-root = "."
-labeled = "splits/labeled.txt"
-unlabeled = "splits/unlabeled.txt"
-val = "splits/val.txt"
+root = "."  # the split files are the defaults: splits/labeled.txt, unlabeled.txt, val.txt
 num_classes = {num_classes}
 class_names = [{class_names}]
 
@@ -55,37 +53,21 @@ head_channels = 64
 output_stride = 8
 
 [train]
-epochs = 80                 # passes over the labeled pairs (budgets scale with the data)
-batch_size = 8
 lr = 0.01
 crop_size = 96
 workers = 1
 checkpoint_every = 50
-# rounds >= 1: continue from the previous round at a fine-tuning rate (round 0's rate diverged
-# on some seeds when continuing), each step 2 labeled + 8 pseudo-labeled images, for 5 passes
-# over the round's pseudo-labeled images: what keeps `make demo` within 10 min on 2 CPU cores.
-# Against 4 + 8 for 6 passes (0.69x the training time), 5 seeds: CISC-R's final val mIoU
-# +0.3 +- 1.4 (demo) / -0.4 +- 0.6 (aerial). More passes pay where compute allows (a GPU): on
-# an H100, 5 seeds, 10 passes of 4 + 8 with five-scale TTA end CISC-R at +7.7 (demo) / +1.8
-# (aerial) val mIoU over round 0
-round_epochs = 5
-round_lr = 0.002
+# rounds >= 1 continue from the previous round at 0.2 x lr for 5 passes over the round's
+# pseudo-labelled images (the defaults); each step draws 2 labeled + 8 pseudo-labelled images,
+# what keeps `make demo` within 10 min on 2 CPU cores (docs/baselines.md)
 round_batch_size = 2
 pseudo_batch_size = 8
-init = "previous"
 
 [eval]
 batch_size = 16
 
 [rectify]
 guide_exclude = [0]
-# pseudo labels average the plain view and a 1.5x up-scaled one: on these small images the
-# official five scales' down-scaled views cost pseudo mIoU and the up-scaled ones carry the gain.
-# Against the plain and mirrored view, 5 seeds on 2 CPU cores: CISC-R's final val mIoU +3.3
-# (demo, 5/5 seeds) / +0.1 (aerial), for 1.8x a flip-only rectify. Where compute allows (a GPU),
-# keep the flip too (tta_flip = true): +0.8 to +1.3 round-1 pseudo mIoU on 2 seeds of each
-tta_scales = [1.0, 1.5]
-tta_flip = false
 """
 PRETRAINED_MODEL = 'backbone = "mobilenetv2"\npretrained = "{path}"'
 SCRATCH_MODEL = 'backbone = "tiny"'

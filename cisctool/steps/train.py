@@ -200,7 +200,7 @@ def _train_steps(
     (rank 0); returns the last step and the last logged loss. Losses are read on log steps only:
     reading one makes the host wait for the device, every step would keep a GPU from running ahead."""
     layout = RunLayout.of(config)
-    base_lr = config.train.round_lr if round_index > 0 and config.train.round_lr > 0 else config.train.lr
+    base_lr = config.train.rate(round_index)
     step, loss_value = start_step, float("nan")
     columns = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("lr {task.fields[lr]:.2e}"))
     with _train_log(layout, round_index, processes, start_step, pseudo, config) as log, progress_bar(*columns) as bar:
