@@ -40,9 +40,14 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--resume", is_flag=True, help="Continue an unfinished run; only images not done are computed.")
 @click.option("--force", is_flag=True, help="Recompute even if a finished pseudo.h5 exists.")
 @click.option("--shard", default=None, metavar="I/N",
-              help="Compute only shard I of N (batches b with b mod N = I) into pseudo.shard<I>of<N>.h5.")
-@click.option("--merge", is_flag=True, help="Join the finished shard files into pseudo.h5 (no computing).")
-@click.option("--compression", type=click.Choice(choices(Compression)), default="lzf", show_default=True)
+              help="Compute only shard I of N (the I-th of N contiguous runs of batches) into pseudo.shard<I>of<N>.h5.")
+@click.option("--merge", is_flag=True,
+              help="Join the finished shard files into pseudo.h5 (no computing): virtual datasets that read "
+                   "the pixels from the shard files beside it.")
+@click.option("--copy", is_flag=True,
+              help="With --merge: copy every pixel into a self-contained pseudo.h5 (to ship it without its shards).")
+@click.option("--compression", type=click.Choice(choices(Compression)), default="lzf", show_default=True,
+              help="Of a computed file, or of a --merge --copy.")
 @device_option
 @click.pass_context
 def rectify(
@@ -57,12 +62,14 @@ def rectify(
     force: bool,
     shard: str | None,
     merge: bool,
+    copy: bool,
     compression: str,
     device: str | None,
 ) -> None:
     """Predict, guide, and rectify pseudo labels for the unlabeled split; write pseudo.h5 and a report.
 
-    Under torchrun each rank computes one shard and rank 0 merges them.
+    Under torchrun each rank computes one shard and rank 0 merges them. SIGTERM (a scheduler's
+    preemption) stops after the queued batches are written: exit 143, then rerun with --resume.
     """
     from cisctool.report.tables import quality_tables
     from cisctool.steps.rectify import MergedShards, rectify_command
@@ -71,10 +78,12 @@ def rectify(
     overrides = rectify_overrides(plain=plain, guide=guide, weight_mode=weight_mode)
     config = load(ctx, {**overrides, "rectify.batch_size": batch_size, "rectify.tta": tta})
     shard_spec = _parse_shard(shard)
+    if copy and not merge:
+        raise click.BadParameter("only with --merge", param_hint="--copy")
     # shards of one run share the folder, each holding its own shard alone
     hold_run_folder(config, shard=f"round{round_index}-shard{shard_spec[0]}of{shard_spec[1]}" if shard_spec else None)
     outcome = rectify_command(config, round_index, resolve_device(device), resume=resume, force=force,
-                              compression=compression, shard=shard_spec, merge=merge)  # fmt: skip
+                              compression=compression, shard=shard_spec, merge=merge, copy=copy)  # fmt: skip
     if outcome is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     if isinstance(outcome, MergedShards):

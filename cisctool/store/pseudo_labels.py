@@ -36,6 +36,7 @@ from cisctool.config import Compression, choices
 from cisctool.errors import InputError, first_line, is_disk_full
 from cisctool.store.chunk_writer import ChunkWriter
 from cisctool.store.locks import held_file_message
+from cisctool.store.virtual import SOURCES_ATTR, check_sources, map_pixels
 
 PSEUDO_FORMAT = "cisctool-pseudo"
 PSEUDO_VERSION = 1
@@ -58,6 +59,8 @@ COMPRESSIONS: tuple[str, ...] = choices(Compression)
 # the file shrank 24 % and lzf spent less time on the nearly incompressible low bytes.
 SHUFFLE = True
 PIXEL_BYTES = sum(np.dtype(dtype).itemsize for dtype in PIXEL_DTYPES.values())
+# The per-image arrays beside ids, shapes and offsets: small enough to copy when shards are joined.
+PER_IMAGE = ("guides", "reliability", "checksum", "done")
 # HDF5 is not safe against a full disk: a write or close that meets ENOSPC can leave a
 # file that no longer opens, or crashes the library. So writing stops while this much
 # (plus the batch's uncompressed size) is still free: enough to close the file whole.
@@ -233,6 +236,25 @@ class PseudoWriter:
         self.handle.close()
 
 
+def join_shards(path: Path, shards: Sequence["PseudoLabels"], ranges: Sequence[tuple[int, int]]) -> None:
+    """A file at `path` holding shard i's images ranges[i] (contiguous, together every image): the
+    per-image arrays copied, the per-pixel ones virtual datasets over the shard files beside it
+    (`store/virtual.py`). It reads as a file written whole, value for value; the attrs are the shards'."""
+    first = shards[0].handle
+    arrays = {name: first[name][:] for name in PER_IMAGE}
+    for stored, (start, stop) in zip(shards, ranges, strict=True):
+        for name in PER_IMAGE:
+            arrays[name][start:stop] = stored.handle[name][start:stop]
+    with open_file(path, "w", "cannot create the pseudo-label file ({error})") as out:
+        out.create_dataset("ids", data=first["ids"][:], dtype=h5py.string_dtype())
+        out.create_dataset("shapes", data=first["shapes"][:])
+        out.create_dataset("offsets", data=first["offsets"][:])
+        map_pixels(out, [stored.handle for stored in shards], ranges, PIXEL_DTYPES)
+        for name, array in arrays.items():
+            out.create_dataset(name, data=array)
+        out.attrs.update({key: value for key, value in first.attrs.items() if key != SOURCES_ATTR})
+
+
 def stored_image(handle: h5py.File, offsets: np.ndarray, index: int) -> PseudoImage:
     """Image i of an open pseudo-label file, as written."""
     start, stop = int(offsets[index]), int(offsets[index + 1])
@@ -318,6 +340,8 @@ class PseudoLabels:
         self.handle = open_file(path, "r", "not a readable HDF5 file ({error})", rdcc_nbytes=READ_CACHE_BYTES)
         try:
             _check_header(path, self.handle)
+            round_index = _plain(self.handle.attrs.get("round"))
+            check_sources(path, self.handle, f"merge again: `cisctool rectify --round {round_index} --merge --force`")
             self.done = self.handle["done"][:]
             if require_complete and not self.done.all():
                 raise InputError(
