@@ -160,12 +160,12 @@ class MergedShards:
 
 
 def rectify_command(
-    config: Config, round_index: int, device: str, *, merge: bool = False, **options: Any
+    config: Config, round_index: int, device: str, *, merge: bool = False, copy: bool = False, **options: Any
 ) -> RectifyOutcome | MergedShards | None:
     """What `cisctool rectify` does: compute round N's pseudo labels (or the shard `options["shard"]` of
-    them), or join finished shards (`merge`); `options` are `rectify_round`'s. Launched by torchrun
-    without a shard, each rank computes the shard of its rank and rank 0 merges them; the other ranks
-    return None.
+    them), or join finished shards (`merge`; virtual unless `copy`); `options` are `rectify_round`'s.
+    Launched by torchrun without a shard, each rank computes the shard of its rank and rank 0 merges
+    them; the other ranks return None.
     """
     torchrun = from_environment().active and options.get("shard") is None and not merge
     final_path = RunLayout.of(config).pseudo(round_index)
@@ -180,7 +180,7 @@ def rectify_command(
         if not processes.is_main:
             return None
     if merge or torchrun:
-        merged = MergedShards(*merge_and_report(config, round_index, compression, force=force or torchrun))
+        merged = MergedShards(*merge_and_report(config, round_index, compression, force=force or torchrun, copy=copy))
         _warn_if_shrinking(merged.report, round_index)
         return merged
     return rectify_round(config, round_index, device, **options)
@@ -198,7 +198,7 @@ def rectify_round(
 ) -> RectifyOutcome:
     """Pseudo labels *for* round N from round N−1's model and index, into runs/<name>/roundN/pseudo.h5.
 
-    With `shard = (i, n)`, only batches b with b mod n = i are computed, into
+    With `shard = (i, n)`, only the i-th of n contiguous runs of the fixed batches is computed, into
     `pseudo.shard<i>of<n>.h5` (same layout; `merge_shards` joins them).
     """
     if round_index < 1:

@@ -154,11 +154,15 @@ def test_shards_merge_into_the_file_a_single_process_writes(config: Config, tmp_
     with pytest.raises(InputError, match="shard0of2.h5: shard missing"):
         merge_shards(config, 1)
     first = rectify_round(config, 1, "cpu", shard=(0, 2))
-    assert first.path == shard_path(RunLayout.of(config).pseudo(1), 0, 2) and first.computed == 4  # batches 0, 2
-    merged = stored_arrays(merge_shards(config, 1))
-    assert merged.keys() == expected.keys()
-    for name in merged:
-        assert np.array_equal(merged[name], expected[name], equal_nan=merged[name].dtype.kind == "f"), name
+    assert first.path == shard_path(RunLayout.of(config).pseudo(1), 0, 2) and first.computed == 2  # batch 0 of 3
+    for copy in (False, True):  # virtual datasets over the shards, or every pixel copied
+        path = merge_shards(config, 1, copy=copy)
+        merged = stored_arrays(path)
+        assert merged.keys() == expected.keys()
+        for name in merged:
+            assert np.array_equal(merged[name], expected[name], equal_nan=merged[name].dtype.kind == "f"), name
+        with h5py.File(path, "r") as handle:
+            assert handle["label"].is_virtual != copy and not handle["done"].is_virtual
     other = with_overrides(config, {"rectify.batch_size": 3})
     rectify_round(other, 1, "cpu", shard=(0, 2), force=True)
     with pytest.raises(InputError, match="made with another batch_size"):
