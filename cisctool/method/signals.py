@@ -35,6 +35,7 @@ from cisctool.method.cisc import (
 from cisctool.method.guides import Guides, GuideSource, official_slots
 from cisctool.method.prior_alignment import align
 from cisctool.method.prototypes import class_areas, class_prototypes, present_classes
+from cisctool.method.stability import instability
 
 WEIGHT_MODES = choices(WeightMode)
 QUERY_KINDS = ("guided", "fallback", "unguided")
@@ -58,6 +59,7 @@ class RectifySettings:
     tta_flip: bool = False
     reliability: str = "cisc"
     class_weights: tuple[float, ...] = ()  # distribution alignment's (π_c / p̄_c)^τ; () = off
+    pseudo_source: str = "prediction"  # "masks": the true masks are the pseudo labels (the oracle)
 
     @classmethod
     def of(cls, config: Config) -> "RectifySettings":
@@ -67,7 +69,7 @@ class RectifySettings:
             tuple(rectify.guide_exclude), rectify.weight_mode, rectify.margin, rectify.p_min,
             rectify.cisc_min, rectify.conf_min, config.train.seed,
             tuple(rectify.tta_scales) if rectify.tta else (1.0,), rectify.tta and rectify.tta_flip,
-            rectify.reliability,
+            rectify.reliability, pseudo_source=rectify.pseudo_source,
         )  # fmt: skip
 
 
@@ -129,6 +131,7 @@ def batch_signals(
     settings: RectifySettings,
     *,
     report: bool = True,
+    snapshots: tuple[nn.Module, ...] = (),
 ) -> BatchSignals:
     """Predict and guide one padded batch: every signal the thresholds act on (and, with
     `report`, the extra ones the quality report compares: both weight modes, the S contrast).
@@ -137,7 +140,8 @@ def batch_signals(
     own_rows B labeled rows of the images themselves (−1 if not labeled). With
     `settings.class_weights`, every signal reads the aligned probabilities. Without a
     source (`rectify.enabled = false`) nothing is guided: labels stay raw, weights 1,
-    and reliability is mean −log confidence.
+    and reliability is mean −log confidence. With `snapshots` (earlier models of the same
+    training, `rectify.reliability = "stability"`), reliability is ST++'s instability instead.
     """
     num_classes, ignore = settings.num_classes, settings.ignore_index
     probabilities, features = predict(model, images, settings.tta_scales, flip=settings.tta_flip)
@@ -189,7 +193,7 @@ def batch_signals(
         cisc=cisc,
         contrast=similarity_contrast(maps, raw, slot_classes) if report else None,
         weights={mode: weight(mode) for mode in (WEIGHT_MODES if report else (settings.weight_mode,))},
-        reliability=image_reliability(
+        reliability=_stability(snapshots, images, raw, valid, settings) if snapshots else image_reliability(
             cisc if source is not None else None, confidence, valid, settings.reliability
         ),
         guide_rows=guide_rows,
@@ -197,6 +201,31 @@ def batch_signals(
             np.bincount(image_host, weights=kind, minlength=batch).astype(np.int64)
             for kind in (guides.guided & ~guides.fallback, guides.fallback, ~guides.guided)
         ], axis=1)),  # fmt: skip
+    )
+
+
+def _stability(
+    snapshots: tuple[nn.Module, ...], images: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
+    settings: RectifySettings,
+) -> torch.Tensor:
+    """ST++'s score of each image: 1 − mean IoU of each snapshot's argmax (the same views as the
+    model's) against the model's, B."""
+    predicted = []
+    for snapshot in snapshots:
+        probabilities = predict(snapshot, images, settings.tta_scales, flip=settings.tta_flip)[0]
+        if settings.class_weights:
+            probabilities = align(probabilities, torch.tensor(settings.class_weights))
+        predicted.append(probabilities.argmax(dim=1))
+    return instability(labels, predicted, valid, settings.num_classes)
+
+
+def pseudo_labels(signals: BatchSignals, settings: RectifySettings, masks: torch.Tensor) -> torch.Tensor:
+    """What the pseudo file stores as labels: the rectified prediction, or the true masks B×H×W
+    (`rectify.pseudo_source = "masks"`, the oracle; ignore on padding as collated)."""
+    if settings.pseudo_source == "masks":
+        return masks.to(signals.raw_label.device)
+    return rectified_labels(
+        signals, settings.margin, settings.p_min, settings.cisc_min, settings.conf_min, settings.ignore_index
     )
 
 

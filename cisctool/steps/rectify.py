@@ -38,7 +38,7 @@ from cisctool.method.signals import (
     cropped_images,
     fixed_batches,
     host_arrays,
-    rectified_labels,
+    pseudo_labels,
 )
 from cisctool.report.quality import QualityAccumulator, shrink_message, shrinking_classes
 from cisctool.report.quality_progress import QualityProgress, progress_path
@@ -47,6 +47,7 @@ from cisctool.steps.distributed import barrier, from_environment, process_group
 from cisctool.steps.index import open_round_index
 from cisctool.steps.shards import RESUME_KEYS, merge_and_report, shard_batches, shard_path
 from cisctool.steps.signal_stream import class_calibration, guided_model, mean_prediction, signal_stream
+from cisctool.steps.snapshots import snapshot_models
 from cisctool.store.atomic import atomic_write_json, remove_stale_temporaries, sha256_file
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoImage, PseudoWriter, partial_path
@@ -211,6 +212,7 @@ def rectify_round(
         raise InputError(f"{final_path}: already exists; pass --force to recompute it")
     entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
     with_masks = all(entry.mask is not None for entry in entries)
+    require_true_masks(config, with_masks)
     attrs = _file_attributes(config, round_index)
     work_path = partial_path(final_path)
     try:
@@ -226,6 +228,7 @@ def rectify_round(
     shapes = None if resuming else image_shapes(entries)
     settings = RectifySettings.of(config)
     model, source = guided_model(config, layout.model(source_round), prototype_index, device)
+    snapshots = snapshot_models(config, source_round, device)
     labeled_share = labeled_class_shares(config)
     if started and "prior_alignment" in started.attrs:  # the factors the file's first images were made with
         alignment = PriorAlignment.from_description(json.loads(started.attrs["prior_alignment"]), config.class_names)
@@ -243,7 +246,7 @@ def rectify_round(
     batches = [batch for batch in fixed_batches(len(entries), batch_size) if todo & set(batch)]
     stream = signal_stream(
         config, model, source, entries, batches, device,
-        with_masks=with_masks, class_weights=alignment.weights,
+        with_masks=with_masks, class_weights=alignment.weights, snapshots=snapshots,
     )  # fmt: skip
     if done is not None:  # opened only now that the loader's workers exist, so none inherits it
         writer = PseudoWriter.reopen(work_path, done)
@@ -266,6 +269,15 @@ def rectify_round(
     if shard is None:
         _warn_if_shrinking(outcome.report, round_index)
     return outcome
+
+
+def require_true_masks(config: Config, with_masks: bool) -> None:
+    """Refuse the oracle (`rectify.pseudo_source = "masks"`) where the unlabeled split lists no masks."""
+    if config.rectify.pseudo_source == "masks" and not with_masks:
+        raise InputError(
+            f'{config.data_root / config.data.unlabeled}: lists no masks (or not for every image); '
+            'rectify.pseudo_source = "masks" (the oracle) trains on the unlabeled images\' true masks'
+        )
 
 
 def _warn_if_shrinking(report: dict[str, Any], round_index: int) -> None:
@@ -397,10 +409,7 @@ def _run(
         with progress_bar(RateColumn("img")) as bar, torch.inference_mode():
             task = bar.add_task(f"rectify for round {source_round + 1}", total=len(todo))
             for batch, signals in stream:
-                label = rectified_labels(
-                    signals, settings.margin, settings.p_min, settings.cisc_min, settings.conf_min,
-                    settings.ignore_index,
-                )  # fmt: skip
+                label = pseudo_labels(signals, settings, batch["mask"])
                 keys = batch["index"].numpy()
                 item = (keys, batch["sizes"].numpy(), host_arrays(signals, label), batch["mask"].numpy())
                 background.put(item, item[3].nbytes + sum(array.nbytes for array in item[2].values()))

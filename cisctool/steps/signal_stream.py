@@ -60,10 +60,12 @@ def signal_stream(
     *,
     with_masks: bool,
     class_weights: tuple[float, ...] = (),
+    snapshots: tuple[nn.Module, ...] = (),
 ) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
     """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each;
     report-only signals are computed only when the entries have masks to score them against.
     `class_weights` are distribution alignment's (`mean_prediction`); () leaves P as predicted.
+    `snapshots` (earlier models of the same training) score images by ST++'s stability.
 
     The workers start before this returns: a file opened afterwards (the pseudo
     file being written) is never inherited by them, so no worker keeps it open.
@@ -72,7 +74,8 @@ def signal_stream(
     ids = [entry.id for entry in entries]
     own_rows = source.labeled_rows(ids) if source is not None else np.full(len(ids), -1, dtype=np.int64)
     loader = _loader(config, entries, batches, device, with_masks=with_masks)
-    return _signals(iter(loader), model, source, settings, own_rows, config, device, with_masks=with_masks)
+    return _signals(iter(loader), model, source, settings, own_rows, config, device, with_masks=with_masks,
+                    snapshots=snapshots)  # fmt: skip
 
 
 def mean_prediction(
@@ -123,13 +126,15 @@ def _signals(
     device: str,
     *,
     with_masks: bool,
+    snapshots: tuple[nn.Module, ...] = (),
 ) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
     for batch in loaded:
         faults.reached("forward")
         with torch.inference_mode(), _autocast(config, device):
             images, valid = _on_device(batch, config, device)
             keys = batch["index"].numpy()
-            signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, report=with_masks)
+            signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, report=with_masks,
+                                    snapshots=snapshots)  # fmt: skip
         yield batch, signals
 
 

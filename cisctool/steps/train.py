@@ -39,6 +39,7 @@ from cisctool.method.pseudo_training import cutmix
 from cisctool.models import build_configured_model
 from cisctool.steps.distributed import Processes, barrier, from_environment, process_group
 from cisctool.steps.evaluate import EvalResult, evaluate_round
+from cisctool.steps.snapshots import remove_snapshots, save_snapshots, snapshot_paths
 from cisctool.steps.train_data import (
     PseudoSelection,
     labeled_loader,
@@ -152,6 +153,8 @@ def train_round(config: Config, round_index: int = 0, device: str = "cpu", *, re
         if processes.is_main:
             layout.round_dir(round_index).mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(layout.round_dir(round_index))
+            if start_step == 0:
+                remove_snapshots(config, round_index)
             atomic_write_text(layout.resolved_config, to_toml(config))
         loader = labeled_loader(config, round_index, dataset, start_step, total_steps, processes, device)
         if pseudo is None:
@@ -218,6 +221,8 @@ def _train_steps(
             learner.scaler.step(learner.optimizer)
             learner.scaler.update()
             step += 1
+            if processes.is_main:
+                save_snapshots(learner.model, config, round_index, step, total_steps)
             faults.reached("train-step")
             bar.update(task, completed=step, lr=learning_rate)
             if step % config.train.log_every == 0 or step == total_steps:  # reading a loss waits for the GPU
@@ -352,6 +357,8 @@ def training_status(config: Config, round_index: int) -> str:
     if state.get("signature") != signature:
         return "none"
     finished = int(state["step"]) == int(state["total_steps"]) and layout.model(round_index).is_file()
+    if finished and not all(path.is_file() for path in snapshot_paths(config, round_index)):
+        return "none"  # trained without the snapshots the config now asks for: train it again, keeping them
     return "finished" if finished else "partial"
 
 

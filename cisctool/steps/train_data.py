@@ -32,10 +32,11 @@ from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoLabels, partial_path
 
 # Settings that may change between a run and its resume without changing the result.
-RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every"}
+RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every", "snapshots"}
 # Settings of rounds ≥ 1 only: round 0 does not depend on them.
 LATER_ROUND_KEYS = {
-    "pseudo_batch_size", "round_batch_size", "round_max_steps", "round_epochs", "round_lr", "init", "pseudo_class_balance"
+    "pseudo_batch_size", "round_batch_size", "round_max_steps", "round_epochs", "round_lr", "round_lr_mult", "init",
+    "pseudo_class_balance",
 }
 # Settings that refine another and change nothing while it is 0 (off): left out of the hash then.
 INERT_WHILE_OFF = {"consistency_rampup": "consistency_weight", "ohem_min_kept": "ohem_threshold"}
