@@ -9,9 +9,15 @@ length − 1, one word), 0 = literal words (the same length header, then that
 many words). A painted pixel has alpha 255; cisctool paints all four channels.
 
 Exported tasks carry the image's id (`data.cisctool_id`), a local-files URL
-relative to `data.root`, and one prediction per image: one brush result per
-class, `score` = the image's reliability, `model_version` = the round. The
+relative to `data.root`, the image's review score (`data.review_score`, the
+expected number of wrong pixels; higher = look sooner) and the paper's
+reliability (`data.reliability`), and one prediction per image: one brush
+result per class, `score` = the review score, `model_version` = the round.
+Tasks come in review order, so Label Studio's task ids follow it too. The
 labeling config they need is written beside them.
+
+An export read back must be finished: every task it holds has a submitted
+annotation (Label Studio's default export holds only those).
 """
 
 import json
@@ -102,6 +108,7 @@ def prediction_task(
     image_id: str,
     image_path: str,
     label: np.ndarray,
+    review_score: float,
     reliability: float,
     class_names: Sequence[str],
     round_index: int,
@@ -122,16 +129,23 @@ def prediction_task(
         for cls in np.unique(label).tolist()
         if cls < len(class_names)
     ]
-    score = None if math.isnan(reliability) else round(float(reliability), 6)
+    score = round(float(review_score), 3)
+    data = {
+        "image": LOCAL_FILES + quote(image_path),
+        "cisctool_id": image_id,
+        "review_score": score,
+        "reliability": None if math.isnan(reliability) else round(float(reliability), 6),
+    }
     return {
-        "data": {"image": LOCAL_FILES + quote(image_path), "cisctool_id": image_id, "reliability": score},
+        "data": data,
         "predictions": [{"model_version": f"round {round_index}", "score": score, "result": results}],
     }
 
 
 def read_annotations(path: Path, class_names: Sequence[str], ignore_index: int) -> dict[str, np.ndarray]:
     """Image id → H×W class indices from a Label Studio JSON export (the latest kept annotation of each
-    annotated task; unpainted pixels = ignore). Tasks nobody annotated are left out."""
+    task; unpainted pixels = ignore). A task without a submitted annotation is an error: the review
+    is unfinished, and a half-read export would pass for a whole one."""
     try:
         tasks = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -142,10 +156,19 @@ def read_annotations(path: Path, class_names: Sequence[str], ignore_index: int) 
         raise InputError(f"{path}: not a Label Studio JSON export (expected a list of tasks with `data`)")
     classes = {name: index for index, name in enumerate(class_names)}
     masks: dict[str, np.ndarray] = {}
+    unfinished = [
+        (task.get("id", number), _image_id(task["data"]))
+        for number, task in enumerate(tasks, start=1)
+        if not _kept(task)
+    ]
+    if unfinished:
+        number, image_id = unfinished[0]
+        raise InputError(
+            f"{path}: {len(unfinished)} of {len(tasks)} tasks have no submitted annotation (first: task {number}, "
+            f"{image_id}); submit them in Label Studio, or export only annotated tasks"
+        )
     for number, task in enumerate(tasks, start=1):
-        kept = [item for item in task.get("annotations") or [] if not item.get("was_cancelled")]
-        if not kept:
-            continue
+        kept = _kept(task)
         image_id = _image_id(task["data"])
         where = f"{path}: task {task.get('id', number)} ({image_id})"
         if image_id in masks:
@@ -154,6 +177,11 @@ def read_annotations(path: Path, class_names: Sequence[str], ignore_index: int) 
     if not masks:
         raise InputError(f"{path}: no annotated task (export from Label Studio after review)")
     return masks
+
+
+def _kept(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """The task's submitted annotations (skipped ones, `was_cancelled`, do not count)."""
+    return [item for item in task.get("annotations") or [] if isinstance(item, dict) and not item.get("was_cancelled")]
 
 
 def _image_id(data: dict[str, Any]) -> str:

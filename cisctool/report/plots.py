@@ -134,3 +134,21 @@ def loss_curves(rounds: list[RoundHistory], path: Path) -> None:
     if not trained:
         axes[0][0].text(0.5, 0.5, "no train.log yet", ha="center", transform=axes[0][0].transAxes)
     _save(figure, path)
+
+
+def review_efficiency_curve(tool: np.ndarray, oracle: np.ndarray, title: str, path: Path) -> None:
+    """Share of all wrong pixels found against the share of images looked at: the tool's order, random
+    order (the diagonal) and the oracle's (true error counts); 10 % of the images marked."""
+    figure, axis = plt.subplots(figsize=(5.2, 3.6))
+    looked = np.linspace(0.0, 100.0, len(tool))
+    axis.plot(looked, 100 * oracle, color="0.55", linestyle="--", linewidth=1.2, label="oracle (true errors)")
+    axis.plot(looked, 100 * tool, color=plt.cm.viridis(0.35), linewidth=1.8, label="review order (cisctool)")
+    axis.plot([0, 100], [0, 100], color="0.7", linestyle=":", linewidth=1.2, label="random order")
+    axis.axvline(10.0, color="0.3", linewidth=0.8)
+    axis.set_xlabel("images looked at (%)")
+    axis.set_ylabel("wrong pixels found (%)")
+    axis.set_xlim(0, 100)
+    axis.set_ylim(0, 100)
+    axis.set_title(title)
+    axis.legend(fontsize=8, loc="lower right")
+    _save(figure, path)

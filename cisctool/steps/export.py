@@ -5,8 +5,9 @@ index = class, 255 = ignore (dropped pixels). With `overlay`, `overlay/<id>.png`
 shows the image, the image blended with the rectified label, the raw label,
 the CISC map S_ŷ (grey where the class had no guide) and the loss weight.
 `labelstudio` and `cvat` write one file a person can correct the labels in
-(`labelstudio.py`, `cvat.py`); `worst` keeps the K least reliable images,
-worst first: the review queue.
+(`labelstudio.py`, `cvat.py`), in review order: highest review score first
+(the expected number of wrong pixels, `report/review.py`); `worst` keeps the
+first K of that queue.
 """
 
 import json
@@ -20,16 +21,17 @@ from cisctool.data.labelstudio import labeling_config, prediction_task
 from cisctool.data.masks import read_image, write_mask
 from cisctool.data.splits import SplitEntry, read_split
 from cisctool.errors import InputError
-from cisctool.method.pseudo_training import worst_first
+from cisctool.method.review import review_order
 from cisctool.report.pictures import class_colours, save_overlay
+from cisctool.report.review import review_queue, review_scores
 from cisctool.store.atomic import atomic_write, atomic_write_text
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoLabels
 
 
-def review_rows(stored: PseudoLabels, worst: int | None) -> list[int]:
-    """The images to export: the `worst` least reliable, worst first, or all in split order."""
-    return worst_first(stored.reliability)[:worst].tolist() if worst else list(range(len(stored)))
+def review_rows(stored: PseudoLabels, worst: int | None, ignore_index: int) -> list[int]:
+    """The images to export as PNGs: the first `worst` of the review queue, or all in split order."""
+    return review_queue(stored, ignore_index, worst) if worst else list(range(len(stored)))
 
 
 def unlabeled_entries(config: Config, stored: PseudoLabels) -> dict[str, SplitEntry]:
@@ -63,11 +65,11 @@ def export_round(
     config: Config, round_index: int, out: Path, *, overlay: bool = False, limit: int | None = None,
     worst: int | None = None,
 ) -> int:  # fmt: skip
-    """Write the PNGs for round N's pseudo labels (the `worst` least reliable, then the first `limit`,
-    when given); returns the count."""
+    """Write the PNGs for round N's pseudo labels (the first `worst` of the review queue, then the first
+    `limit`, when given); returns the count."""
     with PseudoLabels(RunLayout.of(config).pseudo(round_index)) as stored:
         entries = unlabeled_entries(config, stored)
-        rows = review_rows(stored, worst)[:limit]
+        rows = review_rows(stored, worst, config.data.ignore_index)[:limit]
         out.mkdir(parents=True, exist_ok=True)
         with progress_bar() as bar:
             task = bar.add_task(f"export round {round_index}", total=len(rows))
@@ -85,20 +87,22 @@ def export_for_review(
     config: Config, round_index: int, file_format: str, out: Path, worst: int | None = None
 ) -> int:
     """Round N's pseudo labels as a Label Studio tasks JSON (with its labeling config beside it,
-    `<stem>.label_config.xml`) or a CVAT Segmentation mask 1.1 zip; returns the image count."""
+    `<stem>.label_config.xml`) or a CVAT Segmentation mask 1.1 zip, highest review score first (the first
+    `worst` only, when given); returns the image count."""
     class_names = list(config.class_names)
     with PseudoLabels(RunLayout.of(config).pseudo(round_index)) as stored, progress_bar() as bar:
         entries = unlabeled_entries(config, stored)
+        scores = review_scores(stored, config.data.ignore_index)
         description = f"export round {round_index} to {file_format}"
-        rows = bar.track(review_rows(stored, worst), description=description)
+        rows = bar.track(review_order(scores)[:worst].tolist(), description=description)
         items = ((index, stored.ids[index], stored.pixels("label", index)) for index in rows)
         if file_format == "cvat":
             labels = ((image_id, label) for _, image_id, label in items)
             return write_zip(out, labels, class_names, config.data.ignore_index)
         tasks = [
             prediction_task(
-                image_id, _relative(entries[image_id].image, config), label, float(stored.reliability[index]),
-                class_names, round_index,
+                image_id, _relative(entries[image_id].image, config), label, float(scores[index]),
+                float(stored.reliability[index]), class_names, round_index,
             )
             for index, image_id, label in items
         ]

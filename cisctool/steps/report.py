@@ -4,9 +4,12 @@ The folder (`index.html`, `plots/`, `gallery/`) opens from disk in any browser:
 no server, no script, nothing fetched from the network. It holds the table of
 every round, per-class IoU bars, the loss curves from `train.log`, the ROC
 curves of the per-pixel signals and the reliability histogram of one round's
-pseudo labels, and a gallery of that round's least reliable images, worst
-first, as `export --overlay` draws them. The gallery is capped (`gallery`
-images) so that the report stays a few seconds' work on any split size.
+pseudo labels, how well the review order finds their wrong pixels (against
+random and oracle order, where the unlabeled images have masks; else the
+estimated wrong pixels, calibrated on val), and a gallery of the images to
+review first, as `export --overlay` draws them, in the order `export --worst`
+sends them (`report/review.py`). The gallery is capped (`gallery` images) so
+that the report stays a few seconds' work on any split size.
 The folder is built under a temporary name and swapped into place whole.
 """
 
@@ -27,9 +30,17 @@ from cisctool.config import Config, to_toml
 from cisctool.console import progress_bar
 from cisctool.data.masks import read_image, read_mask
 from cisctool.errors import InputError
-from cisctool.method.pseudo_training import worst_first
+from cisctool.method.review import images_at, review_order
 from cisctool.report.pictures import class_colours, save_overlay
-from cisctool.report.plots import iou_bars, loss_curves, reliability_histogram, roc_curves
+from cisctool.report.plots import (
+    iou_bars,
+    loss_curves,
+    reliability_histogram,
+    review_efficiency_curve,
+    roc_curves,
+)
+from cisctool.report.review import measure_efficiency, review_scores, true_wrong_pixels
+from cisctool.report.review_calibration import val_calibration
 from cisctool.steps.export import unlabeled_entries
 from cisctool.store.history import RoundHistory, read_history
 from cisctool.store.layout import RunLayout
@@ -108,6 +119,7 @@ def _context(
     plots = {"iou": "plots/iou.png", "losses": "plots/losses.png"}
     items: list[dict[str, Any]] = []
     without_evidence = 0
+    review: dict[str, Any] = {}
     if pseudo_round is not None:
         quality = history[pseudo_round].quality
         if quality.get("roc"):
@@ -121,8 +133,12 @@ def _context(
                 folder / "plots/reliability.png",
             )
             plots["reliability"] = "plots/reliability.png"
-            items = _gallery(config, stored, folder, gallery)
+            scores = review_scores(stored, config.data.ignore_index)
+            review = _review(config, layout, stored, scores, pseudo_round, folder)
+            items = _gallery(config, stored, scores, review.get("factor", 1.0), folder, gallery)
             without_evidence = int(np.isnan(stored.reliability).sum())
+            if "curve" in review:
+                plots["review"] = review.pop("curve")
     resolved = layout.resolved_config
     return {
         "generator": GENERATOR,
@@ -134,6 +150,7 @@ def _context(
         "plots": plots,
         "gallery": items,
         "gallery_cap": gallery,
+        "review": review,
         "without_evidence": without_evidence,
         "classes": list(zip(class_names, class_colours(len(class_names)))),
         "config_text": resolved.read_text() if resolved.is_file() else to_toml(config),
@@ -161,12 +178,46 @@ def _round_row(history: RoundHistory) -> dict[str, str]:
     }
 
 
-def _gallery(config: Config, stored: PseudoLabels, folder: Path, size: int) -> list[dict[str, Any]]:
-    """Overlays and captions of the `size` least reliable images, worst first."""
+def _review(
+    config: Config, layout: RunLayout, stored: PseudoLabels, scores: np.ndarray, pseudo_round: int, folder: Path
+) -> dict[str, Any]:
+    """With masks for every unlabeled image: the review-efficiency curve and its figures at 10 %.
+    Without: the calibration of the review score into wrong pixels, on val."""
+    entries = unlabeled_entries(config, stored)
+    masks = {image_id: entries[image_id].mask for image_id in stored.ids}
+    if all(path is not None for path in masks.values()):
+        wrong = true_wrong_pixels(stored, masks, config.data.ignore_index)
+        measured = measure_efficiency(scores, wrong)
+        title = f"round {pseudo_round}: {len(stored)} images, {measured.wrong_total} wrong pixels"
+        review_efficiency_curve(measured.tool, measured.oracle, title, folder / "plots/review.png")
+        at = {order: shares["0.10"] for order, shares in measured.at.items()}
+        return {
+            "curve": "plots/review.png",
+            "images_at_10": images_at(0.10, len(stored)),
+            "tool_10": at["tool"],
+            "random_10": at["random"],
+            "oracle_10": at["oracle"],
+            "ratio_10": measured.ratio_at_10,
+        }
+    calibration = val_calibration(config, layout.model(pseudo_round - 1))
+    return {
+        "factor": calibration.factor,
+        "val_images": calibration.images,
+        "val_estimated": calibration.estimated,
+        "val_wrong": calibration.wrong,
+        "estimated_total": calibration.factor * float(scores.sum()),
+    }
+
+
+def _gallery(
+    config: Config, stored: PseudoLabels, scores: np.ndarray, factor: float, folder: Path, size: int
+) -> list[dict[str, Any]]:
+    """Overlays and captions of the first `size` images of the review queue (highest review score first);
+    `factor` turns a score into estimated wrong pixels."""
     entries = unlabeled_entries(config, stored)
     class_names = list(config.class_names)
     ignore = config.data.ignore_index
-    order = worst_first(stored.reliability)[:size]
+    order = review_order(scores)[:size]
     items = []
     with progress_bar() as bar:
         task = bar.add_task("report gallery", total=len(order))
@@ -180,6 +231,8 @@ def _gallery(config: Config, stored: PseudoLabels, folder: Path, size: int) -> l
                     "rank": rank,
                     "id": image_id,
                     "picture": picture,
+                    "score": float(scores[index]),
+                    "estimated_wrong": f"{factor * float(scores[index]):.0f}",
                     **_scores(stored, index, class_names, ignore, entry.mask),
                 }
             )
@@ -205,6 +258,7 @@ def _scores(
         "mean_cisc": "—" if np.isnan(cisc).all() else f"{float(np.nanmean(cisc)):.3f}",
         "dropped": f"{100 * float((label == ignore).mean()):.1f}",
         "accuracy": None,
+        "wrong": None,
     }
     if mask_path is not None:
         truth = read_mask(mask_path)
@@ -212,6 +266,7 @@ def _scores(
         scores["accuracy"] = (
             f"{100 * float((label[valid] == truth[valid]).mean()):.1f}" if valid.any() else "—"
         )
+        scores["wrong"] = int((label[valid] != truth[valid]).sum())
     return scores
 
 

@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 from xml.etree import ElementTree
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -17,7 +18,7 @@ from cisctool.cli.main import main
 from cisctool.data.labelstudio import rle_decode, rle_encode
 from cisctool.data.masks import image_size, read_mask, voc_palette
 from cisctool.data.splits import read_split
-from cisctool.method.pseudo_training import worst_first
+from cisctool.report.review import review_queue, review_scores
 from cisctool.store.pseudo_labels import PseudoLabels
 
 CLASSES = ["background", "disc", "square", "triangle", "ring", "cross"]
@@ -46,9 +47,15 @@ def stored_labels(project: Path) -> dict[str, np.ndarray]:
         return {image_id: stored.pixels("label", index) for index, image_id in enumerate(stored.ids)}
 
 
-def worst_ids(project: Path, count: int) -> list[str]:
+def worst_ids(project: Path, count: int | None) -> list[str]:
+    """The first `count` image ids of the review queue (all when None)."""
     with PseudoLabels(project.parent / "work/runs/demo/round1/pseudo.h5") as stored:
-        return [stored.ids[index] for index in worst_first(stored.reliability)[:count]]
+        return [stored.ids[index] for index in review_queue(stored, 255, count)]
+
+
+def stored_review_scores(project: Path) -> dict[str, float]:
+    with PseudoLabels(project.parent / "work/runs/demo/round1/pseudo.h5") as stored:
+        return dict(zip(stored.ids, review_scores(stored, 255).tolist()))
 
 
 def label_studio_decoder():
@@ -102,6 +109,8 @@ def test_labelstudio_export_of_the_worst_reads_back_with_label_studio_decoder(pr
         assert (project / "images" / f"{image_id}.png").is_file()
         (prediction,) = task["predictions"]
         assert prediction["model_version"] == "round 1"
+        assert prediction["score"] == task["data"]["review_score"]
+        assert prediction["score"] == pytest.approx(stored_review_scores(project)[image_id], abs=1e-3)
         scores.append(prediction["score"])
         label = labels[image_id]
         painted = np.full(label.shape, 255, dtype=np.uint8)
@@ -114,7 +123,7 @@ def test_labelstudio_export_of_the_worst_reads_back_with_label_studio_decoder(pr
             assert not np.any(painted[alpha == 255] != 255)  # one brush per pixel
             painted[alpha == 255] = CLASSES.index(name)
         assert np.array_equal(painted, label)
-    assert scores == sorted(scores, reverse=True)  # score = reliability, worst (highest) first
+    assert scores == sorted(scores, reverse=True)  # score = expected wrong pixels, highest first
 
 
 def test_cvat_zip_layout_file_by_file(project: Path, tmp_path: Path):
@@ -138,7 +147,8 @@ def test_cvat_zip_layout_file_by_file(project: Path, tmp_path: Path):
             colours[tuple(int(value) for value in colour.split(","))] = name
             assert parts == actions == ""
         assert list(colours.values()) == [*CLASSES, "ignored"] and IGNORE_COLOUR in colours
-        assert archive.read("ImageSets/Segmentation/default.txt").decode().split() == list(labels)
+        # every image, in review order (the order CVAT's task shows them)
+        assert archive.read("ImageSets/Segmentation/default.txt").decode().split() == worst_ids(project, None)
         for image_id, label in labels.items():
             with Image.open(io.BytesIO(archive.read(f"SegmentationClass/{image_id}.png"))) as mask:
                 assert (
@@ -194,7 +204,16 @@ def ls_other_project(project: Path, tmp_path: Path) -> tuple[str, Path, str]:
     path, tasks = _label_studio_tasks(project, tmp_path)
     tasks[1]["annotations"][0]["result"][0]["value"]["brushlabels"] = ["Airplane"]
     path.write_text(json.dumps(tasks))
-    return "labelstudio", path, "task 2 (unl_0001): unknown class name 'Airplane'"
+    return "labelstudio", path, f"task 2 ({tasks[1]['data']['cisctool_id']}): unknown class name 'Airplane'"
+
+
+def ls_unfinished_tasks(project: Path, tmp_path: Path) -> tuple[str, Path, str]:
+    path, tasks = _label_studio_tasks(project, tmp_path)
+    tasks[2]["annotations"] = []  # never submitted
+    tasks[4]["annotations"][0]["was_cancelled"] = True  # skipped
+    path.write_text(json.dumps(tasks))
+    first = tasks[2]["data"]["cisctool_id"]
+    return "labelstudio", path, f"2 of {len(tasks)} tasks have no submitted annotation (first: task 3, {first})"
 
 
 def ls_image_not_unlabeled(project: Path, tmp_path: Path) -> tuple[str, Path, str]:
@@ -210,7 +229,7 @@ def ls_wrong_size(project: Path, tmp_path: Path) -> tuple[str, Path, str]:
         item["original_height"], item["original_width"] = 8, 8
         item["value"]["rle"] = rle_encode(np.ones((8, 8), bool))
     path.write_text(json.dumps(tasks))
-    return "labelstudio", path, "mask of 'unl_0000' is 8×8, its image"
+    return "labelstudio", path, f"mask of {tasks[0]['data']['cisctool_id']!r} is 8×8, its image"
 
 
 def ls_not_tasks(project: Path, tmp_path: Path) -> tuple[str, Path, str]:
@@ -280,6 +299,7 @@ def cvat_unknown_colour(project: Path, tmp_path: Path) -> tuple[str, Path, str]:
     "breaker",
     [
         ls_other_project,
+        ls_unfinished_tasks,
         ls_image_not_unlabeled,
         ls_wrong_size,
         ls_not_tasks,
@@ -333,3 +353,18 @@ def test_the_next_run_trains_on_images_corrected_in_cvat(project: Path, tmp_path
     assert result.exit_code == 0, result.output
     index = json.loads((project.parent / "work/indexes/next/round0.json").read_text())
     assert set(worst) <= set(index["image_ids"])  # round 0's model and index took them as labeled images
+
+
+@pytest.mark.parametrize("file_format", ["labelstudio", "cvat", "png"])
+def test_export_of_a_file_without_the_review_score_field_is_one_line_exit_2_and_writes_nothing(
+    project: Path, tmp_path: Path, file_format: str
+):
+    pseudo = project.parent / "work/runs/demo/round1/pseudo.h5"
+    with h5py.File(pseudo, "r+") as handle:
+        del handle["confidence"]
+    out = tmp_path / ("queue" if file_format == "png" else f"queue.{'json' if file_format == 'labelstudio' else 'zip'}")
+    result = cli(project, f"export --round 1 --format {file_format} --worst 3 --out", str(out))
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines == [f"Error: {pseudo}: dataset 'confidence' missing; the file is damaged"], result.output
+    assert not out.exists() and not list(tmp_path.glob("queue*"))

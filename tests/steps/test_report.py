@@ -1,7 +1,6 @@
 """The HTML report: written from a real run folder, opened in a real headless Chromium."""
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -13,7 +12,9 @@ from conftest import FAST_TRAINING
 
 from cisctool.cli.main import main
 from cisctool.config import Config, load_config
-from cisctool.method.pseudo_training import worst_first
+from cisctool.data.splits import read_split
+from cisctool.method.review import review_order
+from cisctool.report.review import measure_efficiency, review_scores, true_wrong_pixels
 from cisctool.steps.report import write_report
 from cisctool.store.history import read_losses
 from cisctool.store.layout import RunLayout
@@ -69,8 +70,18 @@ def open_in_chromium(page_path: Path, screenshot: Path) -> dict:
                     images: Array.from(document.images).map(image => [image.getAttribute('src'), image.complete,
                                                                      image.naturalWidth]),
                     gallery: Array.from(document.querySelectorAll('figure.review')).map(figure => [
-                        figure.dataset.id, Number(figure.dataset.reliability)]),
+                        figure.dataset.id, Number(figure.dataset.score)]),
+                    at10: (element => element && {images: Number(element.dataset.images),
+                        tool: Number(element.dataset.tool), random: Number(element.dataset.random),
+                        oracle: Number(element.dataset.oracle), text: element.innerText})(
+                        document.getElementById('review-at-10')),
+                    curve: (image => image && [image.complete, image.naturalWidth])(
+                        document.getElementById('review-curve')),
                     sections: Array.from(document.querySelectorAll('h2')).map(heading => heading.id),
+                    round_columns: Array.from(document.querySelectorAll('table.run thead th')).map(
+                        cell => cell.textContent.trim()),
+                    round_rows: Array.from(document.querySelectorAll('table.run tbody tr')).map(
+                        row => Array.from(row.cells).map(cell => cell.textContent.trim())),
                 })"""
             )
             page.screenshot(path=str(screenshot), full_page=True)
@@ -80,7 +91,7 @@ def open_in_chromium(page_path: Path, screenshot: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_report_opens_in_chromium_with_every_image_and_the_worst_first(run_config: Config, tmp_path: Path):
+def test_report_opens_in_chromium_with_the_review_curve_and_the_review_order(run_config: Config, tmp_path: Path):
     outcome = write_report(run_config, gallery=4)
     assert (
         outcome.path == RunLayout.of(run_config).run_dir / "report/index.html" and outcome.pseudo_round == 1
@@ -89,18 +100,49 @@ def test_report_opens_in_chromium_with_every_image_and_the_worst_first(run_confi
     shown = open_in_chromium(outcome.path, screenshot)
 
     assert shown["problems"] == []
-    assert shown["sections"] == ["rounds", "iou", "losses", "signals", "gallery", "config"]
-    plots = {"plots/iou.png", "plots/losses.png", "plots/roc.png", "plots/reliability.png"}
+    assert shown["sections"] == ["rounds", "iou", "losses", "signals", "review", "gallery", "config"]
+    plots = {"plots/iou.png", "plots/losses.png", "plots/roc.png", "plots/reliability.png", "plots/review.png"}
     assert plots <= {source for source, _, _ in shown["images"]}
     for source, complete, width in shown["images"]:
         assert complete and width > 0, source
+    assert shown["curve"][0] and shown["curve"][1] > 0
+    # what the page shows is what the pseudo file and the unlabeled masks give
+    unlabeled = read_split(
+        run_config.data_root / run_config.data.unlabeled, run_config.data_root, masks_required=True
+    )
     with PseudoLabels(RunLayout.of(run_config).pseudo(1)) as stored:
-        expected = [stored.ids[index] for index in worst_first(stored.reliability)[:4]]
-        reliability = stored.reliability
+        scores = review_scores(stored, run_config.data.ignore_index)
+        expected = [stored.ids[index] for index in review_order(scores)[:4]]
+        wrong = true_wrong_pixels(stored, {e.id: e.mask for e in unlabeled}, run_config.data.ignore_index)
     assert [image_id for image_id, _ in shown["gallery"]] == expected
-    scores = [value for _, value in shown["gallery"] if not math.isnan(value)]
-    assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(np.nanmax(reliability))
+    shown_scores = [value for _, value in shown["gallery"]]
+    assert shown_scores == sorted(shown_scores, reverse=True) and shown_scores[0] == pytest.approx(scores.max())
+    measured = measure_efficiency(scores, wrong)
+    at10 = shown["at10"]
+    assert at10["images"] == max(1, round(0.1 * len(scores)))
+    assert at10["tool"] == pytest.approx(measured.tool[at10["images"]])
+    assert at10["oracle"] == pytest.approx(measured.oracle[at10["images"]])
+    assert at10["random"] == pytest.approx(at10["images"] / len(scores))
+    assert f"finds {100 * at10['tool']:.1f} % of all wrong" in at10["text"]
+    assert 0 < at10["tool"] <= at10["oracle"] <= 1
     assert screenshot.stat().st_size > 10_000
+    check_round_table(shown, RunLayout.of(run_config))
+
+
+def check_round_table(shown: dict, layout: RunLayout) -> None:
+    """The round table as the browser shows it carries each round's metrics.json and pseudo_quality.json."""
+    table = [dict(zip(shown["round_columns"], row, strict=True)) for row in shown["round_rows"]]
+    assert [row["round"] for row in table] == ["0", "1"]
+    for row in table:
+        metrics = json.loads(layout.metrics(int(row["round"])).read_text())
+        assert int(row["steps"]) == metrics["steps"]
+        assert float(row["final loss"]) == pytest.approx(metrics["final_loss"], abs=5e-5)
+        assert float(row["val mIoU %"]) == pytest.approx(100 * metrics["val"]["mean_iou"], abs=0.005)
+        assert float(row["train s"]) == pytest.approx(metrics["train_seconds"], abs=0.5)
+    quality = json.loads(layout.pseudo_quality(1).read_text())
+    assert float(table[1]["pseudo mIoU % raw"]) == pytest.approx(100 * quality["raw_miou"], abs=0.005)
+    assert float(table[1]["rectified"]) == pytest.approx(100 * quality["rectified_miou"], abs=0.005)
+    assert table[0]["pseudo mIoU % raw"] == "—"  # round 0 trains on no pseudo labels
 
 
 def test_report_command_replaces_its_own_folder_and_refuses_others(
@@ -153,6 +195,22 @@ def test_loss_curves_keep_the_last_line_of_a_step_a_resumed_run_repeats(tmp_path
     assert read_losses(tmp_path / "missing.log") == {}
 
 
-def test_worst_first_puts_the_highest_scores_first_and_images_without_evidence_last():
-    reliability = np.array([0.2, math.nan, 0.9, 0.2, 0.5, math.nan], dtype=np.float32)
-    assert worst_first(reliability).tolist() == [2, 4, 0, 3, 1, 5]
+def test_report_without_unlabeled_masks_estimates_wrong_pixels_calibrated_on_val(
+    reviewed_workdir: Path, demo_dir: Path, tmp_path: Path
+):
+    data = tmp_path / "data"
+    shutil.copytree(demo_dir, data)
+    split = data / "splits/unlabeled.txt"
+    split.write_text("".join(line.split()[0] + "\n" for line in split.read_text().splitlines() if line.strip()))
+    shutil.copytree(reviewed_workdir, tmp_path / "work")
+    config = load_config(data / "cisctool.toml", {"workdir": str(tmp_path / "work"), **FAST_TRAINING})
+    outcome = write_report(config, gallery=3)
+    html = outcome.path.read_text()
+    assert 'id="review-curve"' not in html and "plots/review.png" not in html
+    factor = float(html.split('id="review-estimate" data-factor="')[1].split('"')[0])
+    val = read_split(config.data_root / config.data.val, config.data_root, masks_required=True)
+    assert factor > 0 and f"predicts the {len(val)} val images" in html
+    with PseudoLabels(RunLayout.of(config).pseudo(1)) as stored:
+        scores = review_scores(stored, config.data.ignore_index)
+    first = int(np.argmax(scores))
+    assert f"expected wrong pixels {factor * scores[first]:.0f}" in html and "wrong vs mask" not in html
