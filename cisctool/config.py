@@ -20,7 +20,7 @@ from cisctool.errors import InputError
 
 # Every choice list, defined once: config validation and the command line's choices derive from these.
 Arch = Literal["deeplabv3plus"]
-Backbone = Literal["resnet50", "resnet101", "mobilenetv2", "tiny"]
+Backbone = Literal["resnet50", "resnet101", "mobilenetv2", "tiny", "dinov2_small", "dinov2_base", "dinov2_large"]
 Optimizer = Literal["sgd", "adamw"]
 Init = Literal["scratch", "previous"]  # rounds ≥ 1 start from ImageNet/random or from round N−1's model
 EvalMode = Literal["whole", "slide"]
@@ -60,11 +60,17 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Segmenter: DeepLabV3+ on a backbone; `pretrained` is a local ImageNet file.
+    """Segmenter: DeepLabV3+ on a CNN backbone, or UniMatch V2's DPT head on a DINOv2 ViT
+    (`backbone = "dinov2_small" | "dinov2_base" | "dinov2_large"`, which always take the DPT head,
+    whatever `arch`); `pretrained` is a local ImageNet file, or an official DINOv2 file for a ViT.
 
-    `head_channels` is the ASPP/decoder width, hence the CISC feature dim D.
+    `head_channels` is the ASPP/decoder width (DPT: the fusion width; UniMatch V2 uses 64, 128,
+    256 for small, base, large), hence the CISC feature dim D.
     `decoder_stride` 4 predicts at DeepLabV3+'s stride; 2 adds a stage on the backbone's
     stride-2 features for classes thinner than 4 px (the CISC features stay at stride 4).
+    `output_stride` and `decoder_stride` are DeepLabV3+'s; a ViT works at patch stride 14.
+    `gradient_checkpointing` (ViTs) recomputes each block's activations in the backward pass:
+    less training memory for more compute, the same numbers.
     """
 
     arch: Arch = "deeplabv3plus"
@@ -73,6 +79,7 @@ class ModelConfig:
     output_stride: int = 16
     head_channels: int = 256
     decoder_stride: int = 4
+    gradient_checkpointing: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,7 +251,7 @@ TOP_LEVEL_KEYS = ("name", "dataset", "profile", "workdir")
 # finished models and pseudo labels leave them out at that value, so upgrading cisctool does not
 # make finished work look stale.
 ADDED_KEYS: dict[str, dict[str, Any]] = {
-    "model": {"decoder_stride": 4},
+    "model": {"decoder_stride": 4, "gradient_checkpointing": False},
     "train": {"consistency_rampup": 0.0, "ohem_threshold": 0.0, "ohem_min_kept": 0.15, "round_batch_size": 0,
               "pseudo_class_balance": 0.0, "round_lr_mult": 1.0, "snapshots": 0},
     "rectify": {"reliability": "cisc", "prior_alignment": 0.0, "pseudo_source": "prediction"},

@@ -1,4 +1,4 @@
-"""Loading ImageNet weights into a backbone, with one-line errors a user can act on."""
+"""Loading ImageNet (or official DINOv2) weights into a backbone, with one-line errors a user can act on."""
 
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,11 @@ def load_pretrained(
         if key.endswith("num_batches_tracked"):
             state.setdefault(key, value)
     missing = [key for key in expected if key not in state]
+    if len(missing) == len(expected) and state:
+        raise InputError(
+            f"{path}: weights of another model: none of this backbone's {len(expected)} keys are in the file "
+            f"(it holds e.g. {_few(list(state))})"
+        )
     if missing:
         raise InputError(f"{path}: {len(missing)} backbone keys missing, e.g. {_few(missing)}")
     unexpected = [key for key in state if key not in expected]

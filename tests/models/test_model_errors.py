@@ -84,6 +84,6 @@ def test_wrapped_state_dict_with_ignored_head_loads(tmp_path: Path) -> None:
 
 def test_the_backbones_built_are_the_config_s_choice_list() -> None:
     from cisctool.config import Backbone, choices
-    from cisctool.models import _BACKBONES
+    from cisctool.models import _BACKBONES, VIT_SIZES
 
-    assert tuple(_BACKBONES) == choices(Backbone) == BACKBONE_NAMES
+    assert (*_BACKBONES, *VIT_SIZES) == choices(Backbone) == BACKBONE_NAMES
