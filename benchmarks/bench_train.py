@@ -1,35 +1,49 @@
-"""Is `cisctool train` as fast as a minimal PyTorch loop of the same model, batch and crop?
+"""Is `cisctool train` as fast as a minimal PyTorch loop of the same model, batch, crop and precision?
 
-    python benchmarks/bench_train.py [--steps N] [--repeats 2] [--device cpu|cuda]
+    python benchmarks/bench_train.py [--size demo|voc] [--steps N] [--repeats 2] [--device cpu|cuda]
+                                     [--backbone resnet101] [--stub-rate STEPS_PER_S] [--set KEY=VALUE]
 
-On the demo data set and config (DeepLabV3+ over MobileNetV2, head 64, batch 8, crop 96,
-SGD, one loader worker; `--set key=value` changes both sides), in one run:
+`--size demo`: the demo data set and config (DeepLabV3+ over MobileNetV2, head 64, batch 8, crop
+96); round 0 is trained and round 1's pseudo labels rectified by it first. `--size voc`: a
+synthetic set at VOC's sizes (benchmarks/voc_data.py: 500×375 JPEG; DeepLabV3+ on ResNet-101,
+output stride 16, crop 321, batch 8 labeled + 8 pseudo-labelled, pseudo labels read from a real
+pseudo.h5 written by the tool's writer). `--set key=value` changes both arms alike, AMP included
+(`train.amp`: mixed precision on CUDA in both arms, or in neither). In one run:
   (a) `train_round` round 0 for `--steps` steps;
-  (b) a minimal loop of the same model and optimizer: `--steps` steps of forward, CE,
+  (b) a minimal loop of the same model, optimizer, precision and memory format: forward, CE,
       backward, step on crops decoded and cut once beforehand (no loader, no augmentation,
       no logging, no checkpoints);
-  (c), (d) the same for round 1: `train_round` with round 1's pseudo labels (rectified by
-      round 0's model) against the minimal loop with as many labeled and pseudo-labeled
-      images a step and a weighted CE.
-(a)–(d) alternate, best of `--repeats`. Then one profiled round-0 and round-1 run says where
-`train_round`'s time goes (loader waits, augmentation, losses, backward, optimizer,
-logging, checkpoints). Prints steps/s and the ratios (target ≥ 0.9), writes a JSON record.
-`--steps` defaults to 40 on a CPU and 600 on a GPU, where a step takes milliseconds: at 60
-steps an H200 timed mostly what does not grow with them (the loader worker's start, cuDNN's
-first-shape tuning, checkpoint writes) and gave 0.28.
+  (c), (d) the same for round 1: `train_round` on round 1's pseudo labels against the minimal
+      loop with as many labeled and pseudo-labelled images a step and a weighted CE.
+(a)–(d) alternate, best of `--repeats`. Two rates of `train_round`: its own clock (loader
+workers' start and checkpoints included) and its steady rate, from its step times after the
+first 10 % of the steps; the minimal loop runs those 10 % untimed first. Then one profiled
+round-0 and round-1 run says where `train_round`'s time goes. Writes a JSON record.
+`--steps` defaults to 40 on a CPU, 600 on a GPU (demo) and 100 on a GPU (voc).
+
+`--stub-rate R` replays a GPU on a machine without one: the model's forward, losses, backward
+and optimizer step become a wait of 1/R s, and everything the host does around them stays
+(the loaders with `train.workers` processes each, as on a GPU host; CutMix; the progress bar,
+log and checkpoints of a stand-in model). The minimal loop then runs at R by construction, so
+the ratio says whether the loaders keep up with a GPU stepping at R.
 """
 
 import argparse
 import cProfile
+import math
 import pstats
 import shutil
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from rich.table import Table
+from torch import nn
 
+from cisctool import faults
 from cisctool.cli.options import parse_setting
 from cisctool.config import Config, load_config, with_overrides
 from cisctool.console import console, set_verbosity
@@ -37,7 +51,10 @@ from cisctool.data.datasets import LabeledPairDataset
 from cisctool.data.demo import make_demo
 from cisctool.data.splits import read_split
 from cisctool.method.losses import masked_cross_entropy
+from cisctool.method.pseudo_training import cutmix
 from cisctool.models import build_configured_model
+from cisctool.steps import train as train_module
+from cisctool.steps import train_data
 from cisctool.steps.index import ensure_round_index
 from cisctool.steps.rectify import rectify_round
 from cisctool.steps.train import build_optimizer, train_round
@@ -45,8 +62,11 @@ from cisctool.steps.train_data import labeled_batch_size, pair_settings, pseudo_
 from cisctool.store.layout import RunLayout
 
 from records import progress, write_record
+from step_flops import estimated_step_rates, training_flops_per_image
+from voc_data import ensure_round1_pseudo, ensure_voc_like
 
 ROOT = Path(__file__).resolve().parent
+WARM_SHARE = 0.1  # the first 10 % of the steps: loader start, cuDNN's first-shape work; left out of the steady rate
 # Where train_round's time goes: (label, substrings of the profiled functions' "file:function").
 PROFILE_PARTS = (
     ("waiting for the loaders", ("dataloader.py:__next__",)),
@@ -61,56 +81,89 @@ PROFILE_PARTS = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=0, help="default 40 on a CPU, 600 on a GPU")
+    parser.add_argument("--size", choices=("demo", "voc"), default="demo")
+    parser.add_argument("--steps", type=int, default=0, help="default 40 on a CPU; on a GPU 600 (demo), 100 (voc)")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--backbone", default="resnet101", choices=("resnet50", "resnet101"), help="--size voc")
+    parser.add_argument("--stub-rate", type=float, default=0.0, help="replay a GPU stepping at this many steps/s")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiled runs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--workdir", type=Path, default=ROOT / "work" / "bench_train")
+    parser.add_argument("--workdir", type=Path, default=None, help="default benchmarks/work/bench_train[-voc]")
     args = parser.parse_args()
-    args.steps = args.steps or (600 if args.device.startswith("cuda") else 40)
+    on_gpu = args.device.startswith("cuda")
+    args.steps = args.steps or ((600 if args.size == "demo" else 100) if on_gpu else 40)
+    args.workdir = args.workdir or ROOT / "work" / ("bench_train" if args.size == "demo" else "bench_train-voc")
     set_verbosity(-1)
     config = _prepare(args)
-    rates = {"cisctool_round0": 0.0, "minimal_round0": 0.0, "cisctool_round1": 0.0, "minimal_round1": 0.0}
-    for _ in range(args.repeats):  # alternating, best of each: the machine's noise hits all alike
-        for round_index in (0, 1):
-            rates[f"cisctool_round{round_index}"] = max(
-                rates[f"cisctool_round{round_index}"], _cisctool_rate(config, round_index, args.device)
-            )
-            rates[f"minimal_round{round_index}"] = max(
-                rates[f"minimal_round{round_index}"], _minimal_rate(config, round_index, args.steps, args.device)
-            )
-            progress(f"round {round_index}: cisctool {rates[f'cisctool_round{round_index}']:.2f} steps/s, "
-                     f"minimal loop {rates[f'minimal_round{round_index}']:.2f} (best so far)")
-    profiles = {f"round{index}": _profile(config, index, args.device) for index in (0, 1)}
-    figures = {
-        "steps": args.steps, "repeats": args.repeats, "overrides": args.overrides,
-        "batch_size": config.train.batch_size, "round_batch_size": labeled_batch_size(config, 1),
-        "pseudo_batch_size": pseudo_batch_size(config),
-        "crop_size": config.train.crop_size, "workers": config.train.workers,
-        "steps_per_second": rates,
-        "ratio_round0": rates["cisctool_round0"] / rates["minimal_round0"],
-        "ratio_round1": rates["cisctool_round1"] / rates["minimal_round1"],
-        "profile_seconds": profiles,
-    }  # fmt: skip
+    with _replayed(args.stub_rate):
+        rates = _alternating_rates(config, args)
+        profiles = {} if args.no_profile or args.stub_rate else {
+            f"round{index}": _profile(config, index, args.device) for index in (0, 1)}  # fmt: skip
+    figures = _figures(config, args, rates, profiles)
     console.quiet = False
     console.print(_table(figures))
-    console.print(_profile_table(figures["profile_seconds"]))
-    console.print(f"wrote {write_record('train', {'figures': figures}, args.device)}")
+    if profiles:
+        console.print(_profile_table(profiles))
+    console.print(f"wrote {write_record(f'train-{args.size}', {'figures': figures}, args.device)}")
+
+
+def _alternating_rates(config: Config, args: argparse.Namespace) -> dict[str, float]:
+    """Best of `--repeats` of each arm, the arms alternating: the machine's noise hits all alike."""
+    rates: dict[str, float] = {}
+    for _ in range(args.repeats):
+        for index in (0, 1):
+            overall, steady = _cisctool_rates(config, index, args.device)
+            minimal = args.stub_rate or _minimal_rate(config, index, args.steps, args.device)
+            for name, value in ((f"cisctool_round{index}", overall), (f"cisctool_steady_round{index}", steady),
+                                (f"minimal_round{index}", minimal)):  # fmt: skip
+                rates[name] = max(rates.get(name, 0.0), value)
+            progress(f"round {index}: cisctool {rates[f'cisctool_round{index}']:.2f} steps/s "
+                     f"(steady {rates[f'cisctool_steady_round{index}']:.2f}), "
+                     f"minimal loop {rates[f'minimal_round{index}']:.2f} (best so far)")  # fmt: skip
+    return rates
+
+
+def _figures(config: Config, args: argparse.Namespace, rates: dict[str, float], profiles: dict) -> dict:
+    figures = {
+        "size": args.size, "steps": args.steps, "repeats": args.repeats, "overrides": args.overrides,
+        "backbone": config.model.backbone, "output_stride": config.model.output_stride,
+        "amp": config.train.amp and args.device.startswith("cuda"), "channels_last": config.train.channels_last,
+        "batch_size": config.train.batch_size, "round_batch_size": labeled_batch_size(config, 1),
+        "pseudo_batch_size": pseudo_batch_size(config), "crop_size": config.train.crop_size,
+        "workers": config.train.workers, "steps_per_second": rates,
+        **{f"ratio{kind}_round{index}": rates[f"cisctool{kind}_round{index}"] / rates[f"minimal_round{index}"]
+           for kind in ("", "_steady") for index in (0, 1)},
+        "profile_seconds": profiles,
+    }  # fmt: skip
+    if args.size == "voc":
+        flops = training_flops_per_image(config) * (labeled_batch_size(config, 1) + pseudo_batch_size(config))
+        figures["training_flops_round1_step"] = flops
+        figures["estimated_h100_steps_per_second"] = estimated_step_rates(flops)
+    if args.stub_rate:
+        figures["stub"] = {"steps_per_second": args.stub_rate, "torch_threads": torch.get_num_threads(),
+                           "what": "forward, losses, backward and optimizer replayed as a wait; loaders, "
+                                   "CutMix, progress bar, log and a stand-in model's checkpoints run"}  # fmt: skip
+    return figures
 
 
 def _prepare(args: argparse.Namespace) -> Config:
-    """The demo data set, its config for `--steps` steps a round, round 0's model and round 1's pseudo labels."""
+    """The data set and config for `--steps` steps a round, round 0's model and round 1's pseudo labels."""
+    overrides = {**dict(parse_setting(item) for item in args.overrides), "workdir": str(args.workdir),
+                 "name": "bench-train", "train.max_steps": args.steps, "train.round_max_steps": args.steps}  # fmt: skip
+    if args.stub_rate:  # the stand-in model cannot load round 0's weights (a set-up cost, outside the clocks)
+        overrides["train.init"] = "scratch"
+    if args.size == "voc":
+        config = ensure_voc_like(args.workdir / "data", 32, 64, args.backbone, overrides)
+        ensure_round1_pseudo(config)  # for an untrained round-0 model: training reads it as any pseudo.h5
+        return config
     data = args.workdir / "data"
     if not data.exists():
         partial = data.with_name("data.partial")
         shutil.rmtree(partial, ignore_errors=True)
         make_demo(partial)
         partial.rename(data)
-    overrides = dict(parse_setting(item) for item in args.overrides)
-    config = load_config(data / "cisctool.toml", {
-        **overrides, "workdir": str(args.workdir), "name": "bench-train",
-        "train.max_steps": args.steps, "train.round_max_steps": args.steps,
-    })  # fmt: skip
+    config = load_config(data / "cisctool.toml", overrides)
     layout = RunLayout.of(config)
     if not layout.model(0).is_file():
         train_round(config, 0, args.device)
@@ -120,12 +173,34 @@ def _prepare(args: argparse.Namespace) -> Config:
     return config
 
 
-def _cisctool_rate(config: Config, round_index: int, device: str) -> float:
-    """Steps/s of `train_round` (its own clock: the loop, set-up excluded), from scratch each time."""
+def _cisctool_rates(config: Config, round_index: int, device: str) -> tuple[float, float]:
+    """Steps/s of `train_round` from scratch: by its own clock (set-up excluded, the loaders' start
+    included), and steady (from its step times after the first WARM_SHARE of the steps)."""
     bench = with_overrides(config, {"name": f"{config.name}-timed"})
     _share_inputs(config, bench, round_index)
-    outcome = train_round(bench, round_index, device)
-    return outcome.steps / outcome.seconds
+    with _step_times() as times:
+        outcome = train_round(bench, round_index, device)
+    first = max(1, math.ceil(WARM_SHARE * outcome.steps))
+    steady = (len(times) - first) / (times[-1] - times[first - 1])
+    return outcome.steps / outcome.seconds, steady
+
+
+@contextmanager
+def _step_times() -> Iterator[list[float]]:
+    """The moment each training step ends, from the step's fault point (which still works as before)."""
+    times: list[float] = []
+    original = faults.reached
+
+    def reached(point: str) -> None:
+        if point == "train-step":
+            times.append(time.perf_counter())
+        original(point)
+
+    faults.reached = reached
+    try:
+        yield times
+    finally:
+        faults.reached = original
 
 
 def _share_inputs(source: Config, target: Config, round_index: int) -> None:
@@ -140,7 +215,8 @@ def _share_inputs(source: Config, target: Config, round_index: int) -> None:
 
 
 def _minimal_rate(config: Config, round_index: int, steps: int, device: str) -> float:
-    """Steps/s of forward, CE (weighted CE on the extra images of round 1), backward, step on fixed crops."""
+    """Steps/s of forward, CE (weighted CE on the extra images of round 1), backward, step on fixed crops,
+    with the config's precision (AMP and its gradient scaler on CUDA, as `train_round`) and memory format."""
     torch.manual_seed(config.train.seed)
     model = build_configured_model(config, imagenet=True)  # the config's model, output stride included
     memory_format = torch.channels_last if config.train.channels_last else torch.contiguous_format
@@ -148,23 +224,38 @@ def _minimal_rate(config: Config, round_index: int, steps: int, device: str) -> 
     optimizer = build_optimizer(model, config)
     for group in optimizer.param_groups:
         group["lr"] = config.train.lr * group["lr_mult"]
+    use_amp = config.train.amp and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     extra = pseudo_batch_size(config) if round_index else 0
     labeled = labeled_batch_size(config, round_index)
     images, masks = _fixed_crops(config, labeled + extra, device, memory_format)
     weights = torch.rand(masks[labeled:].shape, device=device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        logits = model(images).logits
+
+    def step() -> torch.Tensor:
+        with torch.autocast(device_type="cuda", enabled=use_amp):
+            logits = model(images).logits
         loss = masked_cross_entropy(logits[:labeled], masks[:labeled], config.data.ignore_index)
         if extra:
             pixel_loss = F.cross_entropy(logits[labeled:].float(), masks[labeled:], reduction="none",
                                          ignore_index=config.data.ignore_index)  # padding, as the pseudo loss
             loss = loss + (pixel_loss * weights).mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss
+
+    _timed_steps(step, max(1, math.ceil(WARM_SHARE * steps)))  # untimed, as the steady rate leaves them out
+    return steps / _timed_steps(step, steps)
+
+
+def _timed_steps(step: Callable[[], torch.Tensor], count: int) -> float:
+    """Seconds of `count` steps, the device's work included."""
+    started = time.perf_counter()
+    for _ in range(count):
+        loss = step()
     loss.detach().item()  # waits for the device
-    return steps / (time.perf_counter() - started)
+    return time.perf_counter() - started
 
 
 def _fixed_crops(
@@ -177,6 +268,53 @@ def _fixed_crops(
     images = torch.stack([sample[key] for sample in samples for key in ("image", "partner_image")])[:count]
     masks = torch.stack([sample[key] for sample in samples for key in ("mask", "partner_mask")])[:count]
     return images.to(device).contiguous(memory_format=memory_format), masks.to(device)
+
+
+class StandIn(nn.Module):
+    """The model in a replay: two parameters, a `backbone` and a head, as the optimizer expects."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Linear(1, 1)
+        self.head = nn.Linear(1, 1)
+
+
+@contextmanager
+def _replayed(steps_per_second: float) -> Iterator[None]:
+    """With a rate: `train_round` builds a stand-in model, its forward, losses and backward become a wait
+    of one step's time after the host's part (batching, CutMix), and its loaders get the workers asked
+    for, as on a GPU host. Without: nothing changes."""
+    if not steps_per_second:
+        yield
+        return
+    patched = {(train_module, "build_configured_model"): lambda config, imagenet: StandIn(),
+               (train_module, "_losses"): _waiting_losses(1.0 / steps_per_second),
+               (train_data, "loader_workers"): lambda requested, device: requested}  # fmt: skip
+    originals = {key: getattr(*key) for key in patched}
+    torch.set_num_threads(1)  # the host's part on one core, the other(s) left to the loaders
+    for (module, name), value in patched.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for (module, name), value in originals.items():
+            setattr(module, name, value)
+
+
+def _waiting_losses(seconds: float) -> Callable[..., dict[str, torch.Tensor]]:
+    def losses(learner, batch, pseudo_batch, step, config, device) -> dict[str, torch.Tensor]:
+        """`_losses`'s host part (the labeled pairs batched, the pseudo batch CutMixed), then a wait."""
+        images = torch.cat([batch["image"], batch["partner_image"]])
+        if pseudo_batch is not None:
+            generator = torch.Generator().manual_seed(config.train.seed * 1_000_003 + step)
+            mixed, _, _ = cutmix(pseudo_batch["image"], pseudo_batch["mask"], pseudo_batch["weight"], generator)
+            images = torch.cat([images, mixed])
+        del images  # what a real step hands to the device
+        time.sleep(seconds)
+        zero = learner.model.backbone.weight.sum() * 0.0
+        return {"ce": zero, "consistency": zero, "pseudo": zero}
+
+    return losses
 
 
 def _profile(config: Config, round_index: int, device: str) -> dict[str, float]:
@@ -199,13 +337,17 @@ def _profile(config: Config, round_index: int, device: str) -> dict[str, float]:
 
 def _table(figures: dict) -> Table:
     rates = figures["steps_per_second"]
-    table = Table(title=f"training steps/s, batch {figures['batch_size']} (round 1: {figures['round_batch_size']} + "
-                        f"{figures['pseudo_batch_size']} pseudo), crop {figures['crop_size']}, {figures['steps']} steps")  # fmt: skip
-    for column in ("round", "cisctool train", "minimal loop", "ratio (target ≥ 0.9)"):
+    table = Table(title=f"training steps/s, {figures['size']}: {figures['backbone']}, batch {figures['batch_size']} "
+                        f"(round 1: {figures['round_batch_size']} + {figures['pseudo_batch_size']} pseudo), crop "
+                        f"{figures['crop_size']}, AMP {'on' if figures['amp'] else 'off'}, {figures['steps']} steps"
+                        + (f", GPU replayed at {figures['stub']['steps_per_second']:g} steps/s" if "stub" in figures
+                           else ""))  # fmt: skip
+    for column in ("round", "cisctool train", "steady", "minimal loop", "ratio; steady (target ≥ 0.9)"):
         table.add_column(column, justify="right")
     for index in (0, 1):
-        table.add_row(str(index), f"{rates[f'cisctool_round{index}']:.2f}", f"{rates[f'minimal_round{index}']:.2f}",
-                      f"{figures[f'ratio_round{index}']:.3f}")  # fmt: skip
+        table.add_row(str(index), f"{rates[f'cisctool_round{index}']:.2f}",
+                      f"{rates[f'cisctool_steady_round{index}']:.2f}", f"{rates[f'minimal_round{index}']:.2f}",
+                      f"{figures[f'ratio_round{index}']:.3f}; {figures[f'ratio_steady_round{index}']:.3f}")  # fmt: skip
     return table
 
 
