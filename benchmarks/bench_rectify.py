@@ -124,7 +124,8 @@ def _throughput(config: Config, args: argparse.Namespace) -> dict:
     return {
         "size": args.size, "images": args.images, "image_sides": _image_sides(config),
         "backbone": config.model.backbone, "overrides": args.overrides, "batch_size": args.batch_size,
-        "repeats": args.repeats, "workers": config.train.workers, "tta_scales": list(config.rectify.tta_scales),
+        "repeats": args.repeats, "workers": loader_workers(min(config.train.workers, 4), args.device),
+        "tta_scales": list(config.rectify.tta_scales),
         "tta_flip": config.rectify.tta_flip, "amp": config.train.amp and args.device.startswith("cuda"),
         "guided_classes_per_image": guided,
         "plain_images_per_second": plain, "rectify_images_per_second": rectify,
