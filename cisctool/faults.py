@@ -3,13 +3,13 @@
 `CISCTOOL_FAULT="<point>:<n>[:KIND]"` acts the n-th time this process reaches
 `<point>`: KIND is KILL (the default: SIGKILL), INT (SIGINT, as Ctrl-C), STOP
 (SIGSTOP: the process freezes, holding what it holds, until sent SIGCONT),
-ENOSPC (raise the OSError a full disk gives) or RAISE (raise `InjectedFault`:
-a crash a test can catch in its own process). Points: `forward` (before a
+TERM (SIGTERM, as a scheduler's preemption), ENOSPC (raise the OSError a full
+disk gives) or RAISE (raise `InjectedFault`: a crash a test can catch in its own process). Points: `forward` (before a
 rectify batch's forward), `pseudo-write` (inside an HDF5 write, before the
 `done` flags), `checkpoint-write` (a checkpoint saved under its temporary
 name, not yet renamed), `train-step` (after an optimizer step).
-Passes are counted per setting of the variable, in this process; a RAISE fault's count starts
-over once it has acted, so the runs of one test process crash alike.
+Passes are counted per setting of the variable, in this process; a RAISE or TERM fault's count
+starts over once it has acted, so the runs of one test process crash alike.
 """
 
 import errno
@@ -41,6 +41,9 @@ def reached(point: str) -> None:
         os.kill(os.getpid(), signal.SIGINT)
     elif kind == "STOP":
         os.kill(os.getpid(), signal.SIGSTOP)
+    elif kind == "TERM":
+        del _passes[spec]
+        os.kill(os.getpid(), signal.SIGTERM)
     elif kind == "ENOSPC":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     elif kind == "RAISE":

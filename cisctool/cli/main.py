@@ -1,6 +1,7 @@
 """The `cisctool` command: global options, one-line errors with distinct exit codes, and the commands.
 
-Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input, 130 interrupted;
+Exit codes: 0 ok, 1 runtime failure, 2 usage or bad input, 130 interrupted, 143 preempted
+(SIGTERM: the work so far saved, `cisctool.preemption`);
 errors are one line naming the file or key and the problem. Every command
 parses its options, calls one step (`cisctool.steps`) and prints what it wrote.
 """
@@ -22,6 +23,7 @@ from cisctool.cli.run import compare_command, demo, report, run_command
 from cisctool.config import PROFILES
 from cisctool.console import set_verbosity, verbose
 from cisctool.errors import InputError, is_disk_full
+from cisctool.preemption import PREEMPTED_EXIT, Preempted
 
 
 class CisctoolGroup(click.Group):
@@ -34,6 +36,8 @@ class CisctoolGroup(click.Group):
             _fail(_one_line(error), 2)
         except KeyboardInterrupt:
             _fail("interrupted; finished files are intact, rerun with --resume to continue", 130)
+        except Preempted as error:
+            _fail(f"preempted (SIGTERM): {_one_line(error)}; {self._resume_hint(ctx)}", PREEMPTED_EXIT)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as error:  # a runtime failure: one line, the traceback only with -v
@@ -44,6 +48,13 @@ class CisctoolGroup(click.Group):
                 _fail(f"{where}no space left on device; finished files are intact, free space "
                       "and rerun with --resume", 1)  # fmt: skip
             _fail(f"{type(error).__name__}: {_one_line(error)}", 1)
+
+    def _resume_hint(self, ctx: click.Context) -> str:
+        """How the interrupted command continues: with --resume where it has one, else as it was (`run`)."""
+        command = self.get_command(ctx, ctx.invoked_subcommand or "")
+        if command is not None and any(param.name == "resume" for param in command.params):
+            return "rerun the same command with --resume to continue"
+        return "rerun the same command to continue from there"
 
 
 def _one_line(error: BaseException) -> str:

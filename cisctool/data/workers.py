@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import torch
 
+from cisctool import preemption
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -35,11 +37,13 @@ def loader_workers(requested: int, device: str) -> int:
 
 
 def exit_with_parent() -> Callable[[int], None]:
-    """A DataLoader `worker_init_fn` binding each worker's life to this process."""
+    """A DataLoader `worker_init_fn` binding each worker's life to this process (which alone answers
+    a preemption's SIGTERM: `cisctool.preemption`)."""
     return functools.partial(_bind_to_parent, os.getpid())
 
 
 def _bind_to_parent(parent: int, worker_id: int) -> None:
+    preemption.ignore_in_worker()
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the signal was armed

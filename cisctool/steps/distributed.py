@@ -67,3 +67,13 @@ def barrier(processes: Processes) -> None:
     """Wait for every rank (no-op for one process)."""
     if processes.active and dist.is_initialized():
         dist.barrier()
+
+
+def any_rank(processes: Processes, flag: bool, device: str) -> bool:
+    """Whether `flag` holds on any rank (itself for one process): a preemption that reaches one rank
+    stops all of them at the same step. A collective: every rank calls it at the same point."""
+    if not (processes.active and dist.is_initialized()):
+        return flag
+    shared = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(shared, op=dist.ReduceOp.MAX)
+    return bool(shared.item())

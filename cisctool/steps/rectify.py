@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cisctool import preemption
 from cisctool.config import Config, config_hash, hashed_settings, to_toml
 from cisctool.console import RateColumn, progress_bar, warn
 from cisctool.data.check import labeled_class_shares
@@ -255,7 +256,12 @@ def rectify_round(
         writer = PseudoWriter.create(work_path, ids, shapes, config.data.num_classes, attrs, compression)
     store = functools.partial(_store, writer, progress, todo, config.rectify.weight_mode, calibration, with_masks=with_masks)
     try:
-        computed, seconds = _run(stream, store, settings, todo, source_round)
+        with preemption.stop_on_sigterm():
+            computed, seconds = _run(stream, store, settings, todo, source_round)
+    except preemption.Preempted:  # every queued batch is written: save the totals that cover them
+        progress.save()
+        written = int(writer.done.sum())
+        raise preemption.Preempted(f"{written} of {len(entries)} images written to {work_path}") from None
     finally:
         writer.close()
     progress.save()  # a run killed before the rename below then recomputes nothing
@@ -416,6 +422,8 @@ def _run(
                 fresh = len(todo.intersection(keys.tolist()))
                 computed += fresh
                 bar.advance(task, fresh)
+                if preemption.requested() and computed < len(todo):  # the writer empties its queue below
+                    raise preemption.Preempted("stopped")
     finally:
         if background.thread.is_alive():
             background.close()

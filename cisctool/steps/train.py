@@ -27,7 +27,7 @@ from rich.progress import TextColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from cisctool import faults
+from cisctool import faults, preemption
 from cisctool.config import Config, to_toml
 from cisctool.console import console, progress_bar
 from cisctool.data.datasets import LabeledPairDataset
@@ -37,7 +37,7 @@ from cisctool.method.cisc import consistency_loss
 from cisctool.method.losses import masked_cross_entropy, ohem_cross_entropy, weighted_cross_entropy
 from cisctool.method.pseudo_training import cutmix
 from cisctool.models import build_configured_model
-from cisctool.steps.distributed import Processes, barrier, from_environment, process_group
+from cisctool.steps.distributed import Processes, any_rank, barrier, from_environment, process_group
 from cisctool.steps.evaluate import EvalResult, evaluate_round
 from cisctool.steps.snapshots import remove_snapshots, save_snapshots, snapshot_paths
 from cisctool.steps.train_data import (
@@ -206,7 +206,8 @@ def _train_steps(
     base_lr = config.train.rate(round_index)
     step, loss_value = start_step, float("nan")
     columns = (TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("lr {task.fields[lr]:.2e}"))
-    with _train_log(layout, round_index, processes, start_step, pseudo, config) as log, progress_bar(*columns) as bar:
+    log = _train_log(layout, round_index, processes, start_step, pseudo, config)
+    with preemption.stop_on_sigterm(), log, progress_bar(*columns) as bar:
         task = bar.add_task(f"train round {round_index}", total=total_steps, completed=start_step, loss=0.0, lr=0.0)
         learner.model.train()
         for batch, pseudo_batch in batches:
@@ -234,7 +235,29 @@ def _train_steps(
             if processes.is_main and (step % config.train.checkpoint_every == 0 or step == total_steps):
                 state = _training_state(learner, config, round_index, step, total_steps, signature)
                 save_checkpoint(layout.last(round_index), state)
+            if step < total_steps and _stop_requested(processes, step, config, device):
+                _stop(learner, config, round_index, step, total_steps, signature, processes)
     return step, loss_value
+
+
+def _stop_requested(processes: Processes, step: int, config: Config, device: str) -> bool:
+    """A SIGTERM came (to any rank). Under torchrun the ranks agree on log steps only: agreeing is a
+    collective that waits for the device, as reading a loss does."""
+    if processes.active and step % config.train.log_every:
+        return False
+    return any_rank(processes, preemption.requested(), device)
+
+
+def _stop(
+    learner: Learner, config: Config, round_index: int, step: int, total_steps: int, signature: str,
+    processes: Processes,
+) -> None:  # fmt: skip
+    """After a SIGTERM (any rank's): last.pt at this step (unless just saved), then `Preempted`."""
+    path = RunLayout.of(config).last(round_index)
+    if processes.is_main and step % config.train.checkpoint_every:
+        save_checkpoint(path, _training_state(learner, config, round_index, step, total_steps, signature))
+    barrier(processes)
+    raise preemption.Preempted(f"training stopped at step {step} of {total_steps}, saved in {path}")
 
 
 def _train_log(
