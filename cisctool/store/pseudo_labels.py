@@ -36,7 +36,7 @@ from cisctool.config import Compression, choices
 from cisctool.errors import InputError, first_line, is_disk_full
 from cisctool.store.chunk_writer import ChunkWriter
 from cisctool.store.locks import held_file_message
-from cisctool.store.virtual import SOURCES_ATTR, check_sources, map_pixels
+from cisctool.store.virtual import SOURCES_ATTR, SourceFiles, map_pixels, open_sources
 
 PSEUDO_FORMAT = "cisctool-pseudo"
 PSEUDO_VERSION = 1
@@ -338,10 +338,15 @@ class PseudoLabels:
         if not path.is_file():
             raise InputError(f"{path}: pseudo-label file not found (run `cisctool rectify`)")
         self.handle = open_file(path, "r", "not a readable HDF5 file ({error})", rdcc_nbytes=READ_CACHE_BYTES)
+        self.sources: SourceFiles | None = None  # a joined file's shard files (`store/virtual.py`)
+        # Kept open: reopening a dataset for every image would drop its chunk cache and decompress
+        # the image's chunks again on every read.
+        self.datasets: dict[str, h5py.Dataset] = {}
         try:
             _check_header(path, self.handle)
             round_index = _plain(self.handle.attrs.get("round"))
-            check_sources(path, self.handle, f"merge again: `cisctool rectify --round {round_index} --merge --force`")
+            remedy = f"merge again: `cisctool rectify --round {round_index} --merge --force`"
+            self.sources = open_sources(path, self.handle, remedy, READ_CACHE_BYTES)
             self.done = self.handle["done"][:]
             if require_complete and not self.done.all():
                 raise InputError(
@@ -354,10 +359,10 @@ class PseudoLabels:
             self.reliability = self.handle["reliability"][:]
             self.guides = self.handle["guides"][:]
         except KeyError as error:
-            self.handle.close()
+            self.close()
             raise InputError(f"{path}: dataset {error} missing; the file is damaged") from None
         except InputError:
-            self.handle.close()
+            self.close()
             raise
         self.attrs = {key: _plain(value) for key, value in self.handle.attrs.items()}
 
@@ -367,12 +372,19 @@ class PseudoLabels:
     def pixels(self, name: str, index: int) -> np.ndarray:
         """One per-pixel array (`label`, `raw_label`, `confidence`, `cisc`, `weight`) of image i, H×W."""
         start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
-        return self.handle[name][start:stop].reshape(tuple(self.shapes[index]))
+        direct = self.sources.read(name, start, stop) if self.sources is not None else None
+        if direct is None and name not in self.datasets:
+            self.datasets[name] = self.handle[name]
+        values = self.datasets[name][start:stop] if direct is None else direct
+        return values.reshape(tuple(self.shapes[index]))
 
     def image(self, index: int) -> PseudoImage:
-        return stored_image(self.handle, self.offsets, index)
+        arrays = {name: self.pixels(name, index) for name in PIXEL_DTYPES}
+        return PseudoImage(**arrays, guides=self.guides[index], reliability=float(self.reliability[index]))
 
     def close(self) -> None:
+        if self.sources is not None:
+            self.sources.close()
         self.handle.close()
 
     def __enter__(self) -> "PseudoLabels":

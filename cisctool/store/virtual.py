@@ -9,11 +9,12 @@ can be moved or mounted elsewhere as a whole.
 
 HDF5 reads a source it cannot open as fill values, silently. So the joined
 file records each shard's name, image range and fingerprint (SHA-256 of its
-per-image CRCs and done flags over that range), and `check_sources` refuses,
+per-image CRCs and done flags over that range), and `open_sources` refuses,
 in one line, a file whose mapped sources are missing, unreadable or changed.
 A shard recomputed to the same values keeps its fingerprint: it reads the same.
 """
 
+import bisect
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -38,7 +39,7 @@ def map_pixels(
     out: h5py.File, sources: Sequence[h5py.File], ranges: Sequence[tuple[int, int]], dtypes: Mapping[str, np.dtype]
 ) -> None:
     """One virtual dataset per name of `dtypes` in `out`, each shard's pixel range mapped from its file,
-    and the sources recorded (`SOURCES_ATTR`) for `check_sources`."""
+    and the sources recorded (`SOURCES_ATTR`) for `open_sources`."""
     offsets = sources[0]["offsets"][:]
     total = int(offsets[-1])
     for name, dtype in dtypes.items():
@@ -60,29 +61,78 @@ def is_virtual(handle: h5py.File) -> bool:
     return any(isinstance(item, h5py.Dataset) and item.is_virtual for item in handle.values())
 
 
-def check_sources(path: Path, handle: h5py.File, remedy: str) -> None:
-    """Refuse (one line) a joined file whose mapped sources are not all there, readable and as merged;
-    `remedy` says how to make it again. A file without virtual datasets passes."""
-    mapped = {
-        source.file_name
-        for item in handle.values()
-        if isinstance(item, h5py.Dataset) and item.is_virtual
-        for source in item.virtual_sources()
-    }
-    if not mapped:
-        return
-    recorded = {entry["file"]: entry for entry in json.loads(handle.attrs.get(SOURCES_ATTR, "[]"))}
-    if unrecorded := sorted(mapped - set(recorded)):
-        raise InputError(f"{path}: reads from {unrecorded[0]}, which its merge did not record; {remedy}")
-    for name in sorted(mapped):
-        source = Path(name) if Path(name).is_absolute() else path.parent / name
-        entry = recorded[name]
-        if not source.is_file():
-            raise InputError(f"{source}: missing; {path.name} reads its pixels from it ({remedy})")
+class SourceFiles:
+    """The shard files a joined file maps, checked and open: each image's pixels read straight from its shard.
+
+    Every image sits in one shard, so a read of one image's pixels is a read of
+    one source dataset at the place the file's own mapping names. HDF5 reading
+    through the virtual dataset gives the same values, but maps the selection
+    onto the sources on every call, which costs as much as a small image's read.
+    """
+
+    def __init__(self, path: Path, handle: h5py.File, remedy: str, cache_bytes: int) -> None:
+        self.files: dict[str, h5py.File] = {}
+        self.maps: dict[str, tuple[list[int], list[int], list[h5py.Dataset], list[int]]] = {}
+        mapped = {
+            name: handle[name].virtual_sources()
+            for name, item in handle.items()
+            if isinstance(item, h5py.Dataset) and item.is_virtual
+        }
         try:
-            with h5py.File(source, "r") as opened:
-                found = fingerprint(opened, *entry["images"])
-        except (OSError, KeyError, ValueError) as error:
-            raise InputError(f"{source}: unreadable ({first_line(error)}); {path.name} reads its pixels from it") from None
-        if found != entry["fingerprint"]:
-            raise InputError(f"{source}: changed since {path.name} was merged from it; {remedy}")
+            self._open(path, handle, {source.file_name for sources in mapped.values() for source in sources},
+                       remedy, cache_bytes)  # fmt: skip
+            for name, sources in mapped.items():
+                ordered = sorted(sources, key=lambda source: source.vspace.get_select_bounds()[0][0])
+                bounds = [source.vspace.get_select_bounds() for source in ordered]
+                self.maps[name] = (
+                    [int(low[0]) for low, _ in bounds],
+                    [int(high[0]) + 1 for _, high in bounds],
+                    [self.files[source.file_name][source.dset_name] for source in ordered],
+                    [int(source.src_space.get_select_bounds()[0][0]) for source in ordered],
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, path: Path, handle: h5py.File, names: set[str], remedy: str, cache_bytes: int) -> None:
+        """Open every mapped file once it is found there, readable and as merged (`fingerprint`)."""
+        recorded = {entry["file"]: entry for entry in json.loads(handle.attrs.get(SOURCES_ATTR, "[]"))}
+        if unrecorded := sorted(names - set(recorded)):
+            raise InputError(f"{path}: reads from {unrecorded[0]}, which its merge did not record; {remedy}")
+        cache = {"rdcc_nbytes": max(cache_bytes // max(len(names), 1), 1 << 20)}  # the whole file's share
+        for name in sorted(names):
+            source = Path(name) if Path(name).is_absolute() else path.parent / name
+            if not source.is_file():
+                raise InputError(f"{source}: missing; {path.name} reads its pixels from it ({remedy})")
+            try:
+                self.files[name] = h5py.File(source, "r", **cache)
+                found = fingerprint(self.files[name], *recorded[name]["images"])
+            except (OSError, KeyError, ValueError) as error:
+                raise InputError(
+                    f"{source}: unreadable ({first_line(error)}); {path.name} reads its pixels from it"
+                ) from None
+            if found != recorded[name]["fingerprint"]:
+                raise InputError(f"{source}: changed since {path.name} was merged from it; {remedy}")
+
+    def read(self, name: str, start: int, stop: int) -> np.ndarray | None:
+        """Pixels [start, stop) of dataset `name` from the one source holding them; None if none holds all."""
+        if name not in self.maps or stop <= start:
+            return None
+        starts, stops, datasets, sources = self.maps[name]
+        slot = bisect.bisect_right(starts, start) - 1
+        if slot < 0 or stop > stops[slot]:
+            return None
+        shift = sources[slot] - starts[slot]
+        return datasets[slot][start + shift : stop + shift]
+
+    def close(self) -> None:
+        for opened in self.files.values():
+            opened.close()
+        self.files.clear()
+
+
+def open_sources(path: Path, handle: h5py.File, remedy: str, cache_bytes: int) -> SourceFiles | None:
+    """The checked, open sources of a joined file (None for a file without virtual datasets); refuses,
+    in one line, sources that are missing, unreadable or changed since the merge; `remedy` says how
+    to make the file again."""
+    return SourceFiles(path, handle, remedy, cache_bytes) if is_virtual(handle) else None
