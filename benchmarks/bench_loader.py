@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts")
     parser.add_argument("--items", type=int, default=16, help="dataset items timed on one core")
-    parser.add_argument("--batches", type=int, default=6, help="batches timed per worker count (at least 3 a worker)")
+    parser.add_argument("--batches", type=int, default=6, help="batches timed per worker count (at least 2 a worker)")
     parser.add_argument("--backbone", default="resnet101", choices=("resnet50", "resnet101"))
     parser.add_argument("--labeled", type=int, default=32)
     parser.add_argument("--unlabeled", type=int, default=64)
@@ -73,7 +73,7 @@ def main() -> None:
     per_worker = {name: 1 / stages[f"{name} item, per image"] for name in ("labeled", "pseudo")}
     rates = {}
     for workers in [0, *(int(item) for item in args.workers.split(","))]:
-        rates[str(workers)] = loader_rates(config, labeled, selection, workers, max(args.batches, 3 * workers))
+        rates[str(workers)] = loader_rates(config, labeled, selection, workers, max(args.batches, 2 * workers))
         progress(f"{workers} worker(s): {rates[str(workers)]}")
     figures = {
         "backbone": args.backbone, "crop_size": config.train.crop_size,
@@ -142,10 +142,11 @@ def uncapped_workers() -> Iterator[None]:
 def loader_rates(
     config: Config, labeled: LabeledPairDataset, selection: train_data.PseudoSelection, workers: int, batches: int
 ) -> dict[str, float]:
-    """Images/s of each loader and round-1 steps/s of both zipped, `workers` each; the clock starts at
-    the first batch (workers started and warm), so it measures the steady rate."""
+    """Images/s of each loader and round-1 steps/s of both zipped, `workers` each; the clock starts once
+    the batches prefetched during the workers' start are taken, so it measures the steady rate."""
     config = with_overrides(config, {"train.workers": workers})
-    total = batches + 1
+    skip = 2 * workers + 1  # DataLoader's prefetch: 2 batches a worker, filled while the first is made
+    total = skip + batches
 
     def build() -> dict[str, object]:
         with uncapped_workers():
@@ -157,15 +158,16 @@ def loader_rates(
     figures = {}
     for name, loader in build().items():
         images_a_batch = loader.batch_size * (2 if name == "labeled" else 1)  # labeled batches hold pairs
-        figures[f"{name} images/s"] = _steady_rate(iter(loader), batches) * images_a_batch
+        figures[f"{name} images/s"] = _steady_rate(iter(loader), batches, skip) * images_a_batch
     both = zip(*(iter(loader) for loader in build().values()))
-    figures["round 1 steps/s (both loaders)"] = _steady_rate(both, batches)
+    figures["round 1 steps/s (both loaders)"] = _steady_rate(both, batches, skip)
     return figures
 
 
-def _steady_rate(batches: Iterator[object], count: int) -> float:
-    """Batches/s over `count` batches after the first."""
-    next(batches)
+def _steady_rate(batches: Iterator[object], count: int, skip: int) -> float:
+    """Batches/s over `count` batches after the first `skip` (those the workers prefetched while starting)."""
+    for _ in range(skip):
+        next(batches)
     started = time.perf_counter()
     for _ in range(count):
         next(batches)

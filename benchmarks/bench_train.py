@@ -17,7 +17,8 @@ pseudo.h5 written by the tool's writer). `--set key=value` changes both arms ali
       loop with as many labeled and pseudo-labelled images a step and a weighted CE.
 (a)–(d) alternate, best of `--repeats`. Two rates of `train_round`: its own clock (loader
 workers' start and checkpoints included) and its steady rate, from its step times after the
-first 10 % of the steps; the minimal loop runs those 10 % untimed first. Then one profiled
+first 10 % of the steps (or after the batches its workers prefetch, 2 a worker, if more); the
+minimal loop runs 10 % of the steps untimed first. Then one profiled
 round-0 and round-1 run says where `train_round`'s time goes. Writes a JSON record.
 `--steps` defaults to 40 on a CPU, 600 on a GPU (demo) and 100 on a GPU (voc).
 
@@ -180,7 +181,8 @@ def _cisctool_rates(config: Config, round_index: int, device: str) -> tuple[floa
     _share_inputs(config, bench, round_index)
     with _step_times() as times:
         outcome = train_round(bench, round_index, device)
-    first = max(1, math.ceil(WARM_SHARE * outcome.steps))
+    # past the start-up and the batches the workers prefetched meanwhile (2 a worker), so they do not inflate it
+    first = min(max(1, math.ceil(WARM_SHARE * outcome.steps), 2 * config.train.workers + 1), len(times) - 1)
     steady = (len(times) - first) / (times[-1] - times[first - 1])
     return outcome.steps / outcome.seconds, steady
 
