@@ -46,3 +46,15 @@ def test_relative_links_resolve(page: Path) -> None:
         elif fragment and linked.suffix == ".md" and fragment not in anchors(linked):
             broken.append(f"{target}: no heading #{fragment} in {linked.relative_to(ROOT)}")
     assert not broken, broken
+
+
+def test_readme_is_read_in_ten_minutes() -> None:
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= 450, f"README.md has {lines} lines; the long material belongs in docs/"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
+def test_no_design_section_references(page: Path) -> None:
+    """A section sign and a number point into a design document that is not in the repository."""
+    cited = [line for line in page.read_text(encoding="utf-8").splitlines() if re.search("\u00a7\\s*\\d", line)]
+    assert not cited, cited
