@@ -9,7 +9,7 @@ class c (ground-truth masks, `index.topk = 1`, `rectify.guide_exclude` honoured)
 same feature map, upsampled to image size. Scored on the pixels that every source guides, against
 the unlabeled images' true masks, pooled and as the mean over predicted classes; the plain
 confidence max P and confidence × S are scored on the same pixels. Sources: the decoder output
-(what cisctool reads, §1 of the design), the ASPP output, the backbone's high-level (output stride)
+(what cisctool reads), the ASPP output, the backbone's high-level (output stride)
 and low-level (stride 4) features. Writes a JSON record.
 """
 

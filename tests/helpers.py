@@ -1,10 +1,13 @@
 """Running the installed `cisctool` as a real process, and comparing what two runs wrote."""
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +36,30 @@ FAST_TRAINING = {
 WORKERS = {"train.workers": 1}
 RECTIFY = ["rectify", "--round", "1", "--device", "cpu"]
 TIMING = ("seconds", "images_per_second", "computed_this_run", "file")
+
+
+def fast_project(demo_dir: Path, data: Path) -> Path:
+    """A copy of the demo data at `data` whose own cisctool.toml carries FAST_TRAINING: for tests that
+    pass the file to `--config` and break its text, as a user's file would be. Returns the config."""
+    shutil.copytree(demo_dir, data)
+    config = data / "cisctool.toml"
+    tables = tomllib.loads(config.read_text())
+    for dotted, value in FAST_TRAINING.items():
+        section, key = dotted.split(".")
+        tables.setdefault(section, {})[key] = value
+    lines = [f"{key} = {json.dumps(value)}" for key, value in tables.items() if not isinstance(value, dict)]
+    for section, table in tables.items():
+        if isinstance(table, dict):
+            lines += ["", f"[{section}]", *(f"{key} = {json.dumps(value)}" for key, value in table.items())]
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
+def snapshot(root: Path, *folders: str) -> dict[str, str]:
+    """sha256 of every file under root's `folders` (all of root when none), by path relative to root:
+    what a refused command must leave as it was."""
+    paths = [path for folder in folders or (".",) for path in sorted((root / folder).rglob("*")) if path.is_file()]
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
 
 
 def cisctool_command(workdir: Path, config: Path, *args: str, settings: dict | None = None) -> list[str]:

@@ -1,8 +1,7 @@
 """Bad inputs across commands: each gives one line naming the file or key and the problem, exit 2,
 no traceback, and leaves every existing output byte for byte as it was. Each case is a row of
-README's "What happens when…" table."""
+docs/evidence.md's "What happens when…" table."""
 
-import hashlib
 import re
 import shutil
 from collections.abc import Callable
@@ -23,13 +22,8 @@ from cisctool.steps.rectify import rectify_round
 from cisctool.store.index_files import load_index, save_index
 from cisctool.store.pseudo_labels import PseudoLabels
 
-FAST = """
-[train]
-max_steps = 2
-batch_size = 4
-crop_size = 64
-workers = 0
-"""
+from helpers import fast_project, snapshot
+
 
 
 def invoke(*args: str):
@@ -41,10 +35,7 @@ def prepared(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Demo data with a fast config, round 0 trained, its index built, round 1's pseudo labels made, and
 again as two shards."""
     root = tmp_path_factory.mktemp("prepared")
-    shutil.copytree(demo_dir, root / "data")
-    config = root / "data/cisctool.toml"
-    text = re.sub(r"\[train\][^\[]*", FAST.lstrip() + "\n", config.read_text())
-    config.write_text(re.sub(r"\[model\][^\[]*", '[model]\nbackbone = "tiny"\n\n', text))
+    config = fast_project(demo_dir, root / "data")
     base = ["--config", str(config), "--set", f'workdir="{root}"']
     for command in (["train", "--device", "cpu"], ["index", "build", "--device", "cpu"],
                     ["rectify", "--round", "1", "--device", "cpu"],
@@ -158,7 +149,7 @@ def other_class_count(root: Path) -> str:
 
 
 def wrong_type(root: Path) -> str:
-    set_text(root / "data/cisctool.toml", "max_steps = 2", 'max_steps = "two"')
+    set_text(root / "data/cisctool.toml", "\nmax_steps = 4", '\nmax_steps = "two"')
     return "train.max_steps must be int"
 
 
@@ -243,7 +234,8 @@ def unsafe_checkpoint(root: Path) -> str:
 
 def unsafe_pretrained(root: Path) -> str:
     torch.save({"features.0.0.weight": torch.zeros(1), "payload": Arbitrary()}, root / "pretrained.pth")
-    set_text(root / "data/cisctool.toml", 'backbone = "tiny"', f'backbone = "mobilenetv2"\npretrained = "{root / "pretrained.pth"}"')
+    set_text(root / "data/cisctool.toml", 'backbone = "tiny"', 'backbone = "mobilenetv2"')
+    set_text(root / "data/cisctool.toml", 'pretrained = ""', f'pretrained = "{root / "pretrained.pth"}"')
     return "pretrained.pth: holds Python objects beyond tensors and plain types; refused"
 
 
@@ -285,31 +277,23 @@ CASES: list[tuple[Callable[[Path], str], list[str]]] = [
 ]
 
 
-def snapshot(root: Path) -> dict[str, str]:
-    """sha256 of every file under runs/ and indexes/."""
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for folder in ("runs", "indexes") for path in sorted((root / folder).rglob("*")) if path.is_file()
-    }  # fmt: skip
-
-
 @pytest.mark.parametrize(("breaker", "command"), CASES, ids=[case[0].__name__ for case in CASES])
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(prepared: Path, tmp_path: Path, breaker, command):
     root = tmp_path / "project"
     shutil.copytree(prepared, root)
     expected = breaker(root)
-    before = snapshot(root)
+    before = snapshot(root, "runs", "indexes")
     result = invoke("--config", str(root / "data/cisctool.toml"), "--set", f'workdir="{root}"', *command)
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2, result.output
     assert len(lines) >= 1 and lines[-1].startswith("Error: "), result.output
     assert expected in " ".join(line.strip() for line in lines[-3:]), result.output
     assert "Traceback" not in result.output
-    assert snapshot(root) == before
+    assert snapshot(root, "runs", "indexes") == before
 
 
 def test_a_predicted_class_no_labeled_image_has_is_reported_not_fatal(prepared: Path, tmp_path: Path):
-    """DESIGN §1.3: such a class gets no CISC evidence (S_ŷ undefined, label kept), counted in the report."""
+    """Such a class gets no CISC evidence (S_ŷ undefined, label kept), counted in the report."""
     root = tmp_path / "project"
     shutil.copytree(prepared, root)
     index_files = (root / "indexes/demo/round0.faiss", root / "indexes/demo/round0.json")

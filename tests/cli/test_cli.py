@@ -14,14 +14,9 @@ from cisctool.cli.main import main
 from cisctool.config import load_config
 from cisctool.data.masks import write_mask
 
+from helpers import fast_project
+
 FAST_FLAGS = ["--max-steps", "2", "--device", "cpu"]
-FAST_KEYS = """
-[train]
-max_steps = 2
-batch_size = 4
-crop_size = 64
-workers = 0
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -36,13 +31,8 @@ def run(*args: str):
 
 @pytest.fixture
 def project(demo_dir: Path, tmp_path: Path) -> Path:
-    """A copy of the tiny demo data with fast training keys appended to its config."""
-    data = tmp_path / "data"
-    shutil.copytree(demo_dir, data)
-    config = data / "cisctool.toml"
-    text = re.sub(r"\[train\][^\[]*", FAST_KEYS.lstrip() + "\n", config.read_text())
-    config.write_text(re.sub(r"\[model\][^\[]*", '[model]\nbackbone = "tiny"\n\n', text))
-    return data
+    """A copy of the tiny demo data with the fast training settings in its config."""
+    return fast_project(demo_dir, tmp_path / "data").parent
 
 
 def test_make_demo_check_train_eval(project: Path, tmp_path: Path):

@@ -2,7 +2,6 @@
 shards share the folder, a file another process holds is named with it, and workers die with
 their parent. A first writer is frozen (SIGSTOP at a fault point) while the others try."""
 
-import hashlib
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ from helpers import (
     one_error_line,
     quality_report,
     running,
+    snapshot,
 )  # fmt: skip
 
 pytestmark = pytest.mark.slow  # every test here starts processes
@@ -46,10 +46,6 @@ def stopped(process: subprocess.Popen) -> bool:
 def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
     out, err = process.communicate(timeout=300)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {str(path): hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 @pytest.fixture
