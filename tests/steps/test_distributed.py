@@ -90,6 +90,7 @@ def test_rectify_under_torchrun_shards_by_rank_and_merges(demo_dir: Path, traine
     assert "(merged)" in completed.stdout
     paths = [tmp_path / name / "runs/demo/round1/pseudo.h5" for name in ("single", "ranks")]
     with h5py.File(paths[0], "r") as expected, h5py.File(paths[1], "r") as actual:
+        assert actual["label"].is_virtual and not expected["label"].is_virtual  # rank 0 merged as --merge does
         for name in expected:
             floats = expected[name].dtype.kind == "f"
             assert np.array_equal(actual[name][:], expected[name][:], equal_nan=floats), name
