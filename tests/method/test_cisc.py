@@ -223,7 +223,7 @@ def test_confidence_weight_is_confidence_times_s_and_confidence_where_unguided()
 
 
 def test_a_pixel_of_an_unguided_class_is_weighed_by_the_guided_classes_of_its_image():
-    """README: a class no labeled image has gets no guide, yet its pixels' weight is not 1 when
+    """docs/evidence.md: a class no labeled image has gets no guide, yet its pixels' weight is not 1 when
     another class of the image is guided: official mode gives 1 − S_c of the chosen class c,
     mean mode the mean of that over the guided classes; 1 only without any guided class."""
     prediction = torch.tensor([[[2, 2, 1, 0]], [[2, 2, 2, 2]]])  # class 2 has no labeled image
