@@ -437,7 +437,9 @@ def _validate(label: str, config: Config) -> None:
         if getattr(config.train, key) < 0:
             raise InputError(f"{label}: train.{key} must be ≥ 0, got {getattr(config.train, key)}")
     if config.train.round_lr == 0 and config.train.round_lr_mult == 0:
-        raise InputError(f"{label}: train.round_lr_mult must be > 0 where train.round_lr is 0 (rounds ≥ 1 would not learn)")
+        raise InputError(
+            f"{label}: train.round_lr_mult must be > 0 where train.round_lr is 0 (rounds ≥ 1 would not learn)"
+        )
     if config.rectify.reliability == "stability" and config.train.snapshots < 1:
         raise InputError(f'{label}: rectify.reliability = "stability" needs train.snapshots ≥ 1 (earlier models to '
                          "compare the predictions of)")

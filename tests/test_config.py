@@ -145,7 +145,8 @@ def test_the_generated_benchmark_configs_resolve_as_they_did_before_the_defaults
     generated = load_config(make_demo(tmp_path / "data", num_labeled=2, num_unlabeled=2, num_val=1, kind=kind))
     frozen = (Path(__file__).parent / "fixtures" / f"demo-config-before-defaults-{kind}.toml").read_text()
     before_path = tmp_path / "data" / "before.toml"
-    before_path.write_text(frozen.replace("ROOT", generated.data.root).replace("PRETRAINED", generated.model.pretrained))
+    frozen = frozen.replace("ROOT", generated.data.root).replace("PRETRAINED", generated.model.pretrained)
+    before_path.write_text(frozen)
     before = load_config(before_path)
     now, then = to_dict(generated), to_dict(before)
     differing = {f"{section}.{key}" for section in then if isinstance(then[section], dict)

@@ -1,5 +1,7 @@
 """`cisctool run | demo | compare | report`: every step of every round, the demo, paired arms, the HTML report."""
 
+import shlex
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +19,10 @@ from cisctool.cli.options import (
     round_option,
     weight_mode_option,
 )  # fmt: skip
-from cisctool.cli.tables import comparison_table, rounds_table
+from cisctool.cli.tables import comparison_tables, rounds_table
 from cisctool.config import load_config
 from cisctool.console import console
+from cisctool.steps.compare import BASELINES, DEFAULT_BASELINES, DEFAULT_TAU
 
 if TYPE_CHECKING:  # matplotlib loads only for the commands that write a report
     from cisctool.steps.report import ReportOutcome
@@ -79,6 +82,13 @@ def demo(ctx: click.Context, out: Path, rounds: int, device: str | None) -> None
 @click.command("compare")
 @click.option("--rounds", type=click.IntRange(1), default=2, show_default=True, help="Rounds after round 0.")
 @click.option("--seeds", default="0,1,2,3,4", show_default=True, help="Comma-separated seeds.")
+@click.option("--baselines", default=",".join(DEFAULT_BASELINES), show_default=True,
+              help="Comma-separated arms CISC-R is measured against: st (plain self-training), threshold "
+                   "(pixels under confidence τ ignored, as FixMatch / UniMatch), stpp (ST++'s most stable "
+                   "images over round 0's snapshots), oracle (the unlabeled split's true masks: the ceiling; "
+                   "the split must list them).")
+@click.option("--tau", type=click.FloatRange(0, 1), default=DEFAULT_TAU, show_default=True,
+              help="The threshold arm's confidence threshold τ.")
 @click.option("--official", is_flag=True, help="Also run the official profile (its own round 0).")
 @click.option("--arm", "arms", multiple=True, metavar="NAME:KEY=VALUE[,KEY=VALUE]",
               help="An extra arm on the shared round 0, e.g. --arm mean:rectify.weight_mode=mean.")
@@ -88,10 +98,11 @@ def demo(ctx: click.Context, out: Path, rounds: int, device: str | None) -> None
 @device_option
 @click.pass_context
 def compare_command(
-    ctx: click.Context, *, rounds: int, seeds: str, official: bool, arms: tuple[str, ...], jobs: int,
-    device: str | None,
+    ctx: click.Context, *, rounds: int, seeds: str, baselines: str, tau: float, official: bool,
+    arms: tuple[str, ...], jobs: int, device: str | None,
 ) -> None:  # fmt: skip
-    """SupOnly vs self-training vs CISC-R on one shared round 0 per seed; paired differences."""
+    """SupOnly, the baselines (self-training, thresholded, ST++, oracle) and CISC-R on one shared round 0 per
+    seed; paired differences of CISC-R against each baseline."""
     from cisctool.steps.compare import compare
 
     config = load(ctx)
@@ -100,9 +111,14 @@ def compare_command(
         seed_list = [int(item) for item in seeds.split(",")]
     except ValueError:
         raise click.BadParameter(f"{seeds!r} is not a comma-separated list of integers", param_hint="--seeds") from None
-    result, record = compare(config, seed_list, rounds, resolve_device(device), extra_arms=extra, official=official,
-                             jobs=jobs)
-    console.print(comparison_table(result, f"{config.name}: SupOnly / ST / CISC-R over {len(result.seeds)} seed(s)"))
+    chosen = tuple(dict.fromkeys(item.strip() for item in baselines.split(",") if item.strip()))
+    if not chosen or set(chosen) - set(BASELINES):
+        raise click.BadParameter(f"{baselines!r}: choose from {', '.join(BASELINES)}", param_hint="--baselines")
+    command = shlex.join(["cisctool", *sys.argv[1:]])
+    result, record = compare(config, seed_list, rounds, resolve_device(device), baselines=chosen, tau=tau,
+                             extra_arms=extra, official=official, jobs=jobs, command=command)  # fmt: skip
+    for table in comparison_tables(result, f"{config.name}: {len(result.seeds)} seed(s), {rounds} round(s)"):
+        console.print(table)
     console.print(f"wrote {record}")
 
 

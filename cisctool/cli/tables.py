@@ -6,7 +6,7 @@ import math
 
 from rich.table import Table
 
-from cisctool.steps.compare import BASELINE, OFFICIAL, Comparison, mean_std
+from cisctool.steps.compare import OFFICIAL, ORACLE, Comparison, mean_std
 from cisctool.steps.evaluate import EvalResult
 from cisctool.steps.rounds import RoundRow
 from cisctool.steps.train import TrainOutcome
@@ -59,29 +59,39 @@ def rounds_table(rows: list[RoundRow], title: str) -> Table:
     return table
 
 
-def comparison_table(result: Comparison, title: str) -> Table:
-    """Arms as rows: final val mIoU per seed, mean ± std, and the paired difference to self-training."""
-    table = Table(title=title)
-    table.add_column("arm")
+def comparison_tables(result: Comparison, title: str) -> list[Table]:
+    """Two tables: the arms' final val mIoU per seed, mean ± std and share of the SupOnly → oracle gap;
+    then each method minus each baseline, same seed: per seed, mean ± std, seeds where the method is ahead."""
+    arms = Table(title=title)
+    arms.add_column("arm")
     for seed in result.seeds:
-        table.add_column(f"seed {seed}", justify="right")
-    for column in ("mean ± std", "minus ST, same seed", "seeds > ST"):
-        table.add_column(column, justify="right")
+        arms.add_column(f"seed {seed}", justify="right")
+    arms.add_column("mean ± std", justify="right")
+    with_gap = ORACLE in result.arms
+    if with_gap:
+        arms.add_column("gap closed", justify="right")
     for arm in result.arms:
         final = result.final(arm)
-        cells = [_percent(value) for value in final] + [_pm(mean_std(final))]
-        if arm == BASELINE:
-            cells += ["—", "—"]
-        else:
-            differences = result.minus_baseline(arm)
-            cells += [_pm(mean_std(differences), signed=True),
-                      f"{sum(value > 0 for value in differences)}/{len(differences)}"]  # fmt: skip
-        table.add_row(arm, *cells)
-    table.caption = (
-        f"final val mIoU % after {result.rounds} round(s); suponly = the shared round 0; "
-        f"every arm but {OFFICIAL} continues its seed's round 0"
+        share = result.gap_share(arm)
+        gap = ["—" if share is None else f"{100 * share:.0f} %"] if with_gap else []
+        arms.add_row(arm, *[_percent(value) for value in final], _pm(mean_std(final)), *gap)
+    arms.caption = (
+        f"final val mIoU % after {result.rounds} round(s); suponly = the shared round 0; every arm but "
+        f"{OFFICIAL} continues its seed's round 0" + ("; gap closed = share of suponly → oracle" if with_gap else "")
     )
-    return table
+    paired = Table(title="paired differences, same seed (val mIoU points)")
+    paired.add_column("method − baseline")
+    for seed in result.seeds:
+        paired.add_column(f"seed {seed}", justify="right")
+    paired.add_column("mean ± std", justify="right")
+    paired.add_column("seeds ahead", justify="right")
+    for arm in result.methods:
+        for baseline in result.baselines:
+            differences = result.difference(arm, baseline)
+            paired.add_row(f"{arm} − {baseline}", *[f"{100 * value:+.2f}" for value in differences],
+                           _pm(mean_std(differences), signed=True),
+                           f"{sum(value > 0 for value in differences)}/{len(differences)}")  # fmt: skip
+    return [arms, paired]
 
 
 def _percent(value: float) -> str:

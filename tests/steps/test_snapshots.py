@@ -34,7 +34,8 @@ def test_round0_keeps_its_snapshots_and_stability_scores_the_images(stability_co
     plain = with_overrides(stability_config, {"rectify.reliability": "cisc", "name": "plain"})
     shutil.copytree(RunLayout.of(stability_config).round_dir(0), RunLayout.of(plain).round_dir(0))
     rectify_round(plain, 1, "cpu")
-    with PseudoLabels(RunLayout.of(stability_config).pseudo(1)) as stable, PseudoLabels(RunLayout.of(plain).pseudo(1)) as st:
+    stable_path, plain_path = RunLayout.of(stability_config).pseudo(1), RunLayout.of(plain).pseudo(1)
+    with PseudoLabels(stable_path) as stable, PseudoLabels(plain_path) as st:
         assert np.all((stable.reliability >= 0) & (stable.reliability <= 1))
         assert not np.allclose(stable.reliability, st.reliability)  # not self-training's confidence score
         assert np.array_equal(stable.pixels("label", 0), st.pixels("label", 0))  # labels: plain argmax both
