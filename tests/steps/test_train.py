@@ -246,3 +246,27 @@ def test_pseudo_class_balance_scales_each_pixels_weight_by_its_labels_factor(
     line = "pseudo loss class balance (τ = 1): background ×"
     assert trained.steps == 2 and line in capsys.readouterr().out
     assert line in RunLayout.of(balanced).train_log(1).read_text()
+
+
+def test_a_config_of_only_data_and_model_continues_rounds_from_the_previous_model_at_a_relative_rate(
+    demo_dir, tmp_path
+):
+    import tomllib
+
+    from cisctool.config import load_config
+    from cisctool.steps.rounds import run_rounds
+
+    minimal = tmp_path / "minimal.toml"
+    minimal.write_text(f'[data]\nroot = "{demo_dir}"\nnum_classes = 6\n\n[model]\nbackbone = "tiny"\n')
+    speed = {"workdir": str(tmp_path), "train.max_steps": 2, "train.batch_size": 4, "train.crop_size": 64,
+             "train.workers": 0, "train.log_every": 1, "eval.batch_size": 4, "rectify.batch_size": 2}  # fmt: skip
+    config = load_config(minimal, speed)  # speed only: no round, rate or TTA key is set
+    run_rounds(config, 1, "cpu")
+    layout = RunLayout.of(config)
+    resolved = tomllib.loads(layout.resolved_config.read_text())["train"]
+    assert (resolved["init"], resolved["round_lr"], resolved["round_lr_mult"], resolved["round_epochs"]) == (
+        "previous", 0.0, 0.2, 5.0)
+    assert json.loads(layout.metrics(1).read_text())["init"] == "previous"
+    rates = [float(line.rsplit(" lr ", 1)[1]) for line in layout.train_log(1).read_text().splitlines()
+             if line.startswith("step ")]  # fmt: skip
+    assert rates and max(rates) <= 0.2 * config.train.lr * (1 + 1e-3)  # 0.2 × train.lr, warm-up then decay
