@@ -179,3 +179,12 @@ def test_bad_round_and_baseline_keys_name_the_key(train, rectify, fragment):
     with pytest.raises(InputError) as error:
         from_dict({**MINIMAL, "train": train, "rectify": rectify}, "my.toml")
     assert str(error.value).startswith("my.toml: ") and fragment in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["voc", "cityscapes", "coco"])
+def test_the_example_configs_load_and_get_the_recipe(name: str):
+    config = load_config(Path(__file__).parents[1] / "examples" / f"{name}.toml")
+    assert config.dataset == name and config.data.num_classes == {"voc": 21, "cityscapes": 19, "coco": 81}[name]
+    assert config.train.init == "previous" and config.train.round_epochs == 5.0
+    assert config.train.rate(1) == float(f"{0.2 * config.train.lr:.12g}")  # relative to the preset's lr
+    assert (config.rectify.tta_scales, config.rectify.tta_flip) == ((1.0, 1.5), False)
