@@ -9,8 +9,8 @@ length − 1, one word), 0 = literal words (the same length header, then that
 many words). A painted pixel has alpha 255; cisctool paints all four channels.
 
 Exported tasks carry the image's id (`data.cisctool_id`), a local-files URL
-relative to `data.root`, the image's review score (`data.review_score`, the
-expected number of wrong pixels; higher = look sooner) and the paper's
+relative to `data.root`, the image's review score (`data.review_score`,
+Σ(1 − confidence)²; higher = look sooner) and the paper's
 reliability (`data.reliability`), and one prediction per image: one brush
 result per class, `score` = the review score, `model_version` = the round.
 Tasks come in review order, so Label Studio's task ids follow it too. The

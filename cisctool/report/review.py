@@ -2,8 +2,8 @@
 
 One function, `review_scores`, gives the score that `export --worst`, the
 report's gallery, Label Studio's prediction `score` and the CVAT zip's image
-order all use: the expected number of wrong pixels, Σ(1 − confidence) over the
-pixels that carry a label (`method/review.py` says why this one).
+order all use: Σ(1 − confidence)² over the pixels that carry a label
+(`method/review.py` says why this one).
 """
 
 from collections.abc import Mapping
@@ -18,11 +18,11 @@ from cisctool.method.review import (
     FRACTIONS,
     candidate_scores,
     efficiency,
-    expected_wrong,
     found_curve,
     oracle_efficiency,
     random_efficiency,
     review_order,
+    squared_doubt,
     wrong_pixels,
 )
 from cisctool.store.pseudo_labels import PseudoLabels
@@ -37,11 +37,11 @@ def _pixels(stored: PseudoLabels, name: str, index: int) -> np.ndarray:
 
 
 def review_scores(stored: PseudoLabels, ignore_index: int) -> np.ndarray:
-    """Every image's review score (expected wrong pixels), in file order; higher = review sooner."""
+    """Every image's review score, Σ(1 − confidence)², in file order; higher = review sooner."""
     scores = np.empty(len(stored), dtype=np.float64)
     for index in range(len(stored)):
         kept = _pixels(stored, "label", index) != ignore_index
-        scores[index] = expected_wrong(_pixels(stored, "confidence", index), kept)
+        scores[index] = squared_doubt(_pixels(stored, "confidence", index), kept)
     return scores
 
 

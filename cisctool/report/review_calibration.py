@@ -1,10 +1,10 @@
 """How many wrong pixels the review score stands for, calibrated on val where the unlabeled images have no masks.
 
-The review score is Σ(1 − confidence): the count of wrong pixels if the model's
-confidence were calibrated. The model that made a round's pseudo labels
-predicts the val images as rectify predicts (the config's TTA, padded alike);
-the ratio of their wrong pixels to their summed (1 − confidence) scales the
-score into an estimate of wrong pixels per unlabeled image.
+The review score is Σ(1 − confidence)²: it grows with the doubtful pixels, but it
+is not itself a count. The model that made a round's pseudo labels predicts the
+val images as rectify predicts (the config's TTA, padded alike); the ratio of
+their wrong pixels to their summed (1 − confidence)² scales the score into an
+estimate of wrong pixels per unlabeled image.
 """
 
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ SIZE_DIVISOR = 32  # as rectify pads its batches (steps/signal_stream.py)
 
 @dataclass
 class Calibration:
-    """Val's summed (1 − confidence) and its true count of wrong pixels, over `images` images."""
+    """Val's summed (1 − confidence)² and its true count of wrong pixels, over `images` images."""
 
     images: int
     estimated: float
@@ -32,13 +32,13 @@ class Calibration:
 
     @property
     def factor(self) -> float:
-        """What one unit of the review score is worth in wrong pixels (1 = calibrated confidence)."""
+        """What one unit of the review score is worth in wrong pixels."""
         return self.wrong / self.estimated if self.estimated > 0 else 1.0
 
 
 @torch.inference_mode()
 def val_calibration(config: Config, model_path: Path) -> Calibration:
-    """Predict val with the model at `model_path` (CPU, the config's TTA) and compare Σ(1 − confidence)
+    """Predict val with the model at `model_path` (CPU, the config's TTA) and compare Σ(1 − confidence)²
     with the wrong pixels, both over the pixels val labels."""
     ignore = config.data.ignore_index
     entries = read_split(config.data_root / config.data.val, config.data_root, masks_required=True)
@@ -55,6 +55,6 @@ def val_calibration(config: Config, model_path: Path) -> Calibration:
             confidence, label = probabilities[0, :, :height, :width].max(dim=0)
             truth = batch["mask"][0, :height, :width]
             counted = truth != ignore
-            estimated += float((1.0 - confidence.double())[counted].sum())
+            estimated += float(((1.0 - confidence.double())[counted] ** 2).sum())
             wrong += int((label != truth)[counted].sum())
     return Calibration(len(dataset), estimated, wrong)

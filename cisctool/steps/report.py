@@ -135,7 +135,7 @@ def _context(
             plots["reliability"] = "plots/reliability.png"
             scores = review_scores(stored, config.data.ignore_index)
             review = _review(config, layout, stored, scores, pseudo_round, folder)
-            items = _gallery(config, stored, scores, review.get("factor", 1.0), folder, gallery)
+            items = _gallery(config, stored, scores, review.get("factor"), folder, gallery)
             without_evidence = int(np.isnan(stored.reliability).sum())
             if "curve" in review:
                 plots["review"] = review.pop("curve")
@@ -210,10 +210,11 @@ def _review(
 
 
 def _gallery(
-    config: Config, stored: PseudoLabels, scores: np.ndarray, factor: float, folder: Path, size: int
+    config: Config, stored: PseudoLabels, scores: np.ndarray, factor: float | None, folder: Path, size: int
 ) -> list[dict[str, Any]]:
     """Overlays and captions of the first `size` images of the review queue (highest review score first);
-    `factor` turns a score into estimated wrong pixels."""
+    `factor` (calibrated on val, when the unlabeled images have no masks) turns a score into estimated
+    wrong pixels."""
     entries = unlabeled_entries(config, stored)
     class_names = list(config.class_names)
     ignore = config.data.ignore_index
@@ -232,7 +233,7 @@ def _gallery(
                     "id": image_id,
                     "picture": picture,
                     "score": float(scores[index]),
-                    "estimated_wrong": f"{factor * float(scores[index]):.0f}",
+                    "estimated_wrong": None if factor is None else f"{factor * float(scores[index]):.0f}",
                     **_scores(stored, index, class_names, ignore, entry.mask),
                 }
             )

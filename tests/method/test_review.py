@@ -16,6 +16,7 @@ from cisctool.method.review import (
     oracle_efficiency,
     random_efficiency,
     review_order,
+    squared_doubt,
     wrong_pixels,
 )
 
@@ -24,6 +25,14 @@ def test_expected_wrong_counts_the_kept_pixels_doubt():
     confidence = np.array([[0.9, 0.6], [0.5, 1.0]], dtype=np.float16)
     kept = np.array([[True, True], [False, True]])
     assert expected_wrong(confidence, kept) == pytest.approx(0.1 + 0.4, abs=1e-3)
+
+
+def test_squared_doubt_weighs_doubtful_pixels_over_nearly_sure_ones():
+    kept = np.ones(10, bool)
+    sure = np.full(10, 0.9, dtype=np.float16)  # ten pixels at 0.9
+    doubtful = np.array([0.5, 0.5] + [1.0] * 8, dtype=np.float16)  # two at 0.5
+    assert expected_wrong(sure, kept) == pytest.approx(expected_wrong(doubtful, kept), abs=1e-2)
+    assert squared_doubt(doubtful, kept) == pytest.approx(0.5) and squared_doubt(sure, kept) == pytest.approx(0.1, abs=1e-3)
 
 
 def test_candidate_scores_of_one_image():
@@ -37,6 +46,7 @@ def test_candidate_scores_of_one_image():
     assert scores["mean_nll"] == pytest.approx(-(math.log(0.9) + math.log(0.6) + math.log(0.3)) / 3, abs=2e-3)
     assert scores["below_0.5"] == pytest.approx(1 / 3) and scores["below_0.8"] == pytest.approx(2 / 3)
     assert scores["expected_wrong_cisc"] == pytest.approx((1 - 0.45) + (1 - 0.6) + (1 - 0.3), abs=2e-3)
+    assert scores[REVIEW_SCORE] == pytest.approx(0.1**2 + 0.4**2 + 0.7**2, abs=2e-3)
 
 
 def test_an_image_with_nothing_kept_scores_zero():

@@ -123,7 +123,7 @@ def test_labelstudio_export_of_the_worst_reads_back_with_label_studio_decoder(pr
             assert not np.any(painted[alpha == 255] != 255)  # one brush per pixel
             painted[alpha == 255] = CLASSES.index(name)
         assert np.array_equal(painted, label)
-    assert scores == sorted(scores, reverse=True)  # score = expected wrong pixels, highest first
+    assert scores == sorted(scores, reverse=True)  # score = Σ(1 − confidence)², highest first
 
 
 def test_cvat_zip_layout_file_by_file(project: Path, tmp_path: Path):

@@ -13,7 +13,7 @@ from conftest import FAST_TRAINING
 from cisctool.cli.main import main
 from cisctool.config import Config, load_config
 from cisctool.data.splits import read_split
-from cisctool.method.review import review_order
+from cisctool.method.review import images_at, review_order
 from cisctool.report.review import measure_efficiency, review_scores, true_wrong_pixels
 from cisctool.steps.report import write_report
 from cisctool.store.history import read_losses
@@ -119,7 +119,7 @@ def test_report_opens_in_chromium_with_the_review_curve_and_the_review_order(run
     assert shown_scores == sorted(shown_scores, reverse=True) and shown_scores[0] == pytest.approx(scores.max())
     measured = measure_efficiency(scores, wrong)
     at10 = shown["at10"]
-    assert at10["images"] == max(1, round(0.1 * len(scores)))
+    assert at10["images"] == images_at(0.10, len(scores))
     assert at10["tool"] == pytest.approx(measured.tool[at10["images"]])
     assert at10["oracle"] == pytest.approx(measured.oracle[at10["images"]])
     assert at10["random"] == pytest.approx(at10["images"] / len(scores))
@@ -213,4 +213,4 @@ def test_report_without_unlabeled_masks_estimates_wrong_pixels_calibrated_on_val
     with PseudoLabels(RunLayout.of(config).pseudo(1)) as stored:
         scores = review_scores(stored, config.data.ignore_index)
     first = int(np.argmax(scores))
-    assert f"expected wrong pixels {factor * scores[first]:.0f}" in html and "wrong vs mask" not in html
+    assert f"estimated wrong pixels {factor * scores[first]:.0f}" in html and "wrong vs mask" not in html
