@@ -94,14 +94,14 @@ def test_shards_write_side_by_side_but_each_shard_once_and_merge_waits_for_them(
     workdir: Path, demo_dir: Path, uninterrupted: Path
 ):
     config = demo_dir / "cisctool.toml"
-    # 3 batches: shard 0/2 computes batches 0 and 2, shard 1/2 batch 1; 4 calibration batches come first
-    first = running(workdir, config, *RECTIFY, "--shard", "0/2", fault="forward:6:STOP", settings=WORKERS)
+    # 3 batches: shard 0/2 computes batch 0, shard 1/2 batches 1 and 2; 4 calibration batches come first
+    first = running(workdir, config, *RECTIFY, "--shard", "1/2", fault="forward:6:STOP", settings=WORKERS)
     try:
-        wait_until(lambda: stopped(first), "shard 0/2 is frozen mid-run")
-        beside = cisctool(workdir, config, *RECTIFY, "--shard", "1/2")
+        wait_until(lambda: stopped(first), "shard 1/2 is frozen mid-run")
+        beside = cisctool(workdir, config, *RECTIFY, "--shard", "0/2")
         assert beside.returncode == 0, beside.stderr[-2000:]
-        again = cisctool(workdir, config, *RECTIFY, "--shard", "0/2", "--force")
-        assert again.returncode == 2 and f"(round1-shard0of2): in use by pid {first.pid}" in one_error_line(again)
+        again = cisctool(workdir, config, *RECTIFY, "--shard", "1/2", "--force")
+        assert again.returncode == 2 and f"(round1-shard1of2): in use by pid {first.pid}" in one_error_line(again)
         for other in ([*RECTIFY, "--merge"], [*RECTIFY, "--force"]):
             refused = cisctool(workdir, config, *other)
             assert refused.returncode == 2 and f"in use by pid {first.pid}" in one_error_line(refused), other
