@@ -107,7 +107,7 @@ def rectify(
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="A folder (png), a .json file (labelstudio) or a .zip file (cvat).")
 @click.option("--worst", type=click.IntRange(1), default=None,
-              help="Only the K least reliable images, worst first: the review queue.")
+              help="Only the first K images of the review queue (highest Σ(1 − confidence)² first).")
 @click.option("--overlay", is_flag=True, help="png: also write overlay/<id>.png: image, labels, CISC, weight.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="png: only the first N images.")
 @click.pass_context
