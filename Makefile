@@ -16,6 +16,8 @@ $(INSTALLED): pyproject.toml
 	# Label Studio's own RLE decoder (brush.py needs only numpy and Pillow), to test our brush masks against;
 	# its other dependencies (pandas, nltk, ...) serve converters the tests do not use
 	$(PYTHON) -m pip install --quiet --no-deps label-studio-converter==0.0.59
+	# the official DINOv2 model code (imports on CPU without xFormers), to test our ViTs against
+	$(PYTHON) -m pip install --quiet --no-deps dinov2==0.0.1.dev2
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
