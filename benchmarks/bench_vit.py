@@ -1,6 +1,6 @@
 """What a DINOv2 ViT-S with the DPT head costs on this machine, and which feature map the CISC maps should read.
 
-    python benchmarks/bench_vit.py --data /tmp/vitdemo [--steps 10 40] [--work /tmp/bench-vit]
+    python benchmarks/bench_vit.py --data /tmp/vitdemo [--steps 20 300] [--work /tmp/bench-vit]
 
 On the demo data (`cisctool data make-demo /tmp/vitdemo`), from random weights (no DINOv2 file):
   (a) training: `cisctool train` of round 0 at crop 98 (AdamW) run twice, for the two step counts of
@@ -37,7 +37,7 @@ from cisc_features import _batches, _similarity
 from records import progress, write_record
 
 VIT = {"model.backbone": "dinov2_small", "model.pretrained": "", "train.crop_size": 98, "train.optimizer": "adamw",
-       "train.lr": 5e-5, "train.workers": 0, "rectify.batch_size": 8}  # fmt: skip
+       "train.lr": 1e-4, "train.workers": 0, "rectify.batch_size": 8}  # fmt: skip
 CNN = {"train.workers": 0}  # the demo's own model (MobileNetV2, ImageNet file when installed) at crop 96
 SOURCES = ("fusion", "tokens")
 
@@ -111,7 +111,7 @@ def _forward(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="a demo data folder (cisctool data make-demo)")
-    parser.add_argument("--steps", type=int, nargs=2, default=(10, 40))
+    parser.add_argument("--steps", type=int, nargs=2, default=(20, 300))
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-vit"))
     args = parser.parse_args()
     config = args.data / "cisctool.toml"

