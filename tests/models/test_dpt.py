@@ -1,10 +1,13 @@
 """The DPT head over a DINOv2 ViT: shapes at any input size, UniMatch V2's parameter names, the CISC
 feature map it names, and inference folding that finds no batch norm to fold."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
+from cisctool.config import load_config
 from cisctool.errors import InputError
 from cisctool.models import build_model
 from cisctool.models.dpt import CISC_FEATURES, DPT
@@ -75,3 +78,10 @@ def test_training_reaches_backbone_and_head():
 def test_deeplab_decoder_stride_is_refused():
     with pytest.raises(InputError, match="decoder_stride = 2 is a DeepLabV3\\+ stage"):
         build_model(backbone="dinov2_small", decoder_stride=2)
+
+
+def test_the_unimatch_v2_example_config_loads_with_its_recipe():
+    config = load_config(Path(__file__).parents[2] / "examples" / "unimatch_v2.toml")
+    assert config.model.backbone == "dinov2_base" and config.model.pretrained.endswith("dinov2_base.pth")
+    assert config.train.crop_size % 14 == 0 and config.train.optimizer == "adamw"
+    assert config.train.head_lr_mult == 40.0 and config.train.amp
