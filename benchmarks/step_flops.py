@@ -3,9 +3,8 @@ none has been measured, and so the images a second its loaders must deliver.
 
 FLOPs are counted by torch's FlopCounterMode over one forward and backward of the config's model on
 meta tensors (no memory, no compute). The effective rate is an assumption, not a measurement:
-ResNet training with mixed precision keeps a Hopper GPU's tensor cores far below their peak (about
-800 TFLOP/s measured on a large bf16 matrix product), batch norm, ReLU and upsampling being bound
-by memory. The record carries the assumption beside every figure derived from it.
+ResNet training with mixed precision keeps a Hopper GPU's tensor cores far below their peak, batch
+norm, ReLU and upsampling being bound by memory. The record carries the assumption beside every figure derived from it.
 """
 
 import torch
