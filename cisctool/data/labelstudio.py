@@ -164,8 +164,8 @@ def read_annotations(path: Path, class_names: Sequence[str], ignore_index: int) 
     if unfinished:
         number, image_id = unfinished[0]
         raise InputError(
-            f"{path}: {len(unfinished)} of {len(tasks)} tasks have no submitted annotation (first: task {number}, "
-            f"{image_id}); submit them in Label Studio, or export only annotated tasks"
+            f"{path}: {len(unfinished)} of {len(tasks)} tasks have no submitted annotation "
+            f"(first: task {number}, {image_id}); submit them in Label Studio, or export only annotated tasks"
         )
     for number, task in enumerate(tasks, start=1):
         kept = _kept(task)
@@ -181,7 +181,8 @@ def read_annotations(path: Path, class_names: Sequence[str], ignore_index: int) 
 
 def _kept(task: dict[str, Any]) -> list[dict[str, Any]]:
     """The task's submitted annotations (skipped ones, `was_cancelled`, do not count)."""
-    return [item for item in task.get("annotations") or [] if isinstance(item, dict) and not item.get("was_cancelled")]
+    annotations = task.get("annotations") or []
+    return [item for item in annotations if isinstance(item, dict) and not item.get("was_cancelled")]
 
 
 def _image_id(data: dict[str, Any]) -> str:

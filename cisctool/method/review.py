@@ -93,7 +93,9 @@ def found_curve(order: np.ndarray, wrong: np.ndarray) -> np.ndarray:
     return found / total if total > 0 else np.zeros_like(found)
 
 
-def efficiency(scores: np.ndarray, wrong: np.ndarray, fractions: Sequence[float] = FRACTIONS) -> dict[str, float]:
+def efficiency(
+    scores: np.ndarray, wrong: np.ndarray, fractions: Sequence[float] = FRACTIONS
+) -> dict[str, float]:
     """Share of all wrong pixels in the first k % of images in the scores' order, per k ("0.10": …)."""
     curve = found_curve(review_order(scores), wrong)
     return {f"{fraction:.2f}": float(curve[images_at(fraction, len(wrong))]) for fraction in fractions}

@@ -64,7 +64,8 @@ def true_wrong_pixels(stored: PseudoLabels, masks: Mapping[str, Path], ignore_in
     """Every image's count of wrong pseudo-labelled pixels against its true mask."""
     counts = np.empty(len(stored), dtype=np.int64)
     for index, image_id in enumerate(stored.ids):
-        counts[index] = wrong_pixels(_pixels(stored, "label", index), read_mask(masks[image_id]), ignore_index)
+        label = _pixels(stored, "label", index)
+        counts[index] = wrong_pixels(label, read_mask(masks[image_id]), ignore_index)
     return counts
 
 

@@ -1,4 +1,4 @@
-"""How many wrong pixels the review score stands for, calibrated on val where the unlabeled images have no masks.
+"""How many wrong pixels a review score stands for, calibrated on val (for unlabeled images without masks).
 
 The review score is Σ(1 − confidence)²: it grows with the doubtful pixels, but it
 is not itself a count. The model that made a round's pseudo labels predicts the

@@ -179,7 +179,12 @@ def _round_row(history: RoundHistory) -> dict[str, str]:
 
 
 def _review(
-    config: Config, layout: RunLayout, stored: PseudoLabels, scores: np.ndarray, pseudo_round: int, folder: Path
+    config: Config,
+    layout: RunLayout,
+    stored: PseudoLabels,
+    scores: np.ndarray,
+    pseudo_round: int,
+    folder: Path,
 ) -> dict[str, Any]:
     """With masks for every unlabeled image: the review-efficiency curve and its figures at 10 %.
     Without: the calibration of the review score into wrong pixels, on val."""
