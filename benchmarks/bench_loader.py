@@ -50,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts")
     parser.add_argument("--items", type=int, default=16, help="dataset items timed on one core")
-    parser.add_argument("--batches", type=int, default=6, help="batches timed per worker count (at least 2 a worker)")
+    parser.add_argument("--batches", type=int, default=6, help="batches timed per worker count (at least 8 a worker: prefetched batches weigh little)")
     parser.add_argument("--backbone", default="resnet101", choices=("resnet50", "resnet101"))
     parser.add_argument("--labeled", type=int, default=32)
     parser.add_argument("--unlabeled", type=int, default=64)
@@ -73,7 +73,7 @@ def main() -> None:
     per_worker = {name: 1 / stages[f"{name} item, per image"] for name in ("labeled", "pseudo")}
     rates = {}
     for workers in [0, *(int(item) for item in args.workers.split(","))]:
-        rates[str(workers)] = loader_rates(config, labeled, selection, workers, max(args.batches, 2 * workers))
+        rates[str(workers)] = loader_rates(config, labeled, selection, workers, max(args.batches, 8 * workers))
         progress(f"{workers} worker(s): {rates[str(workers)]}")
     figures = {
         "backbone": args.backbone, "crop_size": config.train.crop_size,
