@@ -50,7 +50,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="1,2,4,8", help="comma-separated worker counts")
     parser.add_argument("--items", type=int, default=16, help="dataset items timed on one core")
-    parser.add_argument("--batches", type=int, default=6, help="batches timed per worker count (at least 8 a worker: prefetched batches weigh little)")
+    parser.add_argument("--batches", type=int, default=6,
+                        help="batches timed per worker count (at least 8 a worker: prefetched batches weigh little)")
     parser.add_argument("--backbone", default="resnet101", choices=("resnet50", "resnet101"))
     parser.add_argument("--labeled", type=int, default=32)
     parser.add_argument("--unlabeled", type=int, default=64)

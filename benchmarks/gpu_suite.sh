@@ -50,9 +50,9 @@ step train-voc 120 "$PYTHON" benchmarks/bench_train.py --size voc --steps 100 --
     --set "train.workers=$VOC_WORKERS"
 step rectify-voc 80 "$PYTHON" benchmarks/bench_rectify.py --size voc --images 64 --repeats 2 \
     --train-steps 100 --official-images 16 --stub-forward --skip-rss --set "train.workers=4"
-step loader-voc 40 "$PYTHON" benchmarks/bench_loader.py --workers 1,2,4,8,14 --items 32
+step loader-voc 50 "$PYTHON" benchmarks/bench_loader.py --workers 1,2,4,8,14 --items 32
 step train-demo 70 "$PYTHON" benchmarks/bench_train.py --size demo --steps 300 --repeats 1 --no-profile
-step rectify-demo 60 "$PYTHON" benchmarks/bench_rectify.py --size demo --images 300 --repeats 3 \
+step rectify-demo 50 "$PYTHON" benchmarks/bench_rectify.py --size demo --images 300 --repeats 3 \
     --official-images 50 --stub-forward --skip-rss
 ls -l "$OUT" | tee -a "$LOG"
 if [ ${#failed[@]} -gt 0 ]; then
