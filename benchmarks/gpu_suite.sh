@@ -53,7 +53,7 @@ step rectify-voc 80 "$PYTHON" benchmarks/bench_rectify.py --size voc --images 64
 step loader-voc 50 "$PYTHON" benchmarks/bench_loader.py --workers 1,2,4,8,14 --items 32
 step train-demo 70 "$PYTHON" benchmarks/bench_train.py --size demo --steps 300 --repeats 1 --no-profile
 step rectify-demo 50 "$PYTHON" benchmarks/bench_rectify.py --size demo --images 300 --repeats 3 \
-    --official-images 50 --stub-forward --skip-rss
+    --official-images 24 --stub-forward --skip-rss
 ls -l "$OUT" | tee -a "$LOG"
 if [ ${#failed[@]} -gt 0 ]; then
     echo "suite: failed or stopped: ${failed[*]}" | tee -a "$LOG"
