@@ -1,6 +1,9 @@
 import os
 import signal
+import subprocess
+import sys
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -30,3 +33,18 @@ def test_a_loader_worker_lives_through_a_sigterm_for_its_parent_to_stop_it():
     os.kill(worker.pid, signal.SIGTERM)
     rest = list(batches)
     assert worker.exitcode in (None, 0) and torch.cat([first, *rest]).tolist() == list(range(8))
+
+
+@pytest.mark.slow
+def test_a_process_leaving_with_its_workers_running_exits_at_once():
+    """Workers ignore SIGTERM, which multiprocessing's exit handler sends them before waiting for them: the
+    parent kills what is left of them first."""
+    script = (
+        "from torch.utils.data import DataLoader\n"
+        "from cisctool.data.workers import exit_with_parent\n"
+        "batches = iter(DataLoader(list(range(64)), batch_size=2, num_workers=2, worker_init_fn=exit_with_parent()))\n"
+        "next(batches)\n"
+        "raise SystemExit(3)  # the iterator, still referenced, never shuts its workers down\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr[-2000:]

@@ -39,6 +39,7 @@ def loader_workers(requested: int, device: str) -> int:
 def exit_with_parent() -> Callable[[int], None]:
     """A DataLoader `worker_init_fn` binding each worker's life to this process (which alone answers
     a preemption's SIGTERM: `cisctool.preemption`)."""
+    preemption.kill_workers_at_exit()
     return functools.partial(_bind_to_parent, os.getpid())
 
 
