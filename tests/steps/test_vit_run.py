@@ -1,6 +1,8 @@
-"""A DINOv2 ViT-S with the DPT head through every step of a round, from random weights on the CPU."""
+"""A DINOv2 ViT-S with the DPT head through every step of a round, then predict, from random weights on the CPU."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,3 +27,10 @@ def test_vit_small_runs_train_index_rectify_train(tmp_path: Path):
     assert quality["images_total"] == 6 and "cisc" in quality["auroc"]
     resolved = (rounds / "config.resolved.toml").read_text()
     assert 'backbone = "dinov2_small"' in resolved and "crop_size = 98" in resolved
+    images = sorted((tmp_path / "data/images").glob("*.png"))[:2]
+    predicted = subprocess.run(
+        [sys.executable, "-m", "cisctool", "predict", str(rounds / "round1/model.pt"), *map(str, images),
+         "--out", str(tmp_path / "masks"), "--device", "cpu"], capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert sorted(path.name for path in (tmp_path / "masks").glob("*.png")) == [image.name for image in images]
