@@ -16,7 +16,9 @@ decode of every image is still paid, each time). For each N, in a fresh process:
     (once per loader worker; a joined file's sources are checked then);
   - the labeled prototypes' index at N vectors (synthetic, as bench_index: `index build
     --factory auto`, IVF tuned to recall@1 ≥ 0.95): build seconds and class-restricted searches/s.
-Writes a JSON record to benchmarks/results/ (bench name "scale").
+Then the demo (`cisctool demo`'s data: 500 unlabeled images, 96–128 px; tiny model) in 4 shards
+and merged: the merged file's bytes against its shards'. Writes a JSON record to
+benchmarks/results/ (bench name "scale").
 """
 
 import argparse
@@ -76,6 +78,8 @@ def main() -> None:
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         progress(json.dumps(rows[-1]))
+    demo = _demo_merge(args)
+    progress(json.dumps(demo))
     first, last = rows[0], rows[-1]
     ratios = {
         "seconds_per_image_last_over_first": last["seconds_per_image"] / first["seconds_per_image"],
@@ -85,7 +89,7 @@ def main() -> None:
     }
     figures = {"sizes": args.sizes, "shards": args.shards, "side": args.side, "distinct_images": args.distinct,
                "batch_size": args.batch_size, "train_steps": args.train_steps, "reads": args.reads,
-               "repeats": args.repeats, "rows": rows, "ratios": ratios}  # fmt: skip
+               "repeats": args.repeats, "rows": rows, "ratios": ratios, "demo": demo}  # fmt: skip
     console.quiet = False
     console.print_json(json.dumps({"rows": rows, "ratios": ratios}))
     console.print(f"wrote {write_record('scale', {'figures': figures})}")
@@ -118,6 +122,29 @@ def _prepare(args: argparse.Namespace) -> None:
     if not RunLayout.of(config).model(0).is_file():
         train_round(config, 0, "cpu")
     ensure_round_index(config, 0, "cpu")
+
+
+def _demo_merge(args: argparse.Namespace) -> dict:
+    """The default demo's unlabeled split in `--shards` shards, merged: its bytes beside the shards'."""
+    data = args.workdir / "demo"
+    if not (data / "cisctool.toml").is_file():
+        make_demo(data)
+    overrides = {"workdir": str(args.workdir / "demo-run"), "model.backbone": "tiny", "model.pretrained": "",
+                 "train.max_steps": args.train_steps, "train.workers": 0, "rectify.tta": False}  # fmt: skip
+    config = load_config(data / "cisctool.toml", overrides)
+    if not RunLayout.of(config).model(0).is_file():
+        train_round(config, 0, "cpu")
+    ensure_round_index(config, 0, "cpu")
+    shutil.rmtree(RunLayout.of(config).round_dir(1), ignore_errors=True)
+    for index in range(args.shards):
+        rectify_round(config, 1, "cpu", shard=(index, args.shards))
+    final = RunLayout.of(config).pseudo(1)
+    shards = sum(shard_path(final, index, args.shards).stat().st_size for index in range(args.shards))
+    merge_shards(config, 1)
+    with PseudoLabels(final) as stored:
+        images = len(stored)
+    return {"images": images, "shard_bytes": shards, "merged_virtual_bytes": final.stat().st_size,
+            "merged_over_shards": final.stat().st_size / shards}  # fmt: skip
 
 
 def _split(args: argparse.Namespace, size: int) -> Path:
