@@ -7,11 +7,11 @@ exactly as a single process computes them, so the merged file holds the same
 values in every dataset as a single-process run. Merging checks that all N
 shards are present and finished, that each holds exactly its own images
 (complete and disjoint), and that all were made from the same model, index,
-settings and batch size. The merged file copies only the per-image arrays and
-reads every pixel from the shard files in place (HDF5 virtual datasets, one
-mapping per shard: `store/virtual.py`), so merging takes a moment whatever the
-split's size; `copy` writes a self-contained file instead, every pixel
-copied, to ship it without its shards.
+settings and batch size. The merged file reads every dataset from the shard
+files in place (HDF5 virtual datasets, one mapping per shard:
+`store/virtual.py`), so merging takes a moment whatever the split's size;
+`copy` writes a self-contained file instead, every pixel copied, to ship it
+without its shards.
 """
 
 import json
@@ -30,7 +30,7 @@ from cisctool.method.signals import (
 from cisctool.steps.evaluate import score_pseudo_labels
 from cisctool.store.atomic import atomic_write_json
 from cisctool.store.layout import RunLayout
-from cisctool.store.pseudo_labels import PseudoLabels, PseudoWriter, join_shards, partial_path
+from cisctool.store.pseudo_labels import IDS_HASH, PseudoLabels, PseudoWriter, join_shards, partial_path
 
 SHARD_NAME = re.compile(r"\.shard(\d+)of(\d+)\.h5$")
 
@@ -87,7 +87,7 @@ def _checked_ranges(shards: list[PseudoLabels], round_index: int) -> list[tuple[
         for key in RESUME_KEYS:
             if stored.attrs.get(key) != first.attrs.get(key):
                 raise InputError(f"{stored.path}: made with another {key} than {first.path.name}")
-        if stored.ids != first.ids or not np.array_equal(stored.shapes, first.shapes):
+        if not _same_images(stored, first):
             raise InputError(f"{stored.path}: covers other images than {first.path.name}")
         start, stop = shard_range(len(stored), batch_size, (index, len(shards)))
         expected = np.zeros(len(stored), dtype=bool)
@@ -105,6 +105,15 @@ def _checked_ranges(shards: list[PseudoLabels], round_index: int) -> list[tuple[
             )
         ranges.append((start, stop))
     return ranges
+
+
+def _same_images(stored: PseudoLabels, first: PseudoLabels) -> bool:
+    """The same ids (compared by their hash where both files hold it) and image sizes."""
+    if IDS_HASH in stored.attrs and IDS_HASH in first.attrs:
+        same_ids = stored.attrs[IDS_HASH] == first.attrs[IDS_HASH]
+    else:  # files written before the hash was kept
+        same_ids = stored.ids == first.ids
+    return same_ids and np.array_equal(stored.shapes, first.shapes)
 
 
 def _copy_shards(

@@ -25,6 +25,8 @@ opens it and reads it as it reads a file written whole.
 """
 
 import errno
+import functools
+import hashlib
 import os
 import shutil
 import zlib
@@ -41,7 +43,7 @@ from cisctool.config import Compression, choices
 from cisctool.errors import InputError, first_line, is_disk_full
 from cisctool.store.chunk_writer import ChunkWriter
 from cisctool.store.locks import held_file_message
-from cisctool.store.virtual import SOURCES_ATTR, SourceFiles, map_pixels, open_sources
+from cisctool.store.virtual import SOURCES_ATTR, SourceFiles, map_datasets, open_sources
 
 PSEUDO_FORMAT = "cisctool-pseudo"
 PSEUDO_VERSION = 1
@@ -64,12 +66,20 @@ COMPRESSIONS: tuple[str, ...] = choices(Compression)
 # the file shrank 24 % and lzf spent less time on the nearly incompressible low bytes.
 SHUFFLE = True
 PIXEL_BYTES = sum(np.dtype(dtype).itemsize for dtype in PIXEL_DTYPES.values())
-# The per-image arrays beside ids, shapes and offsets: small enough to copy when shards are joined.
+# The per-image arrays beside ids, shapes and offsets: each shard's rows, when shards are joined.
 PER_IMAGE = ("guides", "reliability", "checksum", "done")
 # HDF5 is not safe against a full disk: a write or close that meets ENOSPC can leave a
 # file that no longer opens, or crashes the library. So writing stops while this much
 # (plus the batch's uncompressed size) is still free: enough to close the file whole.
 DISK_HEADROOM = 16 << 20
+
+
+IDS_HASH = "ids_sha256"  # shards of one split compare it, not a million ids
+
+
+def ids_hash(ids: Sequence[str]) -> str:
+    """SHA-256 of the image ids in order."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 @dataclass
@@ -155,9 +165,8 @@ class PseudoWriter:
         handle.create_dataset("reliability", data=np.full(count, np.nan, dtype=np.float32))
         handle.create_dataset("checksum", data=np.zeros(count, dtype=np.uint32))
         handle.create_dataset("done", data=np.zeros(count, dtype=bool))
-        handle.attrs.update(
-            {"format": PSEUDO_FORMAT, "version": PSEUDO_VERSION, "num_classes": num_classes, **attrs}
-        )
+        handle.attrs.update({"format": PSEUDO_FORMAT, "version": PSEUDO_VERSION, "num_classes": num_classes,
+                             **attrs, IDS_HASH: ids_hash(ids)})  # fmt: skip
         handle.flush()
         return cls(handle, threads)
 
@@ -242,21 +251,13 @@ class PseudoWriter:
 
 
 def join_shards(path: Path, shards: Sequence["PseudoLabels"], ranges: Sequence[tuple[int, int]]) -> None:
-    """A file at `path` holding shard i's images ranges[i] (contiguous, together every image): the
-    per-image arrays copied, the per-pixel ones virtual datasets over the shard files beside it
-    (`store/virtual.py`). It reads as a file written whole, value for value; the attrs are the shards'."""
+    """A file at `path` holding shard i's images ranges[i] (contiguous, together every image) as virtual
+    datasets over the shard files beside it (`store/virtual.py`): nothing copied. It reads as a file
+    written whole, value for value; the attrs are the shards'."""
     first = shards[0].handle
-    arrays = {name: first[name][:] for name in PER_IMAGE}
-    for stored, (start, stop) in zip(shards, ranges, strict=True):
-        for name in PER_IMAGE:
-            arrays[name][start:stop] = stored.handle[name][start:stop]
     with open_file(path, "w", "cannot create the pseudo-label file ({error})") as out:
-        out.create_dataset("ids", data=first["ids"][:], dtype=h5py.string_dtype())
-        out.create_dataset("shapes", data=first["shapes"][:])
-        out.create_dataset("offsets", data=first["offsets"][:])
-        map_pixels(out, [stored.handle for stored in shards], ranges, PIXEL_DTYPES)
-        for name, array in arrays.items():
-            out.create_dataset(name, data=array)
+        map_datasets(out, [stored.handle for stored in shards], ranges, PIXEL_DTYPES, PER_IMAGE,
+                     ("ids", "shapes", "offsets"))  # fmt: skip
         out.attrs.update({key: value for key, value in first.attrs.items() if key != SOURCES_ATTR})
 
 
@@ -351,14 +352,14 @@ class PseudoLabels:
             _check_header(path, self.handle)
             round_index = _plain(self.handle.attrs.get("round"))
             remedy = f"merge again: `cisctool rectify --round {round_index} --merge --force`"
-            self.sources = open_sources(path, self.handle, remedy, READ_CACHE_BYTES)
+            self.sources = open_sources(path, self.handle, remedy, READ_CACHE_BYTES, list(PIXEL_DTYPES))
             self.done = self.handle["done"][:]
             if require_complete and not self.done.all():
                 raise InputError(
                     f"{path}: unfinished ({int(self.done.sum())}/{len(self.done)} images done); "
                     "finish it with `cisctool rectify --resume`"
                 )
-            self.ids = [text.decode() for text in self.handle["ids"][:]]
+            self.images = int(self.handle["ids"].shape[0])
             self.shapes = self.handle["shapes"][:]
             self.offsets = self.handle["offsets"][:]
             self.reliability = self.handle["reliability"][:]
@@ -372,7 +373,12 @@ class PseudoLabels:
         self.attrs = {key: _plain(value) for key, value in self.handle.attrs.items()}
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return self.images
+
+    @functools.cached_property
+    def ids(self) -> list[str]:
+        """Image ids in file order (read when first asked for: a million of them take a while)."""
+        return [text.decode() for text in self.handle["ids"][:]]
 
     def pixels(self, name: str, index: int) -> np.ndarray:
         """One per-pixel array (`label`, `raw_label`, `confidence`, `cisc`, `weight`) of image i, H×W."""

@@ -3,7 +3,10 @@
 Every shard file has the whole file's layout (all images' offsets) and holds
 one contiguous range of images, so the pixels of images [a, b) sit at
 offsets[a]:offsets[b] in both the shard and the joined file: each per-pixel
-dataset is one mapping per shard. Source names are the shard files' names
+dataset is one mapping per shard, and so is each per-image one (rows [a, b));
+ids, shapes and offsets, the same in every shard, map from the first. The
+joined file holds no data of its own, and joining takes the same time for any
+number of images. Source names are the shard files' names
 alone, which HDF5 resolves from the joined file's own folder, so the folder
 can be moved or mounted elsewhere as a whole.
 
@@ -35,23 +38,33 @@ def fingerprint(handle: h5py.File, start: int, stop: int) -> str:
     return digest.hexdigest()
 
 
-def map_pixels(
-    out: h5py.File, sources: Sequence[h5py.File], ranges: Sequence[tuple[int, int]], dtypes: Mapping[str, np.dtype]
-) -> None:
-    """One virtual dataset per name of `dtypes` in `out`, each shard's pixel range mapped from its file,
-    and the sources recorded (`SOURCES_ATTR`) for `open_sources`."""
-    offsets = sources[0]["offsets"][:]
-    total = int(offsets[-1])
-    for name, dtype in dtypes.items():
-        layout = h5py.VirtualLayout(shape=(total,), dtype=dtype)
-        for handle, (start, stop) in zip(sources, ranges, strict=True):
-            low, high = int(offsets[start]), int(offsets[stop])
+def map_datasets(
+    out: h5py.File, sources: Sequence[h5py.File], ranges: Sequence[tuple[int, int]], pixels: Mapping[str, np.dtype],
+    per_image: Sequence[str], shared: Sequence[str],
+) -> None:  # fmt: skip
+    """Virtual datasets in `out`: each of `pixels` and `per_image` with shard i's range (of pixels, of
+    images) mapped from shard i's file, each of `shared` (the same in every shard) from the first;
+    and the sources recorded (`SOURCES_ATTR`) for `open_sources`. Nothing is copied: the time is
+    the same for any number of images."""
+    offsets = sources[0]["offsets"]
+    names = [Path(handle.filename).name for handle in sources]
+    bounds = [(int(offsets[start]), int(offsets[stop])) for start, stop in ranges]
+    for name in [*pixels, *per_image]:
+        spans = bounds if name in pixels else ranges
+        template = sources[0][name]
+        layout = h5py.VirtualLayout(shape=template.shape, dtype=template.dtype)
+        for file_name, (low, high) in zip(names, spans, strict=True):
             if high > low:
-                layout[low:high] = h5py.VirtualSource(Path(handle.filename).name, name, shape=(total,))[low:high]
-        out.create_virtual_dataset(name, layout, fillvalue=0)
+                layout[low:high] = h5py.VirtualSource(file_name, name, shape=template.shape)[low:high]
+        out.create_virtual_dataset(name, layout, fillvalue=template.fillvalue)
+    for name in shared:
+        template = sources[0][name]
+        layout = h5py.VirtualLayout(shape=template.shape, dtype=template.dtype)
+        layout[...] = h5py.VirtualSource(names[0], name, shape=template.shape)
+        out.create_virtual_dataset(name, layout)
     described = [
-        {"file": Path(handle.filename).name, "images": [start, stop], "fingerprint": fingerprint(handle, start, stop)}
-        for handle, (start, stop) in zip(sources, ranges, strict=True)
+        {"file": file_name, "images": [start, stop], "fingerprint": fingerprint(handle, start, stop)}
+        for file_name, handle, (start, stop) in zip(names, sources, ranges, strict=True)
     ]
     out.attrs[SOURCES_ATTR] = json.dumps(described)
 
@@ -70,7 +83,7 @@ class SourceFiles:
     onto the sources on every call, which costs as much as a small image's read.
     """
 
-    def __init__(self, path: Path, handle: h5py.File, remedy: str, cache_bytes: int) -> None:
+    def __init__(self, path: Path, handle: h5py.File, remedy: str, cache_bytes: int, direct: Sequence[str]) -> None:
         self.files: dict[str, h5py.File] = {}
         self.maps: dict[str, tuple[list[int], list[int], list[h5py.Dataset], list[int]]] = {}
         mapped = {
@@ -81,8 +94,8 @@ class SourceFiles:
         try:
             self._open(path, handle, {source.file_name for sources in mapped.values() for source in sources},
                        remedy, cache_bytes)  # fmt: skip
-            for name, sources in mapped.items():
-                ordered = sorted(sources, key=lambda source: source.vspace.get_select_bounds()[0][0])
+            for name in (name for name in direct if name in mapped):
+                ordered = sorted(mapped[name], key=lambda source: source.vspace.get_select_bounds()[0][0])
                 bounds = [source.vspace.get_select_bounds() for source in ordered]
                 self.maps[name] = (
                     [int(low[0]) for low, _ in bounds],
@@ -131,8 +144,10 @@ class SourceFiles:
         self.files.clear()
 
 
-def open_sources(path: Path, handle: h5py.File, remedy: str, cache_bytes: int) -> SourceFiles | None:
-    """The checked, open sources of a joined file (None for a file without virtual datasets); refuses,
-    in one line, sources that are missing, unreadable or changed since the merge; `remedy` says how
-    to make the file again."""
-    return SourceFiles(path, handle, remedy, cache_bytes) if is_virtual(handle) else None
+def open_sources(
+    path: Path, handle: h5py.File, remedy: str, cache_bytes: int, direct: Sequence[str]
+) -> SourceFiles | None:
+    """The checked, open sources of a joined file (None for a file without virtual datasets), with the
+    datasets `direct` read straight from them; refuses, in one line, sources that are missing,
+    unreadable or changed since the merge; `remedy` says how to make the file again."""
+    return SourceFiles(path, handle, remedy, cache_bytes, direct) if is_virtual(handle) else None

@@ -52,7 +52,7 @@ def arrays(path: Path) -> dict[str, np.ndarray]:
         return {name: handle[name][:] for name in handle}
 
 
-def test_the_joined_file_holds_every_value_of_the_whole_file_and_copies_no_pixel(run, tmp_path: Path):
+def test_the_joined_file_holds_every_value_of_the_whole_file_and_copies_nothing(run, tmp_path: Path):
     folder, images = run
     path = join(folder)
     whole, joined = arrays(tmp_path / "whole.h5"), arrays(path)
@@ -65,7 +65,8 @@ def test_the_joined_file_holds_every_value_of_the_whole_file_and_copies_no_pixel
         assert {source.file_name for source in handle["label"].virtual_sources()} == {
             f"pseudo.shard{index}of3.h5" for index in range(3)
         }  # relative names: resolved from the joined file's folder
-        assert not any(handle[name].is_virtual for name in ("ids", "shapes", "offsets", "guides", "done"))
+        assert all(handle[name].is_virtual for name in handle)  # per-image rows too, one mapping a shard
+        assert len(handle["guides"].virtual_sources()) == 3 and len(handle["ids"].virtual_sources()) == 1
     with PseudoLabels(path) as stored:
         assert stored.done.all() and stored.attrs["checkpoint_sha256"] == ATTRS["checkpoint_sha256"]
         assert SOURCES_ATTR in stored.attrs
@@ -113,10 +114,21 @@ def test_a_shard_changed_after_the_merge_is_refused_and_one_recomputed_alike_is_
         PseudoLabels(path)
 
 
-def test_the_joined_file_is_a_small_fraction_of_its_shards(run):
-    folder, _ = run
-    path = join(folder)
-    shards = sum(os.path.getsize(folder / f"pseudo.shard{index}of3.h5") for index in range(3))
-    with h5py.File(path, "r") as handle:
-        pixel_bytes = sum(handle[name].size * handle[name].dtype.itemsize for name in PIXEL_DTYPES)
-    assert os.path.getsize(path) < shards and os.path.getsize(path) < pixel_bytes / 4
+def test_the_joined_file_keeps_its_size_whatever_the_number_of_images(run, tmp_path: Path):
+    folder, images = run
+    small = os.path.getsize(join(folder))
+    ids = [f"img{index}" for index in range(700)]  # a hundred times the images, in the same three shards
+    shapes = np.tile(SHAPES, (100, 1))  # image i is shaped as SHAPES[i % 7]
+    ranges = [(0, 200), (200, 500), (500, 700)]
+    many = tmp_path / "many"
+    for index, (start, stop) in enumerate(ranges):
+        writer = PseudoWriter.create(many / f"pseudo.shard{index}of3.h5", ids, shapes, 3, ATTRS)
+        writer.write(list(range(start, stop)), [images[position % 7] for position in range(start, stop)])
+        writer.close()
+    shards = [PseudoLabels(many / f"pseudo.shard{index}of3.h5", require_complete=False) for index in range(3)]
+    join_shards(many / "pseudo.h5", shards, ranges)
+    for stored in shards:
+        stored.close()
+    assert os.path.getsize(many / "pseudo.h5") == small
+    with PseudoLabels(many / "pseudo.h5") as stored:
+        assert stored.ids == ids and np.array_equal(stored.pixels("label", 699), images[699 % 7].label)
