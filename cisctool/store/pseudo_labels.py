@@ -18,10 +18,10 @@ writing stops, with ENOSPC, while DISK_HEADROOM is still free.
 A file that another live process keeps open and locked is named as such, with
 that process: wait for it or stop it; the file itself is fine.
 
-A file joined from shard files (`rectify --merge`, `join_shards`) holds the
-per-image arrays and reads every pixel from the shards beside it (virtual
-datasets, `store/virtual.py`); `PseudoLabels` checks those sources when it
-opens it and reads it as it reads a file written whole.
+A file joined from shard files (`rectify --merge`, `join_shards`) reads every
+dataset from the shards beside it (virtual datasets, `store/virtual.py`);
+`PseudoLabels` checks those sources when it opens it and reads it as it reads
+a file written whole.
 """
 
 import errno
