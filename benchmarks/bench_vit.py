@@ -7,7 +7,7 @@ On the demo data (`cisctool data make-demo /tmp/vitdemo`), from random weights (
       `--steps`; steps/s = the step difference over the wall-time difference (start-up and the val
       pass cancel), and the peak RSS of the longer run; the demo's own MobileNetV2 at crop 96 in the
       same way for comparison;
-  (b) `cisctool rectify --round 1` of the ViT's round-0 model (the longer run) over the unlabeled
+  (b) `cisctool index build`, then `cisctool rectify --round 1` of the ViT's round-0 model (the longer run) over the unlabeled
       images: its images/s and the quality report's S_ŷ AUROC (the fusion output, which rectify reads);
   (c) S_ŷ's AUROC (right vs wrong pseudo-label pixels, the quality report's histograms) with each
       candidate CISC feature map of that model: the DPT fusion output and the ViT's last patch tokens,
@@ -118,6 +118,7 @@ def main() -> None:
     steps = tuple(args.steps)
     cnn = training_cost(args.work / "cnn", config, CNN, steps)
     vit = training_cost(args.work / "vit", config, VIT, steps)
+    cisctool(args.work / "vit", config, VIT, "index", "build", "--round", "0", "--device", "cpu")
     seconds, rss = cisctool(args.work / "vit", config, VIT, "rectify", "--round", "1", "--device", "cpu")
     report = json.loads((args.work / "vit/runs/demo/round1/pseudo_quality.json").read_text())
     rectify = {"wall_seconds": seconds, "peak_rss_mib": rss,
