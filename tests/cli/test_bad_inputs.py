@@ -203,14 +203,14 @@ def merge_shards_of_other_settings(root: Path) -> str:
 
 
 def merge_unfinished_shard(root: Path) -> str:
-    with h5py.File(shard(root, 0), "r+") as handle:
+    with h5py.File(shard(root, 1), "r+") as handle:  # one batch: shard 1/2 holds it, 0/2 none
         handle["done"][0] = False
-    return "pseudo.shard0of2.h5: unfinished: 1 of its"
+    return "pseudo.shard1of2.h5: unfinished: 1 of its"
 
 
 def merge_overlapping_shards(root: Path) -> str:
-    shutil.copy(shard(root, 0), shard(root, 1))
-    return "pseudo.shard1of2.h5: overlaps other shards"
+    shutil.copy(shard(root, 1), shard(root, 0))
+    return "pseudo.shard0of2.h5: overlaps other shards"
 
 
 def merge_missing_shard(root: Path) -> str:
