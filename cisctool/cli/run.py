@@ -138,7 +138,7 @@ def _parse_arm(text: str) -> tuple[str, dict[str, Any]]:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder to write [default: runs/<name>/report].")
 @click.option("--gallery", "gallery_size", type=click.IntRange(0), default=60, show_default=True,
-              help="How many of the least reliable images the gallery shows.")
+              help="How many images the gallery shows, highest review score (expected wrong pixels) first.")
 @click.pass_context
 def report(ctx: click.Context, round_index: int | None, out: Path | None, gallery_size: int) -> None:
     """A static HTML report of the run (opens from disk): rounds, IoU, losses, signals, worst-first gallery."""
@@ -149,7 +149,7 @@ def report(ctx: click.Context, round_index: int | None, out: Path | None, galler
 
 def _print_report(outcome: "ReportOutcome") -> None:
     shown = (
-        f"round {outcome.pseudo_round}'s {outcome.gallery} least reliable images"
+        f"round {outcome.pseudo_round}'s {outcome.gallery} images with the highest review score"
         if outcome.pseudo_round is not None else "no pseudo labels yet"
     )  # fmt: skip
     console.print(f"wrote the report {outcome.path} ({shown}; {outcome.seconds:.1f} s)")

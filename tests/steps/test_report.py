@@ -158,7 +158,7 @@ def test_report_command_replaces_its_own_folder_and_refuses_others(
     for _ in range(2):  # the second run replaces the first report
         result = runner.invoke(main, [*flags, "report", "--out", str(out), "--gallery", "2"])
         assert result.exit_code == 0, result.output
-        assert "index.html" in result.output and "2 least reliable images" in result.output
+        assert "index.html" in result.output and "2 images with the highest review score" in result.output
     assert sorted(path.name for path in (out / "gallery").iterdir()) == ["0001.png", "0002.png"]
     assert not list(tmp_path.glob(".review.*"))  # no temporary folder left behind
 
