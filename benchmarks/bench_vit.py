@@ -28,12 +28,11 @@ from pathlib import Path
 import torch
 
 from cisctool.config import load_config
-from cisctool.method.prototypes import class_areas, class_prototypes, present_classes
 from cisctool.report.quality import SignalHistograms
 from cisctool.store.checkpoints import load_inference_model
 from cisctool.store.layout import RunLayout
 
-from cisc_features import _batches, _similarity
+from cisc_features import _batches, _similarity, labeled_prototypes
 from records import progress, write_record
 
 VIT = {"model.backbone": "dinov2_small", "model.pretrained": "", "train.crop_size": 98, "train.optimizer": "adamw",
@@ -73,18 +72,8 @@ def feature_aurocs(config_path: Path, work: Path) -> dict:
     config = load_config(config_path, {"workdir": str(work), **VIT})
     model, _ = load_inference_model(RunLayout.of(config).model(0), expected=config)
     num_classes, ignore = config.data.num_classes, config.data.ignore_index
-    bank: dict[str, list[list[torch.Tensor]]] = {source: [[] for _ in range(num_classes)] for source in SOURCES}
+    guides = labeled_prototypes(config, model, _forward, SOURCES)
     with torch.inference_mode():
-        for batch in _batches(config, config.data.labeled):
-            _, features = _forward(model, batch["image"])
-            present = present_classes(class_areas(batch["mask"], num_classes, ignore), config.index.min_area)
-            for source in SOURCES:
-                prototypes, _ = class_prototypes(features[source], batch["mask"], num_classes, ignore)
-                for cls in range(num_classes):
-                    if cls not in config.rectify.guide_exclude:
-                        bank[source][cls].append(prototypes[present[:, cls], cls])
-        guides = {source: [torch.cat(rows) if rows and sum(len(row) for row in rows) else None for rows in per_class]
-                  for source, per_class in bank.items()}  # fmt: skip
         histograms = {source: SignalHistograms(num_classes) for source in SOURCES}
         for batch in _batches(config, config.data.unlabeled):
             logits, features = _forward(model, batch["image"])

@@ -15,7 +15,7 @@ and low-level (stride 4) features. Writes a JSON record.
 
 import argparse
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -33,6 +33,7 @@ from cisctool.store.checkpoints import load_inference_model
 from records import progress, write_record
 
 SOURCES = ("decoder", "aspp", "backbone_high", "backbone_low")
+Forward = Callable[[torch.nn.Module, torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor]]] | None
 BATCH = 32
 
 
@@ -52,7 +53,7 @@ def _score(config: Config, path: Path) -> dict[str, dict[str, float]]:
     model, _ = load_inference_model(path, expected=config)
     model.eval()
     num_classes, ignore = config.data.num_classes, config.data.ignore_index
-    bank = _labeled_prototypes(config, model)
+    bank = labeled_prototypes(config, model)
     signals = ["confidence", *SOURCES, *(f"confidence_x_{source}" for source in SOURCES)]
     histograms = {name: SignalHistograms(num_classes) for name in signals}
     with torch.inference_mode():
@@ -101,15 +102,19 @@ def _forward(model: torch.nn.Module, images: torch.Tensor) -> tuple[torch.Tensor
                            "backbone_low": levels.low}  # fmt: skip
 
 
-def _labeled_prototypes(config: Config, model: torch.nn.Module) -> dict[str, list[torch.Tensor | None]]:
-    """Per source, per class: N×D prototypes of the labeled images that hold the class (None if none)."""
+def labeled_prototypes(
+    config: Config, model: torch.nn.Module, forward: Forward = None, sources: tuple[str, ...] = SOURCES
+) -> dict[str, list[torch.Tensor | None]]:
+    """Per source, per class: N×D prototypes of the labeled images that hold the class (None if none);
+    `forward(model, images)` gives the logits and the feature maps by source (default: this script's)."""
+    forward = forward or _forward
     num_classes, ignore = config.data.num_classes, config.data.ignore_index
-    parts: dict[str, list[list[torch.Tensor]]] = {source: [[] for _ in range(num_classes)] for source in SOURCES}
+    parts: dict[str, list[list[torch.Tensor]]] = {source: [[] for _ in range(num_classes)] for source in sources}
     with torch.inference_mode():
         for batch in _batches(config, config.data.labeled):
-            _, features = _forward(model, batch["image"])
+            _, features = forward(model, batch["image"])
             present = present_classes(class_areas(batch["mask"], num_classes, ignore), config.index.min_area)
-            for source in SOURCES:
+            for source in sources:
                 prototypes, _ = class_prototypes(features[source], batch["mask"], num_classes, ignore)
                 for cls in range(num_classes):
                     if cls not in config.rectify.guide_exclude:
