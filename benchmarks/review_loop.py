@@ -17,6 +17,7 @@ round 1's val mIoU against `none`, per 100 corrected images. Writes a JSON recor
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -28,7 +29,7 @@ from cisctool.config import Config, load_config
 from cisctool.data.labelstudio import FROM_NAME, TO_NAME, rle_encode
 from cisctool.data.masks import read_mask
 from cisctool.data.splits import read_split
-from cisctool.method.review import images_at
+from cisctool.method.review import REVIEW_SCORE, images_at
 from cisctool.report.review import true_wrong_pixels
 from cisctool.store.history import read_history
 from cisctool.store.layout import RunLayout
@@ -80,6 +81,7 @@ def prepare_arm(kind: str, seed: int, arm: str, image_ids: list[str], base: Conf
         return values
     folder = WORK / kind / "annotator" / values["name"]
     folder.mkdir(parents=True, exist_ok=True)
+    _same_queue(folder / "queue.txt", image_ids)
     annotator_export(base, image_ids, folder / "export.json")
     split = f"splits/review-{values['name']}.txt"
     subprocess.run(
@@ -88,6 +90,14 @@ def prepare_arm(kind: str, seed: int, arm: str, image_ids: list[str], base: Conf
         check=True,
     )  # fmt: skip
     return arm_settings(kind, seed, arm, split)
+
+
+def _same_queue(path: Path, image_ids: list[str]) -> None:
+    """Remember the arm's corrected images; a reused arm corrected for another queue (say, before the
+    review score changed) would report a stale round 1, so it stops and names the folder to remove."""
+    if path.is_file() and path.read_text().split() != image_ids:
+        raise SystemExit(f"{path.parent}: made for another queue; remove it and the arm's run folder")
+    path.write_text("\n".join(image_ids) + "\n")
 
 
 def train_round_1(kind: str, values: dict[str, object]) -> float:
@@ -148,6 +158,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.10])
     args = parser.parse_args()
+    load = {"start": os.getloadavg()}
     runs = {kind: {} for kind in args.kinds}
     for seed in args.seeds:
         for kind in args.kinds:
@@ -156,14 +167,18 @@ def main() -> None:
     for kind, seeds in runs.items():
         arms = [arm for arm in next(iter(seeds.values())) if arm != "none"]
         summary[kind] = {
-            arm: {key: float(np.mean([seeds[s][arm][key] for s in seeds]))
-                  for key in ("gain", "gain_per_100", "wrong_per_image", "share_of_wrong")}
+            arm: {f"{key}_{stat}": float(reduce([seeds[s][arm][key] for s in seeds]))
+                  for key in ("gain", "gain_per_100", "wrong_per_image", "share_of_wrong")
+                  for stat, reduce in (("mean", np.mean), ("std", np.std))}
             for arm in arms
         }  # fmt: skip
         for arm, row in summary[kind].items():
-            print(f"{kind} {arm}: {row['wrong_per_image']:.0f} wrong px per image looked at, "
-                  f"val mIoU {row['gain']:+.2f} ({row['gain_per_100']:+.2f} per 100 images), {len(seeds)} seeds")  # fmt: skip
-    payload = {"seeds": args.seeds, "fractions": args.fractions, "runs": runs, "summary": summary}
+            print(f"{kind} {arm}: {row['wrong_per_image_mean']:.0f} wrong px per image looked at, val mIoU "
+                  f"{row['gain_mean']:+.2f} ± {row['gain_std']:.2f} ({row['gain_per_100_mean']:+.2f} ± "
+                  f"{row['gain_per_100_std']:.2f} per 100 images), {len(seeds)} seeds")  # fmt: skip
+    payload = {"seeds": args.seeds, "fractions": args.fractions, "review_score": REVIEW_SCORE,
+               "std": "population (ddof 0) over the seeds", "runs": runs, "summary": summary,
+               "loadavg": load | {"end": os.getloadavg()}}  # fmt: skip
     print(f"wrote {write_record('review-loop', payload)}")
 
 
