@@ -5,6 +5,8 @@ wrong; people look at the highest scores first. The candidates, each from one
 image's stored pixels (`kept` = pixels that carry a label, not dropped):
 - `reliability`: the paper's mean BCE of S_ŷ towards 1, as stored;
 - `mean_nll`: mean −log confidence (self-training's image score);
+- `sum_nll`: Σ −log confidence, the same as a count (a pixel at 0.5 weighs 6.6×
+  one at 0.9, between `expected_wrong`'s 5× and `squared_doubt`'s 25×);
 - `expected_wrong`: Σ(1 − confidence), the number of wrong pixels expected if
   the confidence were calibrated: it counts errors instead of averaging them away;
 - `below_<t>`: the share of pixels whose confidence is under t;
@@ -14,7 +16,9 @@ image's stored pixels (`kept` = pixels that carry a label, not dropped):
   `expected_wrong`, but a pixel at 0.9 weighs 0.01 and one at 0.5 weighs 0.25, so
   the many nearly sure pixels of a large clean region no longer outweigh the
   doubtful ones. On round 1 of both benchmarks it found the most wrong pixels in
-  the first 10 % of images (benchmarks/review_efficiency.py; docs/review.md).
+  the first 10 % of images (benchmarks/review_efficiency.py; docs/review.md);
+- `cubed_doubt`: Σ(1 − confidence)³, the next power, to see whether the square's
+  gain over the count keeps growing with the power.
 
 An order's review efficiency is the share of all wrong pixels found in its
 first k % of images; random order expects k %, the oracle (true error counts)
@@ -31,10 +35,12 @@ BELOW_THRESHOLDS = (0.5, 0.8)
 CANDIDATES = (
     "reliability",
     "mean_nll",
+    "sum_nll",
     "expected_wrong",
     *(f"below_{threshold}" for threshold in BELOW_THRESHOLDS),
     "expected_wrong_cisc",
     REVIEW_SCORE,
+    "cubed_doubt",
 )
 FRACTIONS = (0.05, 0.10, 0.20)
 
@@ -55,12 +61,15 @@ def candidate_scores(
     """Every candidate score of one image (H×W confidence, S_ŷ with NaN where unguided, kept mask);
     higher = review sooner. An image with no kept pixel scores 0 (nothing to correct)."""
     values = confidence.astype(np.float64)[kept]
+    nll = -np.log(values.clip(1e-6, 1.0))
     similarity = np.nan_to_num(cisc.astype(np.float64)[kept], nan=1.0).clip(0.0, 1.0)
     scores = {
         "reliability": reliability,
-        "mean_nll": float(-np.log(values.clip(1e-6, 1.0)).mean()) if values.size else 0.0,
+        "mean_nll": float(nll.mean()) if values.size else 0.0,
+        "sum_nll": float(nll.sum()),
         "expected_wrong": expected_wrong(confidence, kept),
         REVIEW_SCORE: squared_doubt(confidence, kept),
+        "cubed_doubt": float(((1.0 - values) ** 3).sum()),
         "expected_wrong_cisc": float((1.0 - values * similarity).sum()),
     }
     for threshold in BELOW_THRESHOLDS:

@@ -47,6 +47,8 @@ def test_candidate_scores_of_one_image():
     assert scores["below_0.5"] == pytest.approx(1 / 3) and scores["below_0.8"] == pytest.approx(2 / 3)
     assert scores["expected_wrong_cisc"] == pytest.approx((1 - 0.45) + (1 - 0.6) + (1 - 0.3), abs=2e-3)
     assert scores[REVIEW_SCORE] == pytest.approx(0.1**2 + 0.4**2 + 0.7**2, abs=2e-3)
+    assert scores["cubed_doubt"] == pytest.approx(0.1**3 + 0.4**3 + 0.7**3, abs=2e-3)
+    assert scores["sum_nll"] == pytest.approx(-(math.log(0.9) + math.log(0.6) + math.log(0.3)), abs=5e-3)
 
 
 def test_an_image_with_nothing_kept_scores_zero():
