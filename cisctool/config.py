@@ -247,34 +247,8 @@ SECTIONS: dict[str, type] = {
     "rectify": RectifyConfig,
 }
 TOP_LEVEL_KEYS = ("name", "dataset", "profile", "workdir")
-# Keys added after runs were written, at the value that behaves as before they existed: hashes of
-# finished models and pseudo labels leave them out at that value, so upgrading cisctool does not
-# make finished work look stale.
-ADDED_KEYS: dict[str, dict[str, Any]] = {
-    "model": {"decoder_stride": 4, "gradient_checkpointing": False},
-    "train": {"consistency_rampup": 0.0, "ohem_threshold": 0.0, "ohem_min_kept": 0.15, "round_batch_size": 0,
-              "pseudo_class_balance": 0.0, "round_lr_mult": 1.0, "snapshots": 0},
-    "rectify": {"reliability": "cisc", "prior_alignment": 0.0, "pseudo_source": "prediction"},
-}
 # Official: the paper's five scales × flip (the package default is what the benchmarks chose).
 OFFICIAL_TTA_SCALES = [0.5, 0.75, 1.0, 1.5, 2.0]
-
-
-def hashed_settings(config: Config) -> dict[str, Any]:
-    """`to_dict` without the added keys that hold their before-they-existed value: what hashes of
-    finished work are computed from, so every such hash treats added keys alike.
-
-    Rounds ≥ 1's rate is hashed as the rate it is (`TrainConfig.rate`), 0 where it is round 0's:
-    `round_lr = 0.002` and `round_lr_mult = 0.2` at `lr = 0.01` train alike and hash alike, and a
-    run written before `round_lr_mult` existed (`round_lr` 0 = round 0's rate) keeps its hash."""
-    values = to_dict(config)
-    rate = config.train.rate(1)
-    values["train"]["round_lr"] = 0.0 if rate == config.train.lr else rate
-    del values["train"]["round_lr_mult"]
-    for section, added in ADDED_KEYS.items():
-        values[section] = {key: value for key, value in values[section].items()
-                           if key not in added or added[key] != value}  # fmt: skip
-    return values
 
 
 # `profile = "official"`: the paper's code choices in one switch. It overrides the file's keys

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cisctool.config import config_hash, from_dict, hashed_settings, load_config, to_dict, to_toml, with_overrides
+from cisctool.config import config_hash, from_dict, load_config, to_dict, to_toml, with_overrides
+from cisctool.staleness import hashed_settings
 from cisctool.data.demo import make_demo
 from cisctool.errors import InputError
 

@@ -1,7 +1,7 @@
 """The package's arrows point one way: cli → steps → report → data → store → method / models → base.
 
 Each module of cisctool/ may import modules of its own floor or of a lower one, never of a higher
-one; `base` (config, errors, faults, preemption, console, presets) imports no other floor. Imports under
+one; `base` (config, errors, faults, preemption, console, presets, staleness) imports no other floor. Imports under
 `if TYPE_CHECKING:` count too: a type-only arrow is still an arrow.
 """
 
@@ -12,7 +12,7 @@ import cisctool
 
 PACKAGE = Path(cisctool.__file__).parent
 FLOORS = {"base": 0, "models": 1, "method": 1, "store": 2, "data": 3, "report": 4, "steps": 5, "cli": 6}
-BASE_MODULES = {"__init__", "config", "errors", "faults", "preemption", "console", "presets"}
+BASE_MODULES = {"__init__", "config", "errors", "faults", "preemption", "console", "presets", "staleness"}
 
 
 def floor_of(module: str) -> str:

@@ -1,17 +1,32 @@
-"""The staleness table: the hashes of existing runs are kept byte for byte.
+"""The staleness table: every config field classified, each classification true of the hashes and
+checks, and the hashes of existing runs kept byte for byte.
 
-The values below were computed by the package before the table existed: a changed hash would make
+The pinned values were computed by the package before the table existed: a changed hash would make
 every finished model, index or pseudo-label file look stale after an upgrade.
 """
 
+import dataclasses
 import hashlib
 import json
+import math
+import typing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from cisctool.config import Config, hashed_settings, load_config, with_overrides
+from cisctool import staleness
+from cisctool.config import SECTIONS, Config, from_dict, load_config, with_overrides
+from cisctool.staleness import (
+    KEYS,
+    NOT_ADDED,
+    Output,
+    hashed_settings,
+    index_settings,
+    pseudo_resume_settings,
+    value_of,
+)
 from cisctool.steps.rectify import pseudo_inputs_hash
 from cisctool.steps.train_data import PseudoSelection, training_signature
 
@@ -73,3 +88,86 @@ def test_hashes_and_signatures_of_existing_runs_are_unchanged(tmp_path: Path, va
         pseudo_inputs_hash(config),
     )
     assert tuple(value[:16] for value in values) == PINNED[variant]
+
+
+def config_fields() -> list[str]:
+    """Every field of every config dataclass, dotted ("train.lr"); `source` (where the file was read,
+    not a setting: `compare=False`) aside."""
+    keys = []
+    for item in dataclasses.fields(Config):
+        if item.name in SECTIONS:
+            keys += [f"{item.name}.{inner.name}" for inner in dataclasses.fields(SECTIONS[item.name])]
+        elif item.compare:
+            keys.append(item.name)
+    return keys
+
+
+def test_every_config_field_says_which_outputs_it_makes_stale():
+    unclassified = [key for key in config_fields() if key not in KEYS]
+    assert not unclassified, f"not classified in cisctool/staleness.py KEYS: {', '.join(unclassified)}"
+    assert set(KEYS) == set(config_fields())  # nor a row for a key that is gone
+
+
+def perturbed(config: Config, dotted: str) -> Config:
+    """`config` with one key moved to another value of its type (unvalidated: only hashes read it)."""
+    *section, name = dotted.split(".")
+    holder = getattr(config, section[0]) if section else config
+    value, hint = getattr(holder, name), typing.get_type_hints(type(holder))[name]
+    if typing.get_origin(hint) is typing.Literal:
+        new = next((choice for choice in typing.get_args(hint) if choice != value), value + "-other")
+    elif typing.get_origin(hint) is tuple:
+        new = value + ({str: "extra", float: 2.0, int: 1}[typing.get_args(hint)[0]],)
+    elif isinstance(value, bool):
+        new = not value
+    elif isinstance(value, (int, float)):
+        new = 0.5 if value == math.inf else value + (0.25 if isinstance(value, float) else 1)
+    else:
+        new = value + "-other"
+    replaced = dataclasses.replace(holder, **{name: new})
+    return dataclasses.replace(config, **({section[0]: replaced} if section else {name: new}))
+
+
+def outputs_of(config: Config) -> dict[Output, Any]:
+    """What each output's staleness check compares, for one config."""
+    return {
+        Output.ALL_ROUNDS: training_signature(config, 0, 1, None),
+        Output.LATER_ROUNDS: training_signature(config, 1, 1, None),
+        Output.INDEX: index_settings(config),
+        Output.PSEUDO: pseudo_inputs_hash(config),
+        Output.PSEUDO_RESUME: pseudo_resume_settings(config),
+    }
+
+
+SWITCHED_ON = {"train": {"consistency_weight": 1.0, "ohem_threshold": 0.7}}
+
+
+@pytest.mark.parametrize("dotted", list(KEYS))
+def test_a_key_changes_exactly_the_outputs_it_is_classified_under(dotted: str):
+    config = from_dict({"data": {"root": "/frozen/data", "num_classes": 3}, **SWITCHED_ON})
+    before, after = outputs_of(config), outputs_of(perturbed(config, dotted))
+    changed = {output for output in before if before[output] != after[output]}
+    affects = KEYS[dotted].affects
+    expected = {output for output in before if output & affects}
+    if affects & Output.ALL_ROUNDS:
+        expected.add(Output.LATER_ROUNDS)  # round 0's settings are every round's
+    assert changed == expected
+
+
+@pytest.mark.parametrize("dotted", [dotted for dotted, key in KEYS.items() if key.inert_while_off])
+def test_a_key_changes_nothing_while_its_switch_is_off(dotted: str):
+    switch = KEYS[dotted].inert_while_off
+    assert switch in KEYS and KEYS[switch].affects == KEYS[dotted].affects
+    config = from_dict({"data": {"root": "/frozen/data", "num_classes": 3}})
+    assert value_of(config, switch) == 0
+    assert outputs_of(perturbed(config, dotted)) == outputs_of(config)
+
+
+def test_added_keys_at_their_old_value_are_left_out_of_every_hash():
+    added = [dotted for dotted, key in KEYS.items() if key.added is not NOT_ADDED]
+    assert "rectify.pseudo_source" in added and "train.snapshots" in added
+    config = from_dict({"data": {"root": "/frozen/data", "num_classes": 3}})
+    for dotted in added:
+        section, name = dotted.split(".")
+        old = dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section),
+                                                                           **{name: KEYS[dotted].added})})
+        assert name not in staleness.hashed_settings(old)[section], dotted

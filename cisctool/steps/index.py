@@ -32,6 +32,7 @@ from cisctool.method.index import (
 )
 from cisctool.method.prototypes import class_areas, class_prototypes, present_classes
 from cisctool.report.pictures import blend, colorize, save_panels
+from cisctool.staleness import index_settings
 from cisctool.store.atomic import sha256_file
 from cisctool.store.checkpoints import load_inference_model
 from cisctool.store.index_files import load_index, save_index
@@ -131,14 +132,14 @@ def open_round_index(config: Config, round_index: int) -> tuple[PrototypeIndex, 
 
 
 def current_round_index(config: Config, round_index: int) -> PrototypeIndex | None:
-    """Round N's saved index when it exists, is not stale and has the config's factory and
-    min_area; None when it must be (re)built."""
+    """Round N's saved index when it exists, is not stale and holds the config's `staleness.INDEX` keys
+    (factory, min_area); None when it must be (re)built."""
     try:
         prototype_index, stale = open_round_index(config, round_index)
     except InputError:
         return None
     meta = prototype_index.metadata
-    same = meta.get("factory") == config.index.factory and meta.get("min_area") == config.index.min_area
+    same = all(meta.get(key) == value for key, value in index_settings(config).items())
     return prototype_index if same and not stale else None
 
 

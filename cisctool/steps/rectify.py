@@ -9,13 +9,11 @@ the DataLoader's workers have started: no worker holds it open (or locked)
 after its parent has gone.
 """
 
-import collections
 import functools
 import hashlib
 import json
 import math
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ import numpy as np
 import torch
 
 from cisctool import preemption
-from cisctool.config import Config, config_hash, hashed_settings, to_toml
+from cisctool.config import Config, config_hash, to_toml
 from cisctool.console import RateColumn, progress_bar, warn
 from cisctool.data.check import labeled_class_shares
 from cisctool.data.masks import image_size
@@ -44,74 +42,26 @@ from cisctool.method.signals import (
 from cisctool.report.quality import QualityAccumulator, shrink_message, shrinking_classes
 from cisctool.report.quality_progress import QualityProgress, progress_path
 from cisctool.report.quality_signals import SIGNALS, report_signals
+from cisctool.staleness import (
+    PSEUDO,
+    PSEUDO_RESUME_ATTRS,
+    hashed_values,
+    keys_affecting,
+    pseudo_resume_settings,
+)
 from cisctool.steps.distributed import barrier, from_environment, process_group
 from cisctool.steps.index import open_round_index
-from cisctool.steps.shards import RESUME_KEYS, merge_and_report, shard_batches, shard_path
+from cisctool.steps.shards import merge_and_report, shard_batches, shard_path, shard_range
 from cisctool.steps.signal_stream import class_calibration, guided_model, mean_prediction, signal_stream
 from cisctool.steps.snapshots import snapshot_models
 from cisctool.store.atomic import atomic_write_json, remove_stale_temporaries, sha256_file
+from cisctool.store.background_writer import BackgroundWriter
 from cisctool.store.layout import RunLayout
-from cisctool.store.pseudo_labels import PseudoImage, PseudoWriter, partial_path
+from cisctool.store.pseudo_labels import PseudoImage, PseudoLabels, PseudoWriter, ResumePoint, partial_path
 
 # Host arrays that may wait for, or be in, the writer thread: two VOC-size batches of 16 with
 # the quality report's signals; a larger batch still goes through, one at a time.
 WRITER_QUEUE_BYTES = 128 << 20
-
-
-class BackgroundWriter:
-    """Runs `consume(item)` on a thread; re-raises its failure.
-
-    Waiting items are bounded in bytes, not in count (the item being consumed
-    counts until it is done), so the memory held does not grow with the image
-    size; one item is always admitted, however large.
-    """
-
-    def __init__(self, consume: Callable[[Any], None], max_bytes: int = WRITER_QUEUE_BYTES) -> None:
-        self.consume = consume
-        self.max_bytes = max_bytes
-        self.items: collections.deque[tuple[Any, int]] = collections.deque()
-        self.queued_bytes = 0
-        self.changed = threading.Condition()
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="pseudo-writer", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while True:
-            with self.changed:
-                self.changed.wait_for(lambda: self.items)
-                item, size = self.items.popleft()
-            if item is None:
-                return
-            if self.error is None:
-                try:
-                    self.consume(item)
-                except BaseException as error:  # handed to the main thread at the next put/close
-                    self.error = error
-            with self.changed:
-                self.queued_bytes -= size
-                self.changed.notify_all()
-
-    def put(self, item: Any, size: int) -> None:
-        """Queue `item` of `size` bytes once the queue has room for it."""
-        self._raise()
-        with self.changed:
-            self.changed.wait_for(lambda: not self.queued_bytes or self.queued_bytes + size <= self.max_bytes)
-            self.items.append((item, size))
-            self.queued_bytes += size
-            self.changed.notify_all()
-
-    def close(self) -> None:
-        """Wait until every item is consumed; raise what the thread raised."""
-        with self.changed:
-            self.items.append((None, 0))
-            self.changed.notify_all()
-        self.thread.join()
-        self._raise()
-
-    def _raise(self) -> None:
-        if self.error is not None:
-            raise self.error
 
 
 @dataclass
@@ -130,13 +80,8 @@ class RectifyOutcome:
 
 
 def pseudo_inputs_hash(config: Config) -> str:
-    """Hash of the settings that change pseudo labels (data, model, index, rectify, seed); not training."""
-    values = hashed_settings(config)
-    relevant = {key: values[key] for key in ("data", "model", "index", "rectify")}
-    relevant["seed"] = values["train"]["seed"]
-    relevant["rectify"] = {
-        key: value for key, value in relevant["rectify"].items() if key not in ("select", "ratio", "batch_size")
-    }
+    """Hash of the settings that change pseudo labels (`staleness.PSEUDO`: data, model, index, rectify, seed)."""
+    relevant = hashed_values(config, keys_affecting(PSEUDO), ("data", "model", "index", "rectify"), {})
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -201,79 +146,171 @@ def rectify_round(
     """Pseudo labels *for* round N from round N−1's model and index, into runs/<name>/roundN/pseudo.h5.
 
     With `shard = (i, n)`, only the i-th of n contiguous runs of the fixed batches is computed, into
-    `pseudo.shard<i>of<n>.h5` (same layout; `merge_shards` joins them).
+    `pseudo.shard<i>of<n>.h5` (same layout; `merge_shards` joins them). With `resume`, a shard file
+    already finished from the same inputs is kept as it is (0 computed), as under torchrun.
     """
     if round_index < 1:
         raise InputError("--round must be ≥ 1: round N's pseudo labels come from round N−1's model")
-    layout = RunLayout.of(config)
     source_round = round_index - 1
     prototype_index = _source_index(config, source_round)
-    final_path = layout.pseudo(round_index) if shard is None else shard_path(layout.pseudo(round_index), *shard)
-    if final_path.exists() and not force:
-        raise InputError(f"{final_path}: already exists; pass --force to recompute it")
+    final_path = RunLayout.of(config).pseudo(round_index)
+    final_path = final_path if shard is None else shard_path(final_path, *shard)
+    if final_path.exists():
+        if resume and shard is not None and (kept := _finished_shard(config, round_index, final_path, shard)):
+            return kept
+        if not force:
+            raise InputError(f"{final_path}: already exists; pass --force to recompute it")
+    job = _open_job(config, round_index, final_path, shard, resume=resume)
+    model, source = guided_model(config, RunLayout.of(config).model(source_round), prototype_index, device)
+    snapshots = snapshot_models(config, source_round, device)
+    labeled_share = labeled_class_shares(config)
+    alignment = _alignment_of(job, model, labeled_share, device)
+    described_alignment = alignment.describe(config.class_names)
+    job.attrs["prior_alignment"] = json.dumps(described_alignment)
+    calibration = class_calibration(config, model, source, device) if job.with_masks and source else None
+    quality = QualityAccumulator(list(config.class_names), RectifySettings.of(config).ignore_index, SIGNALS)
+    resuming = job.started is not None
+    progress = QualityProgress.begin(progress_path(job.work_path), quality, len(job.entries), resume=resuming)
+    todo, batches = _choose_batches(job, progress)
+    stream = signal_stream(
+        config, model, source, job.entries, batches, device,
+        with_masks=job.with_masks, class_weights=alignment.weights, snapshots=snapshots,
+    )  # fmt: skip
+    writer = _open_writer(job, compression)  # only now that the loader's workers exist, so none inherits it
+    computed, seconds = _write_all(job, writer, progress, stream, todo, calibration)
+    return _finish(job, progress, computed, seconds, described_alignment, labeled_share)
+
+
+@dataclass
+class _Job:
+    """One rectify run's images and files, settled before the model loads."""
+
+    config: Config
+    round_index: int
+    shard: tuple[int, int] | None
+    final_path: Path
+    entries: list[SplitEntry]
+    with_masks: bool
+    attrs: dict[str, Any]  # what the file records of its making (`pseudo_file_attributes`)
+    started: ResumePoint | None  # the unfinished file resumed from, if any
+    shapes: np.ndarray | None  # N×2 image sizes for a new file
+
+    @property
+    def work_path(self) -> Path:
+        return partial_path(self.final_path)
+
+
+def _open_job(
+    config: Config, round_index: int, final_path: Path, shard: tuple[int, int] | None, *, resume: bool
+) -> _Job:
+    """Read the split, check the unfinished file a resume continues, and size a new one: every bad
+    input stops the run before any work."""
     entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
     with_masks = all(entry.mask is not None for entry in entries)
     require_true_masks(config, with_masks)
-    attrs = _file_attributes(config, round_index)
+    attrs = pseudo_file_attributes(config, round_index)
     work_path = partial_path(final_path)
     try:
         final_path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(final_path.parent)
     except OSError as error:
         raise InputError(f"{final_path.parent}: cannot create the pseudo-label file's folder ({error})") from None
-    ids = [entry.id for entry in entries]
-    resuming = resume and work_path.exists()
-    expected = {key: attrs[key] for key in RESUME_KEYS}
-    started = PseudoWriter.resumable(work_path, expected, ids) if resuming else None
-    done = started.done if started else None
-    shapes = None if resuming else image_shapes(entries)
-    settings = RectifySettings.of(config)
-    model, source = guided_model(config, layout.model(source_round), prototype_index, device)
-    snapshots = snapshot_models(config, source_round, device)
-    labeled_share = labeled_class_shares(config)
-    if started and "prior_alignment" in started.attrs:  # the factors the file's first images were made with
-        alignment = PriorAlignment.from_description(json.loads(started.attrs["prior_alignment"]), config.class_names)
-    else:
-        alignment = _prior_alignment(config, model, entries, labeled_share, device)
-    described_alignment = alignment.describe(config.class_names)
-    attrs["prior_alignment"] = json.dumps(described_alignment)
-    calibration = class_calibration(config, model, source, device) if with_masks and source else None
-    quality = QualityAccumulator(list(config.class_names), settings.ignore_index, SIGNALS)
-    progress = QualityProgress.begin(progress_path(work_path), quality, len(entries), resume=resuming)
-    batch_size = config.rectify.batch_size
-    mine = {position for batch in shard_batches(len(entries), batch_size, shard) for position in batch}
-    unfinished = ~done if done is not None else np.ones(len(entries), dtype=bool)
+    started = None
+    if resume and work_path.exists():
+        expected = {key: attrs[key] for key in PSEUDO_RESUME_ATTRS}
+        started = PseudoWriter.resumable(work_path, expected, [entry.id for entry in entries])
+    shapes = None if started is not None else image_shapes(entries)
+    return _Job(config, round_index, shard, final_path, entries, with_masks, attrs, started, shapes)
+
+
+def _finished_shard(
+    config: Config, round_index: int, path: Path, shard: tuple[int, int]
+) -> RectifyOutcome | None:
+    """A shard file finished from the current inputs (`PSEUDO_RESUME_ATTRS`), for the same images, with
+    every image of its shard done, and its quality report: kept, 0 computed. None otherwise (recomputed
+    with --force, refused without)."""
+    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    expected = pseudo_file_attributes(config, round_index)
+    start, stop = shard_range(len(entries), config.rectify.batch_size, shard)
+    try:
+        with PseudoLabels(path, require_complete=False) as stored:
+            same = all(stored.attrs.get(key) == expected[key] for key in PSEUDO_RESUME_ATTRS)
+            same = same and stored.ids == [entry.id for entry in entries] and bool(stored.done[start:stop].all())
+        report = json.loads(path.with_suffix(".json").read_text())
+    except (InputError, OSError, json.JSONDecodeError):
+        return None
+    return RectifyOutcome(path, len(entries), 0, 0.0, report) if same else None
+
+
+def _alignment_of(
+    job: _Job, model: torch.nn.Module, labeled_share: dict[str, float], device: str
+) -> "PriorAlignment":
+    """The prior alignment's factors: those the resumed file's first images were made with, else new ones."""
+    if job.started is not None and "prior_alignment" in job.started.attrs:
+        described = json.loads(job.started.attrs["prior_alignment"])
+        return PriorAlignment.from_description(described, job.config.class_names)
+    return _prior_alignment(job.config, model, job.entries, labeled_share, device)
+
+
+def _choose_batches(job: _Job, progress: QualityProgress) -> tuple[set[int], list[list[int]]]:
+    """The positions to do (this shard's, not done or not yet in the report's totals) and the fixed
+    batches that hold any of them."""
+    count, batch_size = len(job.entries), job.config.rectify.batch_size
+    mine = {position for batch in shard_batches(count, batch_size, job.shard) for position in batch}
+    unfinished = ~job.started.done if job.started is not None else np.ones(count, dtype=bool)
     todo = set(np.flatnonzero(unfinished | ~progress.covered).tolist()) & mine
-    batches = [batch for batch in fixed_batches(len(entries), batch_size) if todo & set(batch)]
-    stream = signal_stream(
-        config, model, source, entries, batches, device,
-        with_masks=with_masks, class_weights=alignment.weights, snapshots=snapshots,
-    )  # fmt: skip
-    if done is not None:  # opened only now that the loader's workers exist, so none inherits it
-        writer = PseudoWriter.reopen(work_path, done)
-    else:
-        work_path.unlink(missing_ok=True)
-        writer = PseudoWriter.create(work_path, ids, shapes, config.data.num_classes, attrs, compression)
-    store = functools.partial(_store, writer, progress, todo, config.rectify.weight_mode, calibration, with_masks=with_masks)
+    return todo, [batch for batch in fixed_batches(count, batch_size) if todo & set(batch)]
+
+
+def _open_writer(job: _Job, compression: str) -> PseudoWriter:
+    """Reopen the resumed file at its done flags, or create a new one."""
+    if job.started is not None:
+        return PseudoWriter.reopen(job.work_path, job.started.done)
+    job.work_path.unlink(missing_ok=True)
+    ids = [entry.id for entry in job.entries]
+    return PseudoWriter.create(job.work_path, ids, job.shapes, job.config.data.num_classes, job.attrs, compression)
+
+
+def _write_all(
+    job: _Job,
+    writer: PseudoWriter,
+    progress: QualityProgress,
+    stream: Iterator[tuple[dict[str, torch.Tensor], Any]],
+    todo: set[int],
+    calibration: np.ndarray | None,
+) -> tuple[int, float]:
+    """Compute and write every batch; on SIGTERM, save the totals of what the writer wrote and stop."""
+    config = job.config
+    store = functools.partial(
+        _store, writer, progress, todo, config.rectify.weight_mode, calibration, with_masks=job.with_masks
+    )
     try:
         with preemption.stop_on_sigterm():
-            computed, seconds = _run(stream, store, settings, todo, source_round)
+            return _run(stream, store, RectifySettings.of(config), todo, job.round_index - 1)
     except preemption.Preempted:  # every queued batch is written: save the totals that cover them
         progress.save()
         written = int(writer.done.sum())
-        raise preemption.Preempted(f"{written} of {len(entries)} images written to {work_path}") from None
+        raise preemption.Preempted(f"{written} of {len(job.entries)} images written to {job.work_path}") from None
     finally:
         writer.close()
+
+
+def _finish(
+    job: _Job, progress: QualityProgress, computed: int, seconds: float, described_alignment: dict[str, Any],
+    labeled_share: dict[str, float],
+) -> RectifyOutcome:  # fmt: skip
+    """Write the quality report, then give the file its final name."""
     progress.save()  # a run killed before the rename below then recomputes nothing
-    outcome = RectifyOutcome(final_path, len(entries), computed, seconds, progress.report())
-    _describe_run(outcome, config, round_index, labeled_share)
+    outcome = RectifyOutcome(job.final_path, len(job.entries), computed, seconds, progress.report())
+    _describe_run(outcome, job.config, job.round_index, labeled_share)
     outcome.report.update(prior_alignment=described_alignment)
-    quality_path = layout.pseudo_quality(round_index) if shard is None else final_path.with_suffix(".json")
+    layout = RunLayout.of(job.config)
+    quality_path = layout.pseudo_quality(job.round_index) if job.shard is None else job.final_path.with_suffix(".json")
     atomic_write_json(quality_path, outcome.report)
-    os.replace(work_path, final_path)
+    os.replace(job.work_path, job.final_path)
     progress.discard()
-    if shard is None:
-        _warn_if_shrinking(outcome.report, round_index)
+    if job.shard is None:
+        _warn_if_shrinking(outcome.report, job.round_index)
     return outcome
 
 
@@ -363,8 +400,10 @@ def _source_index(config: Config, source_round: int) -> PrototypeIndex | None:
     return prototype_index
 
 
-def _file_attributes(config: Config, round_index: int) -> dict[str, Any]:
-    """What the pseudo file records of its making: the model, index and settings (hashes), and the choices."""
+def pseudo_file_attributes(config: Config, round_index: int) -> dict[str, Any]:
+    """What the pseudo file records of its making: the model, index and settings (hashes), and the choices.
+    `staleness.PSEUDO_CURRENT_ATTRS` of them say whether a finished file is current, `PSEUDO_RESUME_ATTRS`
+    whether an unfinished one may resume."""
     layout = RunLayout.of(config)
     return {
         "round": round_index,
@@ -379,7 +418,7 @@ def _file_attributes(config: Config, round_index: int) -> dict[str, Any]:
         "guide": config.rectify.guide,
         "weight_mode": config.rectify.weight_mode,
         "tta": tta_description(config),
-        "batch_size": config.rectify.batch_size,
+        **pseudo_resume_settings(config),
     }
 
 
@@ -408,7 +447,7 @@ def _run(
     source_round: int,
 ) -> tuple[int, float]:
     """Threshold each computed batch and hand it to the writer thread; (images computed, seconds)."""
-    background = BackgroundWriter(store)
+    background = BackgroundWriter(store, WRITER_QUEUE_BYTES, name="pseudo-writer")
     started = time.perf_counter()
     computed = 0
     try:

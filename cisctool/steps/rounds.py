@@ -22,9 +22,9 @@ from cisctool.console import console, warn
 from cisctool.errors import InputError
 from cisctool.report.confusion import collapse_message
 from cisctool.steps.index import build_round_index, current_round_index
-from cisctool.steps.rectify import pseudo_inputs_hash, rectify_round
+from cisctool.staleness import PSEUDO_CURRENT_ATTRS
+from cisctool.steps.rectify import pseudo_file_attributes, rectify_round
 from cisctool.steps.train import train_and_evaluate, training_status
-from cisctool.store.atomic import sha256_file
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoLabels, partial_path
 
@@ -95,19 +95,10 @@ def _made_from_current_inputs(path: Path, config: Config, round_index: int, *, r
     """A readable pseudo file (whole, or unfinished) whose model, index and settings hashes are the current ones."""
     try:
         with PseudoLabels(path, require_complete=require_complete) as stored:
-            return stored.attrs == {**stored.attrs, **_expected_pseudo_attrs(config, round_index)}
+            expected = pseudo_file_attributes(config, round_index)
+            return all(stored.attrs.get(key) == expected[key] for key in PSEUDO_CURRENT_ATTRS)
     except InputError:
         return False
-
-
-def _expected_pseudo_attrs(config: Config, round_index: int) -> dict[str, Any]:
-    layout = RunLayout.of(config)
-    index_path = layout.index_files(round_index - 1)[0]
-    return {
-        "checkpoint_sha256": sha256_file(layout.model(round_index - 1)),
-        "index_sha256": sha256_file(index_path) if config.rectify.enabled else "",
-        "inputs_hash": pseudo_inputs_hash(config),
-    }
 
 
 def _rectify(config: Config, round_index: int, device: str) -> None:

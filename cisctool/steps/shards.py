@@ -24,9 +24,8 @@ import numpy as np
 from cisctool.config import Config
 from cisctool.data.check import labeled_class_shares
 from cisctool.errors import InputError
-from cisctool.method.signals import (
-    fixed_batches,
-)
+from cisctool.method.signals import fixed_batches
+from cisctool.staleness import PSEUDO_RESUME_ATTRS
 from cisctool.steps.evaluate import score_pseudo_labels
 from cisctool.store.atomic import atomic_write_json
 from cisctool.store.layout import RunLayout
@@ -84,7 +83,7 @@ def _checked_ranges(shards: list[PseudoLabels], round_index: int) -> list[tuple[
     batch_size = int(first.attrs["batch_size"])
     ranges = []
     for index, stored in enumerate(shards):
-        for key in RESUME_KEYS:
+        for key in PSEUDO_RESUME_ATTRS:
             if stored.attrs.get(key) != first.attrs.get(key):
                 raise InputError(f"{stored.path}: made with another {key} than {first.path.name}")
         if not _same_images(stored, first):
@@ -144,10 +143,6 @@ def merge_and_report(
             report["prior_alignment"] = json.loads(described)
     atomic_write_json(RunLayout.of(config).pseudo_quality(round_index), report)
     return path, report
-
-
-# What an unfinished file, or the shards of one file, must share (batch size fixes the padding).
-RESUME_KEYS = ("checkpoint_sha256", "index_sha256", "inputs_hash", "tta", "batch_size")
 
 
 def shard_path(final_path: Path, index: int, count: int) -> Path:

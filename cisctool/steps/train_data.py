@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from cisctool.config import Config, hashed_settings
+from cisctool.config import Config
 from cisctool.console import progress_bar
 from cisctool.data.check import labeled_class_shares
 from cisctool.data.datasets import LabeledPairDataset, PairSettings, PseudoLabeledDataset, SeededSampler
@@ -26,20 +26,12 @@ from cisctool.data.workers import exit_with_parent, loader_workers
 from cisctool.errors import InputError
 from cisctool.method.prior_alignment import alignment_weights
 from cisctool.method.pseudo_training import select_rows
+from cisctool.staleness import hashed_values, training_keys
 from cisctool.steps.distributed import Processes
 from cisctool.store.atomic import sha256_file
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoLabels, partial_path
 
-# Settings that may change between a run and its resume without changing the result.
-RESUME_FREE_KEYS = {"workers", "log_every", "amp", "channels_last", "checkpoint_every", "snapshots"}
-# Settings of rounds ≥ 1 only: round 0 does not depend on them.
-LATER_ROUND_KEYS = {
-    "pseudo_batch_size", "round_batch_size", "round_max_steps", "round_epochs", "round_lr", "round_lr_mult", "init",
-    "pseudo_class_balance",
-}
-# Settings that refine another and change nothing while it is 0 (off): left out of the hash then.
-INERT_WHILE_OFF = {"consistency_rampup": "consistency_weight", "ohem_min_kept": "ohem_threshold"}
 # The pseudo stream's seed is offset by round, so each round draws its own order.
 ROUND_SEED_STRIDE = 7919
 
@@ -124,15 +116,9 @@ def training_signature(config: Config, round_index: int, world: int, pseudo: Pse
     """Hash of every setting and input that changes the trained weights (not workers, logging, device):
     the data, model and training settings, the number of processes (the total batch, and so the sample
     stream, depends on it) and, for rounds ≥ 1, the schedule and the pseudo-label file's fingerprint."""
-    values = hashed_settings(config)
-    ignored = RESUME_FREE_KEYS | (set() if round_index else LATER_ROUND_KEYS)
-    ignored |= {key for key, switch in INERT_WHILE_OFF.items() if getattr(config.train, switch) == 0}
-    train = {key: value for key, value in values["train"].items() if key not in ignored}
-    relevant = {"data": values["data"], "model": values["model"], "train": train,
-                "min_area": values["index"]["min_area"], "round": round_index,
-                "guide_exclude": values["rectify"]["guide_exclude"]}  # fmt: skip
-    if round_index:
-        relevant["schedule"] = [values["rectify"]["select"], values["rectify"]["ratio"]]
+    relevant = hashed_values(config, training_keys(config, round_index), ("data", "model", "train"),
+                             {"schedule": ("rectify.select", "rectify.ratio")})  # fmt: skip
+    relevant["round"] = round_index
     if world > 1:
         relevant["world"] = world
     signature = hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()

@@ -1,7 +1,6 @@
 import hashlib
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import h5py
@@ -13,7 +12,7 @@ from cisctool.data.masks import read_mask
 from cisctool.errors import InputError
 from cisctool.method.signals import fixed_batches
 from cisctool.steps import rectify as rectify_step
-from cisctool.steps.rectify import BackgroundWriter, pseudo_inputs_hash, rectify_round
+from cisctool.steps.rectify import pseudo_inputs_hash, rectify_round
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PIXEL_DTYPES, PseudoLabels, partial_path
 
@@ -169,20 +168,23 @@ def test_shards_merge_into_the_file_a_single_process_writes(config: Config, tmp_
         merge_shards(config, 1)
 
 
-def test_the_writer_queue_holds_at_most_its_bytes_yet_always_admits_one_item():
-    release, consumed = threading.Event(), []
-    writer = BackgroundWriter(lambda item: (release.wait(), consumed.append(item)), max_bytes=100)
-    writer.put("a", 60)  # an empty queue takes any item
-    second = threading.Thread(target=writer.put, args=("b", 60))
-    second.start()
-    second.join(timeout=0.3)
-    assert second.is_alive()  # 60 + 60 > 100: waits while "a" is being written
-    release.set()
-    second.join(timeout=10)
-    assert not second.is_alive()
-    writer.put("c", 500)  # larger than the bound: admitted once the queue has drained
-    writer.close()
-    assert consumed == ["a", "b", "c"]
+def test_a_finished_shard_of_the_same_inputs_is_kept_under_resume(config: Config):
+    first = rectify_round(config, 1, "cpu", shard=(1, 2))
+    assert first.computed == 4  # batches 1 and 2 of 3
+    before = first.path.stat()
+    again = rectify_round(config, 1, "cpu", shard=(1, 2), resume=True)  # as each rank of torchrun --resume
+    after = first.path.stat()
+    assert again.computed == 0 and again.path == first.path
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert again.report["raw_miou"] == first.report["raw_miou"]
+    forced = rectify_round(config, 1, "cpu", shard=(1, 2), resume=True, force=True)  # torchrun passes force
+    assert forced.computed == 0 and first.path.stat().st_ino == before.st_ino
+    other = with_overrides(config, {"rectify.guide": "random"})  # other inputs: refused, or recomputed
+    with pytest.raises(InputError, match="already exists; pass --force"):
+        rectify_round(other, 1, "cpu", shard=(1, 2), resume=True)
+    assert rectify_round(other, 1, "cpu", shard=(1, 2), resume=True, force=True).computed == 4
+    with PseudoLabels(first.path, require_complete=False) as stored:
+        assert stored.attrs["guide"] == "random"
 
 
 def test_a_rectify_key_added_later_hashes_as_before_at_its_old_behaviour(demo_config: Config):
