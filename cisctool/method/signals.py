@@ -143,12 +143,56 @@ def batch_signals(
     and reliability is mean −log confidence. With `snapshots` (earlier models of the same
     training, `rectify.reliability = "stability"`), reliability is ST++'s instability instead.
     """
-    num_classes, ignore = settings.num_classes, settings.ignore_index
     probabilities, features = predict(model, images, settings.tta_scales, flip=settings.tta_flip)
     if settings.class_weights:
         probabilities = align(probabilities, torch.tensor(settings.class_weights))
     confidence, raw = probabilities.max(dim=1)
-    raw = torch.where(valid, raw, torch.full_like(raw, ignore))
+    raw = torch.where(valid, raw, torch.full_like(raw, settings.ignore_index))
+    slots = _guide_slots(features, raw, keys, own_rows, source, settings)
+    maps = upsample_maps(cisc_maps(features, slots.vectors), tuple(images.shape[-2:]))
+    cisc = predicted_class_similarity(maps, raw, slots.classes)
+    modes = WEIGHT_MODES if report else (settings.weight_mode,)
+    return BatchSignals(
+        probabilities=probabilities,
+        raw_label=raw,
+        confidence=confidence,
+        maps=maps,
+        slot_classes=slots.classes,
+        cisc=cisc,
+        contrast=similarity_contrast(maps, raw, slots.classes) if report else None,
+        weights=_weights(modes, maps, raw, slots.classes, confidence, cisc, keys, settings.seed),
+        reliability=_stability(snapshots, images, raw, valid, settings) if snapshots else image_reliability(
+            cisc if source is not None else None, confidence, valid, settings.reliability
+        ),
+        guide_rows=slots.rows,
+        queries=slots.queries,
+    )
+
+
+@dataclass
+class _GuideSlots:
+    """A batch's guided classes, one slot per present class of each image (S the most any image has):
+    classes B×S (−1: no class, or no guide found), vectors B×S×D (the guides' prototypes), rows B×C (the
+    guide's labeled row per class, −1 none), queries B×3 (classes guided, fallen back to the class mean,
+    unguided)."""
+
+    classes: torch.Tensor
+    vectors: torch.Tensor
+    rows: torch.Tensor
+    queries: torch.Tensor
+
+
+def _guide_slots(
+    features: torch.Tensor,
+    raw: torch.Tensor,
+    keys: np.ndarray,
+    own_rows: np.ndarray,
+    source: GuideSource | None,
+    settings: RectifySettings,
+) -> _GuideSlots:
+    """Pool each image's present classes (features B×D×h×w, raw B×H×W) and look up a guide for each:
+    none without a source (plain self-training) or for `guide_exclude`'s classes."""
+    num_classes, ignore = settings.num_classes, settings.ignore_index
     prototypes, _ = class_prototypes(features, raw, num_classes, ignore)
     present = present_classes(class_areas(raw, num_classes, ignore), settings.min_area)
     present[:, list(settings.guide_exclude)] = False
@@ -156,15 +200,14 @@ def batch_signals(
         present[:] = False
     image_slot, cls = torch.nonzero(present, as_tuple=True)
     slot_of = (present.cumsum(dim=1) - 1)[image_slot, cls]
-
     cls_host, image_host = cls.cpu().numpy(), image_slot.cpu().numpy()
     queries = prototypes[image_slot, cls].cpu().numpy()
     guides = (
         source.choose(queries, cls_host, keys[image_host], own_rows[image_host])
         if source is not None else Guides.none(queries.shape[1])
     )  # fmt: skip
-    batch, width = images.shape[0], max(int(present.sum(dim=1).max()), 1)
-    device = images.device
+    batch, width = raw.shape[0], max(int(present.sum(dim=1).max()), 1)
+    device = raw.device
     guided = torch.from_numpy(guides.guided).to(device)
     slot_classes = torch.full((batch, width), -1, dtype=torch.long, device=device)
     slot_classes[image_slot, slot_of] = torch.where(guided, cls, torch.full_like(cls, -1))
@@ -172,36 +215,32 @@ def batch_signals(
     guide_vectors[image_slot, slot_of] = torch.from_numpy(guides.vectors).to(device)
     guide_rows = torch.full((batch, num_classes), -1, dtype=torch.long, device=device)
     guide_rows[image_slot, cls] = torch.from_numpy(guides.rows).to(device)
+    counts = torch.from_numpy(np.stack([
+        np.bincount(image_host, weights=kind, minlength=batch).astype(np.int64)
+        for kind in (guides.guided & ~guides.fallback, guides.fallback, ~guides.guided)
+    ], axis=1))  # fmt: skip
+    return _GuideSlots(slot_classes, guide_vectors, guide_rows, counts)
 
-    maps = upsample_maps(cisc_maps(features, guide_vectors), tuple(images.shape[-2:]))
-    cisc = predicted_class_similarity(maps, raw, slot_classes)
+
+def _weights(
+    modes: tuple[str, ...],
+    maps: torch.Tensor,
+    raw: torch.Tensor,
+    slot_classes: torch.Tensor,
+    confidence: torch.Tensor,
+    cisc: torch.Tensor,
+    keys: np.ndarray,
+    seed: int,
+) -> dict[str, torch.Tensor]:
+    """Each of `modes`' B×H×W pixel weights: from the guides' agreement ("official": one guide per image,
+    drawn by `seed` and the image's key; "mean": all guides) or from confidence and S ("confidence")."""
     agreements = agreement(maps, raw, slot_classes)
-    chosen = official_slots((slot_classes >= 0).cpu().numpy(), keys, settings.seed)
-    chosen_slot = torch.from_numpy(chosen).to(device)
-
-    def weight(mode: str) -> torch.Tensor:
-        if mode == "confidence":
-            return confidence_weight(confidence, cisc)
-        return pixel_weight(agreements, slot_classes, mode, chosen_slot)
-
-    return BatchSignals(
-        probabilities=probabilities,
-        raw_label=raw,
-        confidence=confidence,
-        maps=maps,
-        slot_classes=slot_classes,
-        cisc=cisc,
-        contrast=similarity_contrast(maps, raw, slot_classes) if report else None,
-        weights={mode: weight(mode) for mode in (WEIGHT_MODES if report else (settings.weight_mode,))},
-        reliability=_stability(snapshots, images, raw, valid, settings) if snapshots else image_reliability(
-            cisc if source is not None else None, confidence, valid, settings.reliability
-        ),
-        guide_rows=guide_rows,
-        queries=torch.from_numpy(np.stack([
-            np.bincount(image_host, weights=kind, minlength=batch).astype(np.int64)
-            for kind in (guides.guided & ~guides.fallback, guides.fallback, ~guides.guided)
-        ], axis=1)),  # fmt: skip
-    )
+    chosen_slot = torch.from_numpy(official_slots((slot_classes >= 0).cpu().numpy(), keys, seed)).to(maps.device)
+    return {
+        mode: confidence_weight(confidence, cisc) if mode == "confidence"
+        else pixel_weight(agreements, slot_classes, mode, chosen_slot)
+        for mode in modes
+    }  # fmt: skip
 
 
 def _stability(
