@@ -111,8 +111,8 @@ def rectify_command(
 ) -> RectifyOutcome | MergedShards | None:
     """What `cisctool rectify` does: compute round N's pseudo labels (or the shard `options["shard"]` of
     them), or join finished shards (`merge`; virtual unless `copy`); `options` are `rectify_round`'s.
-    Launched by torchrun without a shard, each rank computes the shard of its rank and rank 0 merges
-    them; the other ranks return None.
+    Launched by torchrun without a shard, each rank computes the shard of its rank (with `resume`, a
+    finished shard of the same inputs is kept) and rank 0 merges them; the other ranks return None.
     """
     torchrun = from_environment().active and options.get("shard") is None and not merge
     final_path = RunLayout.of(config).pseudo(round_index)

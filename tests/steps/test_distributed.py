@@ -69,7 +69,8 @@ def test_the_cli_trains_under_torchrun_with_one_voice(demo_dir: Path, tmp_path: 
 
 @pytest.mark.slow
 def test_rectify_under_torchrun_shards_by_rank_and_merges(demo_dir: Path, trained_workdir: Path, tmp_path: Path):
-    """Same values in every dataset as one process, with the same threads (torchrun sets OMP_NUM_THREADS=1)."""
+    """Same values in every dataset as one process, with the same threads (torchrun sets OMP_NUM_THREADS=1);
+    a rerun with --resume keeps the finished shards."""
     import shutil
 
     import h5py
@@ -94,3 +95,11 @@ def test_rectify_under_torchrun_shards_by_rank_and_merges(demo_dir: Path, traine
         for name in expected:
             floats = expected[name].dtype.kind == "f"
             assert np.array_equal(actual[name][:], expected[name][:], equal_nan=floats), name
+    # killed after every rank finished its shard, before the merge: --resume keeps the shards and merges
+    shards = sorted(paths[1].parent.glob("pseudo.shard*of2.h5"))
+    stamps = [(path.stat().st_ino, path.stat().st_mtime_ns) for path in shards]
+    paths[1].unlink()
+    resumed = torchrun(*command, "--set", f"workdir={json.dumps(str(tmp_path / 'ranks'))}", *rectify, "--resume",
+                       cwd=tmp_path)  # fmt: skip
+    assert "(merged)" in resumed.stdout and paths[1].is_file() and len(shards) == 2
+    assert [(path.stat().st_ino, path.stat().st_mtime_ns) for path in shards] == stamps
