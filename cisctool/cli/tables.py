@@ -6,6 +6,7 @@ import math
 
 from rich.table import Table
 
+from cisctool.report.numbers import percent_text
 from cisctool.steps.compare import OFFICIAL, ORACLE, Comparison, mean_std
 from cisctool.steps.evaluate import EvalResult
 from cisctool.steps.rounds import RoundRow
@@ -18,10 +19,10 @@ def eval_table(result: EvalResult, title: str) -> Table:
     table.add_column("class")
     table.add_column("IoU %", justify="right")
     for name, value in zip(result.class_names, result.per_class_iou, strict=True):
-        table.add_row(name, _percent(value) + (" [red]collapsed" if name in result.collapsed else ""))
+        table.add_row(name, percent_text(value) + (" [red]collapsed" if name in result.collapsed else ""))
     table.add_section()
-    table.add_row("[bold]mIoU", f"[bold]{_percent(result.mean_iou)}")
-    table.add_row("pixel accuracy", _percent(result.pixel_accuracy))
+    table.add_row("[bold]mIoU", f"[bold]{percent_text(result.mean_iou)}")
+    table.add_row("pixel accuracy", percent_text(result.pixel_accuracy))
     table.add_row("images / seconds", f"{result.images} / {result.seconds:.1f}")
     return table
 
@@ -52,7 +53,8 @@ def rounds_table(rows: list[RoundRow], title: str) -> Table:
         table.add_column(column, justify="left" if column in ("steps run", "collapsed classes") else "right")
     for row in rows:
         table.add_row(
-            str(row.round_index), _percent(row.raw_miou), _percent(row.rectified_miou), _percent(row.val_miou),
+            str(row.round_index),
+            *(percent_text(value) for value in (row.raw_miou, row.rectified_miou, row.val_miou)),
             f"[red]{', '.join(row.collapsed)}" if row.collapsed else "none", f"{row.seconds:.0f}",
             ", ".join(row.ran) or "none (all up to date)",
         )  # fmt: skip
@@ -74,7 +76,7 @@ def comparison_tables(result: Comparison, title: str) -> list[Table]:
         final = result.final(arm)
         share = result.gap_share(arm)
         gap = ["—" if share is None else f"{100 * share:.0f} %"] if with_gap else []
-        arms.add_row(arm, *[_percent(value) for value in final], _pm(mean_std(final)), *gap)
+        arms.add_row(arm, *[percent_text(value) for value in final], _pm(mean_std(final)), *gap)
     arms.caption = (
         f"final val mIoU % after {result.rounds} round(s); suponly = the shared round 0; every arm but "
         f"{OFFICIAL} continues its seed's round 0" + ("; gap closed = share of suponly → oracle" if with_gap else "")
@@ -92,10 +94,6 @@ def comparison_tables(result: Comparison, title: str) -> list[Table]:
                            _pm(mean_std(differences), signed=True),
                            f"{sum(value > 0 for value in differences)}/{len(differences)}")  # fmt: skip
     return [arms, paired]
-
-
-def _percent(value: float) -> str:
-    return "—" if math.isnan(value) else f"{100 * value:.2f}"
 
 
 def _pm(pair: tuple[float, float], *, signed: bool = False) -> str:

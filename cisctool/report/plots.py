@@ -4,7 +4,6 @@ Each function draws one figure from plain values and writes it to `path`; the
 report decides which exist.
 """
 
-import math
 from pathlib import Path
 
 import matplotlib
@@ -13,6 +12,7 @@ matplotlib.use("Agg")  # before pyplot: no display, no GUI toolkit
 import matplotlib.pyplot as plt
 import numpy as np
 
+from cisctool.report.numbers import percent
 from cisctool.store.history import RoundHistory
 
 DPI = 100
@@ -23,10 +23,6 @@ def _save(figure: plt.Figure, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
-
-
-def _percent(value: float | None) -> float:
-    return math.nan if value is None else 100 * value
 
 
 def iou_bars(rounds: list[RoundHistory], class_names: list[str], path: Path) -> None:
@@ -46,7 +42,7 @@ def iou_bars(rounds: list[RoundHistory], class_names: list[str], path: Path) -> 
     for axis, (title, series) in zip(axes[:, 0], panels):
         width = 0.8 / max(len(series), 1)
         for slot, (label, scores) in enumerate(series):
-            values = [_percent(scores.get(name)) for name in class_names]
+            values = [percent(scores.get(name)) for name in class_names]
             axis.bar(
                 positions + (slot - (len(series) - 1) / 2) * width,
                 values,

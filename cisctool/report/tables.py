@@ -7,13 +7,11 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
+from cisctool.report.numbers import percent_text
+
 if TYPE_CHECKING:  # faiss loads only for the index commands
     from cisctool.method.guides import GuideHit
     from cisctool.method.index import PrototypeIndex
-
-
-def _percent(value: float) -> str:
-    return "—" if math.isnan(value) else f"{100 * value:.2f}"
 
 
 def index_table(prototype_index: PrototypeIndex, class_names: list[str], *, stale: bool | None = None) -> Table:
@@ -49,10 +47,6 @@ def guides_table(hits: list[GuideHit], class_names: tuple[str, ...], title: str)
     return table
 
 
-def _maybe_percent(value: float | None) -> str:
-    return "—" if value is None else _percent(value)
-
-
 def quality_tables(report: dict, title: str) -> list[Table]:
     """The pseudo-label quality report: raw vs rectified per class, what changed, signal AUROCs."""
     names = list(report["label_share"])[:-1]
@@ -61,7 +55,7 @@ def quality_tables(report: dict, title: str) -> list[Table]:
     summary.add_column("value", justify="right")
     summary.add_row("images", str(report["images"]))
     summary.add_row("mean weight", f"{report['mean_weight']:.3f}")
-    summary.add_row("dropped pixels %", _percent(report["label_share"]["(dropped)"]))
+    summary.add_row("dropped pixels %", percent_text(report["label_share"]["(dropped)"]))
     quantiles = report["reliability"]["quantiles"]
     summary.add_row("reliability median (lower = better)", _maybe_number(quantiles["0.50"]))
     summary.add_row("images without CISC evidence", str(report["reliability"]["images_without_evidence"]))
@@ -83,16 +77,18 @@ def quality_tables(report: dict, title: str) -> list[Table]:
                                 *factor_columns):  # fmt: skip
             shares.add_column(column, justify=justify)
         for name, share in report["label_share"].items():
-            shares.add_row(name, _percent(share), _maybe_percent(labeled.get(name)), *_factor(aligned, name))
+            shares.add_row(
+                name, percent_text(share), percent_text(labeled.get(name)), *_factor(aligned, name)
+            )
         return [summary, shares]
-    summary.add_row("[bold]raw mIoU %", f"[bold]{_percent(report['raw_miou'])}")
-    summary.add_row("[bold]rectified mIoU % (kept pixels)", f"[bold]{_percent(report['rectified_miou'])}")
-    summary.add_row("relabeled pixels %", _percent(report["relabeled_fraction"]))
+    summary.add_row("[bold]raw mIoU %", f"[bold]{percent_text(report['raw_miou'])}")
+    summary.add_row("[bold]rectified mIoU % (kept pixels)", f"[bold]{percent_text(report['rectified_miou'])}")
+    summary.add_row("relabeled pixels %", percent_text(report["relabeled_fraction"]))
     summary.add_row(
         "relabeled: right before → after %",
-        f"{_maybe_percent(report['relabeled_right_before'])} → {_maybe_percent(report['relabeled_right_after'])}",
+        f"{percent_text(report['relabeled_right_before'])} → {percent_text(report['relabeled_right_after'])}",
     )
-    summary.add_row("dropped pixels that were wrong %", _maybe_percent(report["dropped_that_were_wrong"]))
+    summary.add_row("dropped pixels that were wrong %", percent_text(report["dropped_that_were_wrong"]))
     per_class = Table(title="pseudo-label IoU % per class, and each class's share of the pixels")
     for column, justify in (("class", "left"), ("raw", "right"), ("rectified", "right"),
                             ("pixels %", "right"), ("labeled pixels %", "right"),
@@ -101,8 +97,8 @@ def quality_tables(report: dict, title: str) -> list[Table]:
     for name, raw, rectified in zip(
         names, report["raw_per_class_iou"], report["rectified_per_class_iou"], strict=True
     ):
-        per_class.add_row(name, _maybe_percent(raw), _maybe_percent(rectified),
-                          _percent(report["label_share"][name]), _maybe_percent(labeled.get(name)),
+        per_class.add_row(name, percent_text(raw), percent_text(rectified),
+                          percent_text(report["label_share"][name]), percent_text(labeled.get(name)),
                           *_factor(aligned, name))  # fmt: skip
     signals = Table(title="which signal tells right from wrong pixels (AUROC; 0.5 = none)")
     for column in ("signal", "pooled", "mean over classes", "undefined px %"):
@@ -110,7 +106,7 @@ def quality_tables(report: dict, title: str) -> list[Table]:
     for name, scores in report["auroc"].items():
         signals.add_row(
             name, _maybe_number(scores["pooled"]), _maybe_number(scores["class_mean"]),
-            _percent(scores["undefined_pixels"]),
+            percent_text(scores["undefined_pixels"]),
         )  # fmt: skip
     return [summary, per_class, signals]
 
@@ -139,7 +135,8 @@ def tune_table(results: list[dict], recommended: dict[str, float], folds: int) -
     for label, result in rows:
         table.add_row(
             label, *(_setting_value(result[key]) for key in ("margin", "p_min", "cisc_min", "conf_min")),
-            _percent(result["changed"]), f"{_percent(result['miou'])} ({100 * (result['miou'] - baseline['miou']):+.2f})",
+            percent_text(result["changed"]),
+            f"{percent_text(result['miou'])} ({100 * (result['miou'] - baseline['miou']):+.2f})",
         )  # fmt: skip
     table.add_section()
     table.add_row(

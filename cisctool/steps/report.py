@@ -31,6 +31,7 @@ from cisctool.console import progress_bar
 from cisctool.data.masks import read_image, read_mask
 from cisctool.errors import InputError
 from cisctool.method.review import images_at, review_order
+from cisctool.report.numbers import percent_text
 from cisctool.report.pictures import class_colours, save_overlay
 from cisctool.report.plots import (
     iou_bars,
@@ -168,10 +169,10 @@ def _round_row(history: RoundHistory) -> dict[str, str]:
         "round": str(history.round_index),
         "steps": str(metrics.get("steps", "—")),
         "final_loss": _number(metrics.get("final_loss"), 4),
-        "val_miou": _percent(history.val.get("mean_iou")),
+        "val_miou": percent_text(history.val.get("mean_iou")),
         "pseudo_images": trained_on,
-        "raw_miou": _percent(quality.get("raw_miou")),
-        "rectified_miou": _percent(quality.get("rectified_miou")),
+        "raw_miou": percent_text(quality.get("raw_miou")),
+        "rectified_miou": percent_text(quality.get("rectified_miou")),
         "mean_weight": _number(quality.get("mean_weight"), 3),
         "reliability": _number(median, 3),
         "seconds": _number(metrics.get("train_seconds"), 0),
@@ -278,10 +279,6 @@ def _scores(
 
 def _number(value: float | None, digits: int) -> str:
     return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
-
-def _percent(value: float | None) -> str:
-    return "—" if value is None or math.isnan(value) else f"{100 * value:.2f}"
 
 
 def _check_replaceable(out: Path) -> None:
