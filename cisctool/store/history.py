@@ -43,8 +43,8 @@ def read_history(layout: RunLayout) -> list[RoundHistory]:
         rounds.append(
             RoundHistory(
                 index,
-                metrics=_read_json(layout.metrics(index)),
-                quality=_read_json(layout.pseudo_quality(index)),
+                metrics=read_json(layout.metrics(index)),
+                quality=read_json(layout.pseudo_quality(index)),
                 losses=read_losses(layout.train_log(index)),
                 pseudo_images=_pseudo_images(layout.train_log(index)),
                 has_pseudo=layout.pseudo(index).is_file(),
@@ -89,7 +89,9 @@ def _pseudo_images(path: Path) -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file a step wrote (metrics, a quality report); {} while it is missing or unreadable, as in a
+    run still in progress."""
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
