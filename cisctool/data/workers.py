@@ -12,6 +12,9 @@ could find a file still open or locked. On Linux the kernel kills each worker
 as soon as its parent dies (prctl PR_SET_PDEATHSIG); elsewhere the watchdog
 remains. The signal follows the parent *thread* that forked the worker: start
 a loader's iterator on a thread that lives as long as the loader is used.
+
+Every forward pass over a split (eval, the labeled prototypes, rectify's
+stream, predict) reads through `inference_loader`: one rule for its workers.
 """
 
 import ctypes
@@ -19,13 +22,18 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
+from torch.utils.data import DataLoader
 
 from cisctool import preemption
+from cisctool.data.datasets import InferenceDataset, pad_collate
+from cisctool.data.splits import SplitEntry
 
 PR_SET_PDEATHSIG = 1
+# a forward pass decodes each image once, unaugmented: of `train.workers`, at most this many
+INFERENCE_WORKERS = 2
 
 
 def loader_workers(requested: int, device: str) -> int:
@@ -49,3 +57,31 @@ def _bind_to_parent(parent: int, worker_id: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the signal was armed
         os._exit(1)
+
+
+def inference_loader(
+    entries: Sequence[SplitEntry],
+    num_classes: int,
+    ignore_index: int,
+    device: str,
+    *,
+    with_masks: bool,
+    workers: int,
+    most_workers: int = INFERENCE_WORKERS,
+    batch_size: int = 1,
+    batches: Iterable[list[int]] | None = None,
+    size_divisor: int = 1,
+) -> DataLoader:
+    """`entries` for a forward pass on `device`, by `batch_size` or in the given `batches` of indices, each
+    batch padded alike (`pad_collate`). Of the `workers` asked for, at most `most_workers`, then as
+    `loader_workers` allows on the device; they die with this process. Batches come in pinned memory
+    for a GPU, so that their copies to it need not block."""
+    return DataLoader(
+        InferenceDataset(entries, num_classes, ignore_index, with_masks=with_masks),
+        batch_size=batch_size,
+        batch_sampler=batches,
+        num_workers=loader_workers(min(workers, most_workers), device),
+        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index, size_divisor=size_divisor),
+        pin_memory=device.startswith("cuda"),
+        worker_init_fn=exit_with_parent(),
+    )

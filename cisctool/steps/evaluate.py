@@ -2,7 +2,6 @@
 quality of a finished pseudo-label file from its stored signals (`eval --split pseudo`).
 """
 
-import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -10,14 +9,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from cisctool.config import Config
 from cisctool.console import progress_bar
-from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.masks import read_mask
 from cisctool.data.splits import SplitEntry, read_split
-from cisctool.data.workers import exit_with_parent, loader_workers
+from cisctool.data.workers import inference_loader
 from cisctool.report.confusion import ConfusionMatrix, collapsed_classes
 from cisctool.report.quality import QualityAccumulator
 from cisctool.store.checkpoints import load_inference_model
@@ -109,20 +106,14 @@ def evaluate(
 ) -> EvalResult:
     """Predict every entry (masks required) and score it; images of one batch are padded alike."""
     num_classes = len(class_names)
-    dataset = InferenceDataset(entries, num_classes, ignore_index, with_masks=True)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size if mode == "whole" else 1,
-        num_workers=loader_workers(workers, device),
-        worker_init_fn=exit_with_parent(),
-        collate_fn=functools.partial(pad_collate, ignore_index=ignore_index),
-    )
+    loader = inference_loader(entries, num_classes, ignore_index, device, with_masks=True, workers=workers,
+                              batch_size=batch_size if mode == "whole" else 1)  # fmt: skip
     confusion = ConfusionMatrix(num_classes, ignore_index)
     model.eval().to(device)
     started = time.perf_counter()
     autocast = torch.autocast(device_type="cuda", enabled=amp and device.startswith("cuda"))
     with progress_bar() as bar, autocast:
-        task = bar.add_task(description, total=len(dataset))
+        task = bar.add_task(description, total=len(entries))
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True)
             logits = predict_logits(model, images, mode, crop_size, stride)
@@ -133,7 +124,7 @@ def evaluate(
         per_class_iou=confusion.iou(),
         mean_iou=confusion.mean_iou(),
         pixel_accuracy=confusion.pixel_accuracy(),
-        images=len(dataset),
+        images=len(entries),
         seconds=time.perf_counter() - started,
         mode=mode,
         collapsed=collapsed_classes(confusion, class_names),
@@ -154,7 +145,7 @@ def evaluate_round(config: Config, round_index: int, device: str) -> EvalResult:
         crop_size=config.eval.crop_size,
         stride=config.eval.stride,
         batch_size=config.eval.batch_size,
-        workers=min(config.train.workers, 2),
+        workers=config.train.workers,
         device=device,
         amp=config.train.amp,
         description=f"eval round {round_index}",

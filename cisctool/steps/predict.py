@@ -4,17 +4,15 @@ Needs no config and no data set: the checkpoint carries its architecture and
 class names. Images of any size are batched (padded, then cropped back).
 """
 
-import functools
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from cisctool.console import RateColumn, progress_bar
-from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.masks import read_image, write_mask
 from cisctool.data.splits import SplitEntry
+from cisctool.data.workers import inference_loader
 from cisctool.errors import InputError
 from cisctool.report.pictures import blend, save_panels
 from cisctool.store.atomic import atomic_write
@@ -35,8 +33,9 @@ def predict_images(
     model, trained = load_inference_model(checkpoint)
     model.eval().to(device)
     entries = [SplitEntry(stem, path, None) for stem, path in stems.items()]
-    dataset = InferenceDataset(entries, trained.data.num_classes, IGNORE_INDEX, with_masks=False)
-    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=functools.partial(pad_collate))
+    # no config of this host's (the checkpoint's `train.workers` was the training host's): decode in this process
+    loader = inference_loader(entries, trained.data.num_classes, IGNORE_INDEX, device, with_masks=False, workers=0,
+                              batch_size=batch_size)  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     with progress_bar(RateColumn("img")) as bar, torch.inference_mode():
         task = bar.add_task("predict", total=len(entries))

@@ -6,7 +6,6 @@ a file opened afterwards (the pseudo file being written) is never inherited.
 """
 
 import dataclasses
-import functools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,8 @@ from torch.utils.data import DataLoader
 from cisctool import faults
 from cisctool.config import Config
 from cisctool.console import RateColumn, progress_bar
-from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.splits import SplitEntry, read_split
-from cisctool.data.workers import exit_with_parent, loader_workers
+from cisctool.data.workers import inference_loader
 from cisctool.method.guides import GuideSource
 from cisctool.method.signals import BatchSignals, RectifySettings, batch_signals, fixed_batches, predict
 from cisctool.store.checkpoints import load_inference_model
@@ -32,6 +30,9 @@ from cisctool.store.checkpoints import load_inference_model
 # image sizes), oneDNN's per-shape kernels and the allocator's free lists never settle:
 # a 4000-image demo run's RSS crept from 440 to 600 MiB; padded, it stays level.
 SIZE_DIVISOR = 32
+# rectify's stream is the long pass (the whole unlabeled split, every round) whose rate must keep up
+# with a GPU's batched forward, so its decoding may take more of `train.workers` than a short pass
+STREAM_WORKERS = 4
 
 
 def guided_model(
@@ -105,15 +106,9 @@ def _loader(
     config: Config, entries: list[SplitEntry], batches: list[list[int]], device: str, *, with_masks: bool
 ) -> DataLoader:
     """`batches` of `entries` decoded in worker processes and padded to `SIZE_DIVISOR`."""
-    ignore = config.data.ignore_index
-    return DataLoader(
-        InferenceDataset(entries, config.data.num_classes, ignore, with_masks=with_masks),
-        batch_sampler=batches,
-        num_workers=loader_workers(min(config.train.workers, 4), device),
-        collate_fn=functools.partial(pad_collate, ignore_index=ignore, size_divisor=SIZE_DIVISOR),
-        pin_memory=device.startswith("cuda"),
-        worker_init_fn=exit_with_parent(),
-    )
+    return inference_loader(entries, config.data.num_classes, config.data.ignore_index, device,
+                            with_masks=with_masks, workers=config.train.workers, most_workers=STREAM_WORKERS,
+                            batches=batches, size_divisor=SIZE_DIVISOR)  # fmt: skip
 
 
 def _signals(
