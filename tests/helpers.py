@@ -124,6 +124,13 @@ def assert_same_datasets(first: Path, second: Path) -> None:
         assert np.array_equal(one[name], two[name], equal_nan=one[name].dtype.kind == "f"), name
 
 
+def assert_same_pseudo_labels(first: Path, second: Path) -> None:
+    """Two round folders hold the same `pseudo.h5`, value for value, and the same quality report (timings
+    aside): what a stopped, killed or resumed rectify must end with."""
+    assert_same_datasets(first / "pseudo.h5", second / "pseudo.h5")
+    assert quality_report(first / "pseudo_quality.json") == quality_report(second / "pseudo_quality.json")
+
+
 def assert_same_weights(first: Path, second: Path) -> None:
     expected, actual = load_checkpoint(first)["model"], load_checkpoint(second)["model"]
     for key, tensor in expected.items():

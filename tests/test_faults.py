@@ -30,10 +30,10 @@ from helpers import (
     RECTIFY,
     WORKERS,
     assert_same_datasets,
+    assert_same_pseudo_labels,
     assert_same_weights,
     cisctool,
     one_error_line,
-    quality_report,
 )  # fmt: skip
 
 pytestmark = pytest.mark.slow  # every test here starts processes
@@ -61,8 +61,7 @@ def test_rectify_killed_then_resumed_at_once_writes_and_reports_the_uninterrupte
     assert file_holders(round1 / "pseudo.partial.h5") == []  # no worker of the killed run keeps it open
     resumed = cisctool(broken, config, *RECTIFY, "--resume", settings=WORKERS)  # no pause: a requeue
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert_same_datasets(round1 / "pseudo.h5", whole / "pseudo.h5")
-    assert quality_report(round1 / "pseudo_quality.json") == quality_report(whole / "pseudo_quality.json")
+    assert_same_pseudo_labels(round1, whole)
     assert not list(round1.glob("*partial*")) and not list(round1.glob(".*.tmp"))
 
 
@@ -93,8 +92,7 @@ def test_a_resumed_rectify_reuses_done_images_and_still_reports_on_every_image(
     round1 = workdir / "runs/demo/round1"
     report = json.loads((round1 / "pseudo_quality.json").read_text())
     assert 0 < report["computed_this_run"] < report["images_total"] == 24  # the saved totals were used
-    assert_same_datasets(round1 / "pseudo.h5", whole / "runs/demo/round1/pseudo.h5")
-    assert quality_report(round1 / "pseudo_quality.json") == quality_report(whole / "runs/demo/round1/pseudo_quality.json")
+    assert_same_pseudo_labels(round1, whole / "runs/demo/round1")
 
 
 def test_an_unfinished_pseudo_file_is_never_trained_on(workdirs, demo_dir: Path):
@@ -206,8 +204,7 @@ def test_rectify_on_a_full_disk_fails_in_one_line_keeps_the_partial_file_and_res
         filler.unlink()
     resumed = cisctool(workdir, config, *RECTIFY, "--resume", settings=WORKERS)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert_same_datasets(round1 / "pseudo.h5", whole / "pseudo.h5")
-    assert quality_report(round1 / "pseudo_quality.json") == quality_report(whole / "pseudo_quality.json")
+    assert_same_pseudo_labels(round1, whole)
 
 
 @pytest.mark.parametrize("kind", ["tmpfs", "injected"])

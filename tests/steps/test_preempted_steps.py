@@ -23,15 +23,7 @@ from cisctool.store.checkpoints import load_checkpoint
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoLabels, partial_path
 
-from helpers import (
-    RECTIFY,
-    WORKERS,
-    assert_same_datasets,
-    assert_same_weights,
-    cisctool,
-    one_error_line,
-    quality_report,
-)  # fmt: skip
+from helpers import RECTIFY, WORKERS, assert_same_pseudo_labels, assert_same_weights, cisctool, one_error_line
 
 CALIBRATION = len(fixed_batches(8, 2))  # the labeled images' calibration batches come before the split's 3
 
@@ -82,7 +74,7 @@ def test_rectify_stopped_by_sigterm_flushes_its_queue_and_resumes_to_the_same_fi
 ):
     whole_config = with_overrides(rectify_config, {"workdir": str(tmp_path / "whole")})
     shutil.copytree(Path(rectify_config.workdir), tmp_path / "whole")
-    whole = rectify_round(whole_config, 1, "cpu")
+    rectify_round(whole_config, 1, "cpu")
     final = RunLayout.of(rectify_config).pseudo(1)
     with terminated_at(fault) as caught:
         rectify_round(rectify_config, 1, "cpu")
@@ -92,9 +84,7 @@ def test_rectify_stopped_by_sigterm_flushes_its_queue_and_resumes_to_the_same_fi
     assert not final.exists()
     resumed = rectify_round(rectify_config, 1, "cpu", resume=True)
     assert resumed.computed == 6 - written  # nothing the stopped run wrote is computed again
-    assert_same_datasets(final, whole.path)
-    layout, whole_layout = RunLayout.of(rectify_config), RunLayout.of(whole_config)
-    assert quality_report(layout.pseudo_quality(1)) == quality_report(whole_layout.pseudo_quality(1))
+    assert_same_pseudo_labels(RunLayout.of(rectify_config).round_dir(1), RunLayout.of(whole_config).round_dir(1))
 
 
 @pytest.mark.slow
@@ -117,6 +107,4 @@ def test_the_commands_exit_143_with_one_line_and_resume(trained_workdir: Path, d
     assert stopped.returncode == 143 and "images written to" in one_error_line(stopped)
     resumed = cisctool(workdir, config, *RECTIFY, "--resume", settings=WORKERS)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    round1, whole = workdir / "runs/demo/round1", uninterrupted / "runs/demo/round1"
-    assert_same_datasets(round1 / "pseudo.h5", whole / "pseudo.h5")
-    assert quality_report(round1 / "pseudo_quality.json") == quality_report(whole / "pseudo_quality.json")
+    assert_same_pseudo_labels(workdir / "runs/demo/round1", uninterrupted / "runs/demo/round1")
