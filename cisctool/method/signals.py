@@ -297,9 +297,10 @@ def host_arrays(signals: BatchSignals, label: torch.Tensor) -> dict[str, np.ndar
     return {name: tensor.cpu().numpy() for name, tensor in arrays.items()}
 
 
-def fixed_batches(count: int, batch_size: int) -> list[list[int]]:
-    """Positions 0…count−1 cut into consecutive batches (the same cut on every run)."""
-    return [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+def fixed_batches(count: int, batch_size: int) -> list[range]:
+    """Positions 0…count−1 cut into consecutive batches (the same cut on every run); ranges, so that a
+    split of 100k images costs no 100k Python ints."""
+    return [range(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
 
 
 def cropped_images(

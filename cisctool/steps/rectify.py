@@ -51,7 +51,7 @@ from cisctool.staleness import (
 )
 from cisctool.steps.distributed import barrier, from_environment, process_group
 from cisctool.steps.index import open_round_index
-from cisctool.steps.shards import merge_and_report, shard_batches, shard_path, shard_range
+from cisctool.steps.shards import merge_and_report, shard_path, shard_range
 from cisctool.steps.signal_stream import class_calibration, guided_model, mean_prediction, signal_stream
 from cisctool.steps.snapshots import snapshot_models
 from cisctool.store.atomic import atomic_write_json, remove_stale_temporaries, sha256_file
@@ -252,14 +252,16 @@ def _alignment_of(
     return _prior_alignment(job.config, model, job.entries, labeled_share, device)
 
 
-def _choose_batches(job: _Job, progress: QualityProgress) -> tuple[set[int], list[list[int]]]:
+def _choose_batches(job: _Job, progress: QualityProgress) -> tuple[np.ndarray, list[range]]:
     """The positions to do (this shard's, not done or not yet in the report's totals) and the fixed
     batches that hold any of them."""
     count, batch_size = len(job.entries), job.config.rectify.batch_size
-    mine = {position for batch in shard_batches(count, batch_size, job.shard) for position in batch}
-    unfinished = ~job.started.done if job.started is not None else np.ones(count, dtype=bool)
-    todo = set(np.flatnonzero(unfinished | ~progress.covered).tolist()) & mine
-    return todo, [batch for batch in fixed_batches(count, batch_size) if todo & set(batch)]
+    start, stop = (0, count) if job.shard is None else shard_range(count, batch_size, job.shard)
+    wanted = np.zeros(count, dtype=bool)  # masks, not sets of ints: flat memory at 100k images
+    wanted[start:stop] = True
+    if job.started is not None:
+        wanted &= ~job.started.done | ~progress.covered
+    return wanted, [batch for batch in fixed_batches(count, batch_size) if wanted[batch.start : batch.stop].any()]
 
 
 def _open_writer(job: _Job, compression: str) -> PseudoWriter:
@@ -276,7 +278,7 @@ def _write_all(
     writer: PseudoWriter,
     progress: QualityProgress,
     stream: Iterator[tuple[dict[str, torch.Tensor], Any]],
-    todo: set[int],
+    todo: np.ndarray,
     calibration: np.ndarray | None,
 ) -> tuple[int, float]:
     """Compute and write every batch; on SIGTERM, save the totals of what the writer wrote and stop."""
@@ -443,25 +445,25 @@ def _run(
     stream: Iterator[tuple[dict[str, torch.Tensor], Any]],
     store: Callable[[Any], None],
     settings: RectifySettings,
-    todo: set[int],
+    todo: np.ndarray,
     source_round: int,
 ) -> tuple[int, float]:
     """Threshold each computed batch and hand it to the writer thread; (images computed, seconds)."""
     background = BackgroundWriter(store, WRITER_QUEUE_BYTES, name="pseudo-writer")
     started = time.perf_counter()
-    computed = 0
+    computed, total = 0, int(todo.sum())
     try:
         with progress_bar(RateColumn("img")) as bar, torch.inference_mode():
-            task = bar.add_task(f"rectify for round {source_round + 1}", total=len(todo))
+            task = bar.add_task(f"rectify for round {source_round + 1}", total=total)
             for batch, signals in stream:
                 label = pseudo_labels(signals, settings, batch["mask"])
                 keys = batch["index"].numpy()
                 item = (keys, batch["sizes"].numpy(), host_arrays(signals, label), batch["mask"].numpy())
                 background.put(item, item[3].nbytes + sum(array.nbytes for array in item[2].values()))
-                fresh = len(todo.intersection(keys.tolist()))
+                fresh = int(todo[keys].sum())
                 computed += fresh
                 bar.advance(task, fresh)
-                if preemption.requested() and computed < len(todo):  # the writer empties its queue below
+                if preemption.requested() and computed < total:  # the writer empties its queue below
                     raise preemption.Preempted("stopped")
     finally:
         if background.thread.is_alive():
@@ -472,7 +474,7 @@ def _run(
 def _store(
     writer: PseudoWriter,
     progress: QualityProgress,
-    todo: set[int],
+    todo: np.ndarray,
     weight_mode: str,
     calibration: np.ndarray | None,
     item: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray],
@@ -483,7 +485,7 @@ def _store(
     the saved report totals already hold it."""
     positions, images = [], []
     for key, crop, truth in cropped_images(*item, with_masks=with_masks):
-        if key not in todo:
+        if not todo[key]:
             continue
         image = PseudoImage(
             label=crop["label"],

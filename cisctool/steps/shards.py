@@ -150,7 +150,7 @@ def shard_path(final_path: Path, index: int, count: int) -> Path:
     return final_path.with_name(f"{final_path.stem}.shard{index}of{count}{final_path.suffix}")
 
 
-def shard_batches(count: int, batch_size: int, shard: tuple[int, int] | None) -> list[list[int]]:
+def shard_batches(count: int, batch_size: int, shard: tuple[int, int] | None) -> list[range]:
     """The fixed batches of a split that shard (i, n) computes: the i-th of n contiguous runs of them,
     as even as whole batches allow (all without a shard)."""
     batches = fixed_batches(count, batch_size)

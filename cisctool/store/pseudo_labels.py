@@ -75,11 +75,15 @@ DISK_HEADROOM = 16 << 20
 
 
 IDS_HASH = "ids_sha256"  # shards of one split compare it, not a million ids
+IDS_SLICE = 8192  # ids written to a new file this many at a time
 
 
 def ids_hash(ids: Sequence[str]) -> str:
-    """SHA-256 of the image ids in order."""
-    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    """SHA-256 of the image ids in order, joined by newlines (hashed id by id: no joined copy)."""
+    digest = hashlib.sha256()
+    for position, image_id in enumerate(ids):
+        digest.update((f"\n{image_id}" if position else image_id).encode())
+    return digest.hexdigest()
 
 
 @dataclass
@@ -152,7 +156,9 @@ class PseudoWriter:
         count = len(ids)
         pixels = shapes[:, 0].astype(np.int64) * shapes[:, 1]
         offsets = np.concatenate([[0], np.cumsum(pixels)]).astype(np.int64)
-        handle.create_dataset("ids", data=list(ids), dtype=h5py.string_dtype())
+        stored_ids = handle.create_dataset("ids", shape=(count,), dtype=h5py.string_dtype())
+        for start in range(0, count, IDS_SLICE):  # a slice at a time: no second copy of a million ids
+            stored_ids[start : start + IDS_SLICE] = list(ids[start : start + IDS_SLICE])
         handle.create_dataset("shapes", data=shapes.astype(np.int32))
         handle.create_dataset("offsets", data=offsets)
         total = max(int(offsets[-1]), 1)

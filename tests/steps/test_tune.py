@@ -34,7 +34,7 @@ def test_grid_starts_with_labels_as_predicted_and_separates_families():
 
 
 def test_folds_are_disjoint_and_cover_every_labeled_image():
-    entries = [SplitEntry(str(i), None, None) for i in range(10)]  # type: ignore[arg-type]
+    entries = [SplitEntry(str(i), f"{i}.png", None) for i in range(10)]
     folds = fold_entries(entries, 3, seed=0)
     assert sorted(sum(folds, [])) == list(range(10)) and [len(f) for f in folds] == [4, 3, 3]
 
