@@ -4,21 +4,19 @@ Prototypes come from the ground-truth masks: one batched forward,
 then masked average pooling of the decoder features for every class at once.
 """
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from cisctool.config import Config, config_hash
 from cisctool.console import progress_bar
-from cisctool.data.datasets import InferenceDataset, load_pair, pad_collate
+from cisctool.data.datasets import load_pair
 from cisctool.data.masks import read_image
 from cisctool.data.splits import read_split
 from cisctool.data.transforms import normalize
-from cisctool.data.workers import exit_with_parent, loader_workers
+from cisctool.data.workers import inference_loader
 from cisctool.errors import InputError
 from cisctool.method.guides import GuideHit
 from cisctool.method.index import (
@@ -55,18 +53,12 @@ def labeled_prototypes(config: Config, model: torch.nn.Module, device: str) -> L
     """Run the model over the labeled split and pool each present class (≥ index.min_area)."""
     entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
     num_classes, ignore = config.data.num_classes, config.data.ignore_index
-    dataset = InferenceDataset(entries, num_classes, ignore, with_masks=True)
-    loader = DataLoader(
-        dataset,
-        batch_size=config.rectify.batch_size,
-        num_workers=loader_workers(min(config.train.workers, 2), device),
-        worker_init_fn=exit_with_parent(),
-        collate_fn=functools.partial(pad_collate, ignore_index=ignore),
-    )
+    loader = inference_loader(entries, num_classes, ignore, device, with_masks=True, workers=config.train.workers,
+                              batch_size=config.rectify.batch_size)  # fmt: skip
     model.eval().to(device)
     parts: list[tuple[np.ndarray, ...]] = []
     with progress_bar() as bar:
-        task = bar.add_task("labeled prototypes", total=len(dataset))
+        task = bar.add_task("labeled prototypes", total=len(entries))
         for batch in loader:
             masks = batch["mask"].to(device)
             features = model(batch["image"].to(device)).features

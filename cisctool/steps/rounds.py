@@ -10,7 +10,6 @@ hashes match. A step left unfinished (killed) is resumed; a step whose
 outputs came from other settings is redone from scratch.
 """
 
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from cisctool.steps.index import build_round_index, current_round_index
 from cisctool.staleness import PSEUDO_CURRENT_ATTRS
 from cisctool.steps.rectify import pseudo_file_attributes, rectify_round
 from cisctool.steps.train import train_and_evaluate, training_status
+from cisctool.store.history import read_json
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoLabels, partial_path
 
@@ -56,13 +56,13 @@ def run_rounds(config: Config, rounds: int, device: str) -> list[RoundRow]:
                       done=current_round_index(config, round_index - 1) is not None)  # fmt: skip
             _step(row, f"rectify {round_index}", lambda: _rectify(config, round_index, device),
                   done=_pseudo_current(config, round_index))  # fmt: skip
-            quality = _read_json(layout.pseudo_quality(round_index))
+            quality = read_json(layout.pseudo_quality(round_index))
             row.raw_miou = quality.get("raw_miou", math.nan)
             row.rectified_miou = quality.get("rectified_miou", math.nan)
         status = training_status(config, round_index)
         _step(row, f"train {round_index}", lambda: train_and_evaluate(config, device, round_index, resume=status == "partial"),
               done=status == "finished")  # fmt: skip
-        val = _read_json(layout.metrics(round_index)).get("val") or {}
+        val = read_json(layout.metrics(round_index)).get("val") or {}
         row.val_miou = val.get("mean_iou", math.nan)
         row.collapsed = val.get("collapsed_classes", [])
         row.seconds = time.perf_counter() - started
@@ -107,10 +107,3 @@ def _rectify(config: Config, round_index: int, device: str) -> None:
     unfinished = partial_path(path)
     resume = unfinished.exists() and _made_from_current_inputs(unfinished, config, round_index, require_complete=False)
     rectify_round(config, round_index, device, resume=resume, force=True)
-
-
-def _read_json(path: Any) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
