@@ -95,7 +95,10 @@ def tta_description(config: Config) -> str:
 
 def image_shapes(entries: list[SplitEntry]) -> np.ndarray:
     """N×2 (H, W) from the image headers; an unreadable image stops the run before any work."""
-    return np.asarray([image_size(entry.image) for entry in entries], dtype=np.int32).reshape(-1, 2)
+    shapes = np.empty((len(entries), 2), dtype=np.int32)  # filled in place: no list of a million tuples
+    for position, entry in enumerate(entries):
+        shapes[position] = image_size(entry.image)
+    return shapes
 
 
 @dataclass

@@ -167,10 +167,11 @@ class PseudoWriter:
             handle.create_dataset(
                 name, shape=(int(offsets[-1]),), dtype=dtype, chunks=(min(PIXEL_CHUNK, total),), **options
             )
-        handle.create_dataset("guides", data=np.full((count, num_classes), -1, dtype=np.int32))
-        handle.create_dataset("reliability", data=np.full(count, np.nan, dtype=np.float32))
-        handle.create_dataset("checksum", data=np.zeros(count, dtype=np.uint32))
-        handle.create_dataset("done", data=np.zeros(count, dtype=bool))
+        # fill values, not arrays: nothing the size of the split is built to say "not written yet"
+        handle.create_dataset("guides", shape=(count, num_classes), dtype=np.int32, fillvalue=-1)
+        handle.create_dataset("reliability", shape=(count,), dtype=np.float32, fillvalue=np.nan)
+        handle.create_dataset("checksum", shape=(count,), dtype=np.uint32, fillvalue=0)
+        handle.create_dataset("done", shape=(count,), dtype=bool, fillvalue=False)
         handle.attrs.update({"format": PSEUDO_FORMAT, "version": PSEUDO_VERSION, "num_classes": num_classes,
                              **attrs, IDS_HASH: ids_hash(ids)})  # fmt: skip
         handle.flush()
