@@ -33,7 +33,7 @@ from cisctool.config import Config, with_overrides
 from cisctool.console import console, set_verbosity
 from cisctool.data.datasets import LabeledPairDataset, PseudoLabeledDataset
 from cisctool.data.masks import read_image, read_mask
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.data.transforms import pseudo_transform, train_transform
 from cisctool.steps import train_data
 from cisctool.steps.distributed import Processes
@@ -66,7 +66,7 @@ def main() -> None:
     ensure_round1_pseudo(config)
     selection = train_data.select_pseudo_labels(config, 1)
     labeled = LabeledPairDataset(
-        read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True),
+        split_entries(config, "labeled"),
         train_data.pair_settings(config),
     )  # fmt: skip
     stages = stage_seconds(config, labeled, selection, args.items)

@@ -49,7 +49,7 @@ from cisctool.config import Config, load_config, with_overrides
 from cisctool.console import console, set_verbosity
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.demo import make_demo
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.data.workers import loader_workers
 from cisctool.method.index import search_by_class, stored_vectors
 from cisctool.method.signals import RectifySettings, fixed_batches, predict
@@ -210,7 +210,7 @@ def _image_sides(config: Config) -> list[int]:
 
 
 def _entries(config: Config) -> list:
-    return read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    return split_entries(config, "unlabeled")
 
 
 @torch.inference_mode()

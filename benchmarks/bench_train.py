@@ -50,7 +50,7 @@ from cisctool.config import Config, load_config, with_overrides
 from cisctool.console import console, set_verbosity
 from cisctool.data.datasets import LabeledPairDataset
 from cisctool.data.demo import make_demo
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.method.losses import masked_cross_entropy
 from cisctool.method.pseudo_training import cutmix
 from cisctool.models import build_configured_model
@@ -264,7 +264,7 @@ def _fixed_crops(
     config: Config, count: int, device: str, memory_format: torch.memory_format
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`count` labeled crops, decoded and cut once (the training set's own first pairs)."""
-    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    entries = split_entries(config, "labeled")
     dataset = LabeledPairDataset(entries, pair_settings(config))
     samples = [dataset[(index, index)] for index in range(-(-count // 2))]  # (image, augmentation seed)
     images = torch.stack([sample[key] for sample in samples for key in ("image", "partner_image")])[:count]

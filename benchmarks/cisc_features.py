@@ -24,7 +24,7 @@ from rich.table import Table
 
 from cisctool.config import Config, load_config
 from cisctool.data.datasets import InferenceDataset, pad_collate
-from cisctool.data.splits import read_split
+from cisctool.data.splits import SplitName, split_entries
 from cisctool.method.cisc import cisc_maps, predicted_class_similarity, upsample_maps
 from cisctool.method.prototypes import class_areas, class_prototypes, present_classes
 from cisctool.report.quality import SignalHistograms
@@ -57,7 +57,7 @@ def _score(config: Config, path: Path) -> dict[str, dict[str, float]]:
     signals = ["confidence", *SOURCES, *(f"confidence_x_{source}" for source in SOURCES)]
     histograms = {name: SignalHistograms(num_classes) for name in signals}
     with torch.inference_mode():
-        for batch in _batches(config, config.data.unlabeled):
+        for batch in _batches(config, "unlabeled"):
             logits, features = _forward(model, batch["image"])
             confidence, prediction = logits.softmax(dim=1).max(dim=1)
             maps = {source: _similarity(config, features[source], prediction, bank[source]) for source in SOURCES}
@@ -76,8 +76,8 @@ def _score(config: Config, path: Path) -> dict[str, dict[str, float]]:
     }
 
 
-def _batches(config: Config, split: str) -> Iterator[dict[str, torch.Tensor]]:
-    entries = read_split(config.data_root / split, config.data_root, masks_required=True)
+def _batches(config: Config, split: SplitName) -> Iterator[dict[str, torch.Tensor]]:
+    entries = split_entries(config, split, masks_required=True)
     dataset = InferenceDataset(entries, config.data.num_classes, config.data.ignore_index, with_masks=True)
     for start in range(0, len(dataset), BATCH):
         items = [dataset[index] for index in range(start, min(start + BATCH, len(dataset)))]
@@ -111,7 +111,7 @@ def labeled_prototypes(
     num_classes, ignore = config.data.num_classes, config.data.ignore_index
     parts: dict[str, list[list[torch.Tensor]]] = {source: [[] for _ in range(num_classes)] for source in sources}
     with torch.inference_mode():
-        for batch in _batches(config, config.data.labeled):
+        for batch in _batches(config, "labeled"):
             _, features = forward(model, batch["image"])
             present = present_classes(class_areas(batch["mask"], num_classes, ignore), config.index.min_area)
             for source in sources:

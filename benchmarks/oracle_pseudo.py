@@ -27,7 +27,7 @@ from cisctool.cli.options import parse_setting
 from cisctool.config import Config, load_config
 from cisctool.console import console, set_verbosity
 from cisctool.data.masks import read_mask
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.steps.train import train_and_evaluate
 from cisctool.store.layout import RunLayout
 from cisctool.store.pseudo_labels import PseudoLabels, PseudoWriter
@@ -132,8 +132,7 @@ def _seed_row(seed: int, shared: Config, arm: Config, oracle: Config, device: st
 
 def _write_true_labels(config: Config, arm_file: Path, out: Path) -> None:
     """A copy of the arm's pseudo-label file whose labels are the true masks, weight 1 (reliability kept)."""
-    root = config.data_root
-    entries = read_split(root / config.data.unlabeled, root, masks_required=True)
+    entries = split_entries(config, "unlabeled", masks_required=True)
     with PseudoLabels(arm_file) as stored:
         if [entry.id for entry in entries] != stored.ids:
             raise SystemExit(f"{arm_file}: its images are not the unlabeled split's")

@@ -29,7 +29,7 @@ from cisctool.cli.options import parse_setting
 from cisctool.config import Config, load_config, with_overrides
 from cisctool.data.check import labeled_class_shares
 from cisctool.data.datasets import InferenceDataset, pad_collate
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.method.prior_alignment import alignment_weights
 from cisctool.method.signals import predict
 from cisctool.report.confusion import ConfusionMatrix
@@ -77,7 +77,7 @@ def _unlabeled_log_probabilities(config: Config, path: Path) -> tuple[np.ndarray
     """C×N log-probabilities of every scored unlabeled pixel (config's TTA) and its N true classes."""
     model, _ = load_inference_model(path, expected=config)
     model.eval()
-    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=True)
+    entries = split_entries(config, "unlabeled", masks_required=True)
     dataset = InferenceDataset(entries, config.data.num_classes, config.data.ignore_index, with_masks=True)
     scales, flip = tuple(config.rectify.tta_scales), config.rectify.tta_flip
     columns, truths = [], []

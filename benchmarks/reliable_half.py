@@ -22,7 +22,7 @@ import torch
 
 from cisctool.config import Config, load_config
 from cisctool.data.masks import read_mask
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.method.cisc import reliability
 from cisctool.method.pseudo_training import select_rows
 from cisctool.report.confusion import ConfusionMatrix
@@ -39,8 +39,7 @@ def main() -> None:
     parser.add_argument("files", type=Path, nargs="+")
     args = parser.parse_args()
     config = load_config(args.config)
-    root = config.data_root
-    masks = {entry.id: entry.mask for entry in read_split(root / config.data.unlabeled, root, masks_required=True)}
+    masks = {entry.id: entry.mask for entry in split_entries(config, "unlabeled", masks_required=True)}
     figures: dict[str, dict[str, list[float]]] = {score: {"chosen": [], "rest": []} for score in SCORES}
     for path in args.files:
         with PseudoLabels(path) as stored:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cisctool.config import load_config
 from cisctool.data.masks import read_mask
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.report.resolution import resolution_ceilings
 
 
@@ -22,8 +22,7 @@ def main() -> None:
     parser.add_argument("--strides", type=int, nargs="+", default=[4, 8, 16])
     args = parser.parse_args()
     config = load_config(args.config)
-    root = config.data_root
-    masks = (read_mask(entry.mask) for entry in read_split(root / config.data.val, root, masks_required=True))
+    masks = (read_mask(entry.mask) for entry in split_entries(config, "val"))
     ceilings = resolution_ceilings(masks, config.data.num_classes, config.data.ignore_index, args.strides)
     print("stride  " + "  ".join(f"{name:>8}" for name in config.class_names))
     for stride in args.strides:

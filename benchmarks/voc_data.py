@@ -20,7 +20,7 @@ from PIL import Image
 
 from cisctool.config import Config, load_config
 from cisctool.data.masks import read_mask
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.models import build_configured_model
 from cisctool.store.atomic import sha256_file
 from cisctool.store.checkpoints import model_payload, save_checkpoint
@@ -124,7 +124,7 @@ def ensure_round1_pseudo(config: Config) -> Path:
     target = layout.pseudo(1)
     if target.is_file():
         return target
-    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=True)
+    entries = split_entries(config, "unlabeled", masks_required=True)
     shapes = np.array([[HEIGHT, WIDTH]] * len(entries))
     attrs = {"round": 1, "checkpoint_sha256": sha256_file(layout.model(0)), "class_names": list(config.class_names)}
     work = partial_path(target)

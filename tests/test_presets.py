@@ -8,7 +8,7 @@ from PIL import Image
 from cisctool.config import load_config
 from cisctool.data.datasets import load_pair
 from cisctool.data.masks import write_mask
-from cisctool.data.splits import read_split
+from cisctool.data.splits import read_split, split_entries
 
 
 def write_image(path: Path, height: int = 12, width: int = 16) -> None:
@@ -32,7 +32,7 @@ def test_voc_bare_ids_resolve_to_jpeg_images_and_the_aug_masks(tmp_path: Path):
     config = load_config(write_config(tmp_path, "voc", "splits/labeled.txt"))
     assert config.data.num_classes == 21 and config.class_names[15] == "person"
     assert config.rectify.guide_exclude == (0,) and config.train.crop_size == 321
-    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    entries = split_entries(config, "labeled")
     image, mask = load_pair(entries[0], 21, 255)
     assert image.shape == (12, 16, 3) and (mask == 15).all()
 

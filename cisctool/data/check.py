@@ -9,7 +9,7 @@ from cisctool.config import Config
 from cisctool.console import progress_bar
 from cisctool.data.datasets import class_pixels, load_pair
 from cisctool.data.masks import read_image, read_mask
-from cisctool.data.splits import read_split
+from cisctool.data.splits import SplitName, split_entries
 
 
 @dataclass
@@ -45,17 +45,13 @@ class CheckSummary:
 def check_splits(config: Config) -> CheckSummary:
     """Read every image and mask of the labeled, unlabeled and val splits; raise on the first fault."""
     num_classes, ignore = config.data.num_classes, config.data.ignore_index
-    splits = [
-        ("labeled", config.data.labeled, True),
-        ("unlabeled", config.data.unlabeled, False),
-        ("val", config.data.val, True),
-    ]
+    splits: tuple[SplitName, ...] = ("labeled", "unlabeled", "val")
     summaries = []
     with progress_bar() as bar:
-        for name, relative, masks_required in splits:
-            if not relative:
+        for name in splits:
+            if not getattr(config.data, name):
                 continue
-            entries = read_split(config.data_root / relative, config.data_root, masks_required=masks_required)
+            entries = split_entries(config, name)
             summary = SplitSummary(name, class_pixels=np.zeros(num_classes, dtype=np.int64))
             task = bar.add_task(f"check {name}", total=len(entries))
             for entry in entries:
@@ -75,7 +71,7 @@ def labeled_class_shares(config: Config) -> dict[str, float]:
     """Each class's share of the labeled masks' pixels (ignore excluded): what pseudo labels are read against."""
     num_classes, ignore = config.data.num_classes, config.data.ignore_index
     counts = np.zeros(num_classes, dtype=np.int64)
-    for entry in read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True):
+    for entry in split_entries(config, "labeled"):
         counts += class_pixels(read_mask(entry.mask), num_classes, ignore)
     shares = counts / max(int(counts.sum()), 1)
     return dict(zip(config.class_names, shares.tolist(), strict=True))

@@ -11,9 +11,12 @@ The image id is the image file's stem.
 import os
 from pathlib import Path
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
+from cisctool.config import Config
 from cisctool.errors import InputError
+
+SplitName = Literal["labeled", "unlabeled", "val"]
 
 
 class SplitEntry:
@@ -80,6 +83,13 @@ def read_split(split_file: Path, root: Path, *, masks_required: bool) -> list[Sp
     if not entries:
         raise InputError(f"{split_file}: split is empty")
     return entries
+
+
+def split_entries(config: Config, split: SplitName, *, masks_required: bool | None = None) -> list[SplitEntry]:
+    """The config's `labeled`, `unlabeled` or `val` split; masks are required for labeled and val
+    (training and scoring read them), optional for unlabeled, unless `masks_required` says otherwise."""
+    required = split != "unlabeled" if masks_required is None else masks_required
+    return read_split(config.data_root / getattr(config.data, split), config.data_root, masks_required=required)
 
 
 def _split_lines(split_file: Path) -> Iterator[tuple[int, list[str]]]:

@@ -19,7 +19,7 @@ from rich.table import Table
 from cisctool.config import Config
 from cisctool.console import progress_bar
 from cisctool.data.masks import read_mask
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.models import DECODER_STRIDES
 from cisctool.report.confusion import ConfusionMatrix
 
@@ -48,7 +48,7 @@ def resolution_ceilings(
 
 def labeled_ceilings(config: Config) -> dict[int, list[float]]:
     """The stride-4 and stride-2 ceilings of the labeled masks (the classes a user has, at their sizes)."""
-    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    entries = split_entries(config, "labeled")
     with progress_bar() as bar:
         task = bar.add_task("resolution ceilings", total=len(entries))
 

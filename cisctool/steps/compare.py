@@ -39,7 +39,7 @@ import torch
 
 from cisctool.config import Config, with_overrides
 from cisctool.console import console
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.steps.compare_jobs import Job, run_jobs
 from cisctool.steps.rectify import require_true_masks, tta_description
 from cisctool.steps.rounds import RoundRow, run_rounds
@@ -138,7 +138,7 @@ def compare(
 ) -> tuple[Comparison, Path]:
     """Run every arm on every seed (skipping finished steps); returns the comparison and its record path."""
     if ORACLE in baselines:
-        entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+        entries = split_entries(config, "unlabeled")
         require_true_masks(with_overrides(config, baseline_overrides(ORACLE)), all(entry.mask for entry in entries))
     arms = {**{name: baseline_overrides(name, tau) for name in baselines}, METHOD: {}, **(extra_arms or {})}
     names = [SUPONLY, *arms, *([OFFICIAL] if official else [])]

@@ -13,7 +13,7 @@ from torch import nn
 from cisctool.config import Config
 from cisctool.console import progress_bar
 from cisctool.data.masks import read_mask
-from cisctool.data.splits import SplitEntry, read_split
+from cisctool.data.splits import SplitEntry, split_entries
 from cisctool.data.workers import inference_loader
 from cisctool.report.confusion import ConfusionMatrix, collapsed_classes
 from cisctool.report.quality import QualityAccumulator
@@ -135,7 +135,7 @@ def evaluate_round(config: Config, round_index: int, device: str) -> EvalResult:
     """Load round N's model.pt and score it on the val split with the config's eval mode."""
     model_path = RunLayout.of(config).model(round_index)
     model, _ = load_inference_model(model_path, expected=config)
-    entries = read_split(config.data_root / config.data.val, config.data_root, masks_required=True)
+    entries = split_entries(config, "val")
     return evaluate(
         model,
         entries,
@@ -154,7 +154,7 @@ def evaluate_round(config: Config, round_index: int, device: str) -> EvalResult:
 
 def score_pseudo_labels(config: Config, round_index: int) -> dict[str, object]:
     """The quality report of a finished `pseudo.h5` from its stored signals (`eval --split pseudo`)."""
-    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    entries = split_entries(config, "unlabeled")
     masks = {entry.id: entry.mask for entry in entries}
     signals = ["confidence", "cisc", "weight", "confidence_x_weight"]
     quality = QualityAccumulator(list(config.class_names), config.data.ignore_index, signals)

@@ -19,7 +19,7 @@ from cisctool.console import progress_bar
 from cisctool.data.cvat import write_zip
 from cisctool.data.labelstudio import labeling_config, prediction_task
 from cisctool.data.masks import read_image, write_mask
-from cisctool.data.splits import SplitEntry, read_split
+from cisctool.data.splits import SplitEntry, split_entries
 from cisctool.errors import InputError
 from cisctool.method.review import review_order
 from cisctool.report.pictures import class_colours, save_overlay
@@ -36,7 +36,7 @@ def review_rows(stored: PseudoLabels, worst: int | None, ignore_index: int) -> l
 
 def unlabeled_entries(config: Config, stored: PseudoLabels) -> dict[str, SplitEntry]:
     """The unlabeled split by image id; every image of the pseudo-label file must be in it."""
-    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    entries = split_entries(config, "unlabeled")
     by_id = {entry.id: entry for entry in entries}
     missing = [image_id for image_id in stored.ids if image_id not in by_id]
     if missing:

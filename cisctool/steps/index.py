@@ -14,7 +14,7 @@ from cisctool.config import Config, config_hash
 from cisctool.console import progress_bar
 from cisctool.data.datasets import load_pair
 from cisctool.data.masks import read_image
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.data.transforms import normalize
 from cisctool.data.workers import inference_loader
 from cisctool.errors import InputError
@@ -51,7 +51,7 @@ class LabeledPrototypes:
 @torch.inference_mode()
 def labeled_prototypes(config: Config, model: torch.nn.Module, device: str) -> LabeledPrototypes:
     """Run the model over the labeled split and pool each present class (≥ index.min_area)."""
-    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    entries = split_entries(config, "labeled")
     num_classes, ignore = config.data.num_classes, config.data.ignore_index
     loader = inference_loader(entries, num_classes, ignore, device, with_masks=True, workers=config.train.workers,
                               batch_size=config.rectify.batch_size)  # fmt: skip
@@ -175,7 +175,7 @@ def save_guide_picture(
     config: Config, hits: list[GuideHit], image: np.ndarray, prediction: np.ndarray, path: Path
 ) -> None:
     """PNG: the image, its prediction, and each class's top guide with that class highlighted."""
-    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    entries = split_entries(config, "labeled")
     panels = [image, colorize(prediction)]
     for hit in (hit for hit in hits if hit.rank == 0):
         guide_image, guide_mask = load_pair(entries[hit.row], config.data.num_classes, config.data.ignore_index)

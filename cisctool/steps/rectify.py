@@ -28,7 +28,7 @@ from cisctool.config import Config, config_hash, to_toml
 from cisctool.console import RateColumn, progress_bar, warn
 from cisctool.data.check import labeled_class_shares
 from cisctool.data.masks import image_size
-from cisctool.data.splits import SplitEntry, read_split
+from cisctool.data.splits import SplitEntry, split_entries
 from cisctool.errors import InputError
 from cisctool.method.index import PrototypeIndex
 from cisctool.method.prior_alignment import alignment_weights, sample_positions
@@ -208,7 +208,7 @@ def _open_job(
 ) -> _Job:
     """Read the split, check the unfinished file a resume continues, and size a new one: every bad
     input stops the run before any work."""
-    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    entries = split_entries(config, "unlabeled")
     with_masks = all(entry.mask is not None for entry in entries)
     require_true_masks(config, with_masks)
     attrs = pseudo_file_attributes(config, round_index)
@@ -232,7 +232,7 @@ def _finished_shard(
     """A shard file finished from the current inputs (`PSEUDO_RESUME_ATTRS`), for the same images, with
     every image of its shard done, and its quality report: kept, 0 computed. None otherwise (recomputed
     with --force, refused without)."""
-    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    entries = split_entries(config, "unlabeled")
     expected = pseudo_file_attributes(config, round_index)
     start, stop = shard_range(len(entries), config.rectify.batch_size, shard)
     try:

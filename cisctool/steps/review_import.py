@@ -18,7 +18,7 @@ from cisctool.config import Config
 from cisctool.data.cvat import read_zip
 from cisctool.data.labelstudio import read_annotations
 from cisctool.data.masks import image_size, write_mask
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.errors import InputError
 from cisctool.store.atomic import atomic_write, atomic_write_text
 
@@ -51,7 +51,7 @@ def import_reviewed(config: Config, file_format: str, path: Path, out_split: Pat
     )
     root = config.data_root
     unlabeled = {
-        entry.id: entry for entry in read_split(root / config.data.unlabeled, root, masks_required=False)
+        entry.id: entry for entry in split_entries(config, "unlabeled")
     }
     for image_id, mask in masks.items():
         entry = unlabeled.get(image_id)
@@ -64,7 +64,7 @@ def import_reviewed(config: Config, file_format: str, path: Path, out_split: Pat
             raise InputError(
                 f"{path}: mask of {image_id!r} is {mask.shape[1]}×{mask.shape[0]}, its image {width}×{height}"
             )
-    labeled = read_split(root / config.data.labeled, root, masks_required=True)
+    labeled = split_entries(config, "labeled")
     mask_dir = root / REVIEWED_DIR
     lines = [
         f"{_relative(entry.image, root)} {_relative(entry.mask, root)}"

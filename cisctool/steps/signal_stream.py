@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from cisctool import faults
 from cisctool.config import Config
 from cisctool.console import RateColumn, progress_bar
-from cisctool.data.splits import SplitEntry, read_split
+from cisctool.data.splits import SplitEntry, split_entries
 from cisctool.data.workers import inference_loader
 from cisctool.method.guides import GuideSource
 from cisctool.method.signals import BatchSignals, RectifySettings, batch_signals, fixed_batches, predict
@@ -166,7 +166,7 @@ def class_calibration(
     on labeled images (`calibrated_cisc`), making S comparable across classes.
     Rows of classes without guided labeled pixels are NaN.
     """
-    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    entries = split_entries(config, "labeled")
     batches = fixed_batches(len(entries), config.rectify.batch_size)
     values: list[list[np.ndarray]] = [[] for _ in range(config.data.num_classes)]
     for batch, signals in signal_stream(config, model, source, entries, batches, device, with_masks=True):

@@ -31,7 +31,7 @@ from cisctool import faults, preemption
 from cisctool.config import Config, to_toml
 from cisctool.console import console, progress_bar
 from cisctool.data.datasets import LabeledPairDataset
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.errors import InputError
 from cisctool.method.cisc import consistency_loss
 from cisctool.method.losses import masked_cross_entropy, ohem_cross_entropy, weighted_cross_entropy
@@ -136,7 +136,7 @@ def train_round(config: Config, round_index: int = 0, device: str = "cpu", *, re
     """
     with process_group(device) as (processes, device):
         layout = RunLayout.of(config)
-        entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+        entries = split_entries(config, "labeled")
         dataset = LabeledPairDataset(entries, pair_settings(config))
         # the pseudo-label file is checked before anything is built, restored or written
         pseudo = select_pseudo_labels(config, round_index) if round_index > 0 else None

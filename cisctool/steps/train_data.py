@@ -21,7 +21,7 @@ from cisctool.config import Config
 from cisctool.console import progress_bar
 from cisctool.data.check import labeled_class_shares
 from cisctool.data.datasets import LabeledPairDataset, PairSettings, PseudoLabeledDataset, SeededSampler
-from cisctool.data.splits import SplitEntry, read_split
+from cisctool.data.splits import SplitEntry, split_entries
 from cisctool.data.workers import exit_with_parent, loader_workers
 from cisctool.errors import InputError
 from cisctool.method.prior_alignment import alignment_weights
@@ -78,7 +78,7 @@ def select_pseudo_labels(config: Config, round_index: int) -> PseudoSelection:
     previous = layout.model(round_index - 1)
     if not previous.is_file():
         raise InputError(f"{previous}: no model for round {round_index - 1}; train round {round_index - 1} first")
-    unlabeled = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    unlabeled = split_entries(config, "unlabeled")
     pseudo_path = layout.pseudo(round_index)
     if not pseudo_path.exists() and partial_path(pseudo_path).exists():
         raise InputError(

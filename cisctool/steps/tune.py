@@ -26,7 +26,7 @@ import torch
 
 from cisctool.config import Config, with_overrides
 from cisctool.console import RateColumn, progress_bar
-from cisctool.data.splits import SplitEntry, read_split
+from cisctool.data.splits import SplitEntry, split_entries
 from cisctool.errors import InputError
 from cisctool.method.signals import cropped_images, fixed_batches, host_arrays, rectified_labels
 from cisctool.report.quality import QualityAccumulator
@@ -90,7 +90,7 @@ class TuneOutcome:
 
 def tune_thresholds(config: Config, device: str, folds: int = 3, max_steps: int | None = None) -> TuneOutcome:
     """Cross-fit K models, score the threshold grid on their held-out folds, write tune.json."""
-    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    entries = split_entries(config, "labeled")
     if folds < 2 or folds > len(entries):
         raise InputError(f"--folds {folds}: need 2 ≤ K ≤ {len(entries)} (the labeled images)")
     started = time.perf_counter()

@@ -9,12 +9,12 @@ from cisctool.data.datasets import (
     class_area_fractions,
     pad_collate,
 )
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.method.prototypes import present_classes
 
 
 def labeled_dataset(config, excluded=(0,)):
-    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    entries = split_entries(config, "labeled")
     settings = PairSettings(
         num_classes=config.data.num_classes,
         ignore_index=255,
@@ -79,7 +79,7 @@ def test_present_classes_uses_min_area_of_valid_pixels():
 
 
 def test_inference_batches_pad_images_and_masks(demo_config):
-    entries = read_split(demo_config.data_root / demo_config.data.val, demo_config.data_root, masks_required=True)
+    entries = split_entries(demo_config, "val")
     dataset = InferenceDataset(entries, demo_config.data.num_classes, 255, with_masks=True)
     batch = pad_collate([dataset[0], dataset[1]], 255)
     sizes = batch["sizes"]
@@ -93,7 +93,7 @@ def test_inference_batches_pad_images_and_masks(demo_config):
 
 
 def test_inference_batches_round_their_padded_size_up_to_the_divisor(demo_config):
-    entries = read_split(demo_config.data_root / demo_config.data.val, demo_config.data_root, masks_required=True)
+    entries = split_entries(demo_config, "val")
     dataset = InferenceDataset(entries, demo_config.data.num_classes, 255, with_masks=True)
     batch = pad_collate([dataset[0], dataset[1]], 255, size_divisor=32)
     largest = batch["sizes"].max(dim=0).values.tolist()

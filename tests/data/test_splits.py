@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from cisctool.data.splits import read_split
+from cisctool.config import Config, with_overrides
+from cisctool.data.splits import read_split, split_entries
 from cisctool.errors import InputError
 
 
@@ -51,3 +52,19 @@ def test_missing_root_and_split(tmp_path: Path):
         read_split(tmp_path / "s.txt", tmp_path / "nope", masks_required=False)
     with pytest.raises(InputError, match="split file not found"):
         read_split(tmp_path / "s.txt", tmp_path, masks_required=False)
+
+
+def test_split_entries_reads_the_configs_split_with_masks_required_where_training_needs_them(demo_config: Config, tmp_path: Path):
+    for name in ("labeled", "unlabeled", "val"):
+        expected = read_split(demo_config.data_root / getattr(demo_config.data, name), demo_config.data_root,
+                              masks_required=False)  # fmt: skip
+        assert split_entries(demo_config, name) == expected
+    maskless = tmp_path / "maskless.txt"  # an absolute split path, so that the shared demo folder stays as made
+    maskless.write_text("images/a.png\n")
+    for name in ("labeled", "val"):
+        with pytest.raises(InputError, match="no mask given"):
+            split_entries(with_overrides(demo_config, {f"data.{name}": str(maskless)}), name)
+    unlabeled = with_overrides(demo_config, {"data.unlabeled": str(maskless)})
+    assert [entry.mask for entry in split_entries(unlabeled, "unlabeled")] == [None]
+    with pytest.raises(InputError, match="no mask given"):
+        split_entries(unlabeled, "unlabeled", masks_required=True)

@@ -12,7 +12,7 @@ from conftest import FAST_TRAINING
 
 from cisctool.cli.main import main
 from cisctool.config import Config, load_config
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.method.review import images_at, review_order
 from cisctool.report.review import measure_efficiency, review_scores, true_wrong_pixels
 from cisctool.steps.report import write_report
@@ -107,9 +107,7 @@ def test_report_opens_in_chromium_with_the_review_curve_and_the_review_order(run
         assert complete and width > 0, source
     assert shown["curve"][0] and shown["curve"][1] > 0
     # what the page shows is what the pseudo file and the unlabeled masks give
-    unlabeled = read_split(
-        run_config.data_root / run_config.data.unlabeled, run_config.data_root, masks_required=True
-    )
+    unlabeled = split_entries(run_config, "unlabeled", masks_required=True)
     with PseudoLabels(RunLayout.of(run_config).pseudo(1)) as stored:
         scores = review_scores(stored, run_config.data.ignore_index)
         expected = [stored.ids[index] for index in review_order(scores)[:4]]
@@ -208,7 +206,7 @@ def test_report_without_unlabeled_masks_estimates_wrong_pixels_calibrated_on_val
     html = outcome.path.read_text()
     assert 'id="review-curve"' not in html and "plots/review.png" not in html
     factor = float(html.split('id="review-estimate" data-factor="')[1].split('"')[0])
-    val = read_split(config.data_root / config.data.val, config.data_root, masks_required=True)
+    val = split_entries(config, "val")
     assert factor > 0 and f"predicts the {len(val)} val images" in html
     with PseudoLabels(RunLayout.of(config).pseudo(1)) as stored:
         scores = review_scores(stored, config.data.ignore_index)

@@ -5,7 +5,7 @@ import torch
 
 from cisctool.config import Config, with_overrides
 from cisctool.data.datasets import InferenceDataset, pad_collate
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.method.signals import predict
 from cisctool.steps.signal_stream import SIZE_DIVISOR, guided_model, mean_prediction
 from cisctool.store.layout import RunLayout
@@ -16,7 +16,7 @@ def test_mean_prediction_is_the_pixel_average_of_the_sampled_images(
 ):
     config = with_overrides(demo_config, {"workdir": str(trained_workdir), "rectify.batch_size": 1,
                                           "rectify.tta_scales": [1.0, 1.5], "rectify.tta_flip": True})  # fmt: skip
-    entries = read_split(config.data_root / config.data.unlabeled, config.data_root, masks_required=False)
+    entries = split_entries(config, "unlabeled")
     model, _ = guided_model(config, RunLayout.of(config).model(0), None, "cpu")
     positions = [0, 2, 3, 5]
     marginal = mean_prediction(config, model, entries, positions, "cpu")

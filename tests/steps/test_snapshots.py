@@ -6,7 +6,7 @@ import pytest
 
 from cisctool.config import Config, with_overrides
 from cisctool.data.masks import read_mask
-from cisctool.data.splits import read_split
+from cisctool.data.splits import split_entries
 from cisctool.errors import InputError
 from cisctool.steps.rectify import rectify_round
 from cisctool.steps.snapshots import snapshot_paths, snapshot_steps
@@ -49,7 +49,7 @@ def test_the_oracle_stores_the_true_masks_and_is_refused_without_them(demo_confi
     oracle = with_overrides(demo_config, {"rectify.enabled": False, "rectify.pseudo_source": "masks"})
     train_round(oracle, 0, "cpu")
     rectify_round(oracle, 1, "cpu")
-    entries = read_split(oracle.data_root / oracle.data.unlabeled, oracle.data_root, masks_required=False)
+    entries = split_entries(oracle, "unlabeled")
     with PseudoLabels(RunLayout.of(oracle).pseudo(1)) as stored:
         for row, entry in enumerate(entries):
             assert np.array_equal(stored.pixels("label", row), read_mask(entry.mask))

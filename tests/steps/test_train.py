@@ -117,11 +117,11 @@ def test_a_setting_refining_one_that_is_off_leaves_finished_runs_up_to_date(demo
 
 def test_later_rounds_draw_round_batch_size_labeled_images_and_round_0_ignores_it(demo_config):
     from cisctool.data.datasets import LabeledPairDataset
-    from cisctool.data.splits import read_split
+    from cisctool.data.splits import split_entries
     from cisctool.steps.distributed import Processes
 
     config = with_overrides(demo_config, {"train.batch_size": 8, "train.round_batch_size": 4, "train.workers": 0})
-    entries = read_split(config.data_root / config.data.labeled, config.data_root, masks_required=True)
+    entries = split_entries(config, "labeled")
     dataset = LabeledPairDataset(entries, train_data.pair_settings(config))
     pairs = {round_index: next(iter(train_data.labeled_loader(config, round_index, dataset, 0, 1, Processes(), "cpu")))
              for round_index in (0, 1)}  # fmt: skip
