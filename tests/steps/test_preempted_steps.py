@@ -17,6 +17,7 @@ from cisctool.config import Config, with_overrides
 from cisctool.faults import FAULT_VARIABLE
 from cisctool.method.signals import fixed_batches
 from cisctool.preemption import Preempted
+from cisctool.steps import rectify
 from cisctool.steps.rectify import rectify_round
 from cisctool.steps.train import train_round
 from cisctool.store.checkpoints import load_checkpoint
@@ -65,13 +66,15 @@ def rectify_config(demo_config: Config, trained_workdir: Path, tmp_path: Path) -
 
 
 # before the split's first and second forward (that batch is still computed and written), and inside
-# the writer thread's first write (the main thread may have queued more by the time it looks)
+# the writer thread's first write. The writer's queue holds one batch, so the main thread's second put
+# waits for the first write and sees its SIGTERM with a batch still to compute, however slow the writer.
 @pytest.mark.parametrize(("fault", "least_written"), [
     (f"forward:{CALIBRATION + 1}", 2), (f"forward:{CALIBRATION + 2}", 4), ("pseudo-write:1", 2),
 ])  # fmt: skip
 def test_rectify_stopped_by_sigterm_flushes_its_queue_and_resumes_to_the_same_file_and_report(
-    rectify_config: Config, tmp_path: Path, fault: str, least_written: int
+    rectify_config: Config, tmp_path: Path, fault: str, least_written: int, monkeypatch: pytest.MonkeyPatch
 ):
+    monkeypatch.setattr(rectify, "WRITER_QUEUE_BYTES", 1)
     whole_config = with_overrides(rectify_config, {"workdir": str(tmp_path / "whole")})
     shutil.copytree(Path(rectify_config.workdir), tmp_path / "whole")
     rectify_round(whole_config, 1, "cpu")
