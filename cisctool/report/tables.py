@@ -49,7 +49,38 @@ def guides_table(hits: list[GuideHit], class_names: tuple[str, ...], title: str)
 
 def quality_tables(report: dict, title: str) -> list[Table]:
     """The pseudo-label quality report: raw vs rectified per class, what changed, signal AUROCs."""
+    summary = _quality_summary(report, title)
+    labeled = report.get("labeled_share") or {}
+    aligned = (report.get("prior_alignment") or {}).get("classes") or {}
+    factor_columns = [("prior factor", "right")] if aligned else []
+    if not report["with_masks"]:
+        shares = Table(title="pseudo-label class share (no masks: no mIoU)")
+        for column, justify in (("class", "left"), ("pixels %", "right"), ("labeled pixels %", "right"),
+                                *factor_columns):  # fmt: skip
+            shares.add_column(column, justify=justify)
+        for name, share in report["label_share"].items():
+            shares.add_row(
+                name, percent_text(share), percent_text(labeled.get(name)), *_factor(aligned, name)
+            )
+        return [summary, shares]
+    _add_mask_scores(summary, report)
+    per_class = Table(title="pseudo-label IoU % per class, and each class's share of the pixels")
+    for column, justify in (("class", "left"), ("raw", "right"), ("rectified", "right"),
+                            ("pixels %", "right"), ("labeled pixels %", "right"),
+                            *factor_columns):  # fmt: skip
+        per_class.add_column(column, justify=justify)
     names = list(report["label_share"])[:-1]
+    for name, raw, rectified in zip(
+        names, report["raw_per_class_iou"], report["rectified_per_class_iou"], strict=True
+    ):
+        per_class.add_row(name, percent_text(raw), percent_text(rectified),
+                          percent_text(report["label_share"][name]), percent_text(labeled.get(name)),
+                          *_factor(aligned, name))  # fmt: skip
+    return [summary, per_class, _signals_table(report)]
+
+
+def _quality_summary(report: dict, title: str) -> Table:
+    """The measures a report has with or without masks: images, weights, drops, reliability, queries, alignment."""
     summary = Table(title=title)
     summary.add_column("measure")
     summary.add_column("value", justify="right")
@@ -65,22 +96,14 @@ def quality_tables(report: dict, title: str) -> list[Table]:
             "class queries: guided / fallback / no guide",
             f"{queries['guided']} / {queries['fallback']} / {queries['unguided']}",
         )
-    labeled = report.get("labeled_share") or {}
-    aligned = (report.get("prior_alignment") or {}).get("classes") or {}
-    if aligned:
+    if (report.get("prior_alignment") or {}).get("classes"):
         strength = report["prior_alignment"]["strength"]
         summary.add_row("prior alignment τ (P × factor, renormalised)", f"{strength:g}")
-    factor_columns = [("prior factor", "right")] if aligned else []
-    if not report["with_masks"]:
-        shares = Table(title="pseudo-label class share (no masks: no mIoU)")
-        for column, justify in (("class", "left"), ("pixels %", "right"), ("labeled pixels %", "right"),
-                                *factor_columns):  # fmt: skip
-            shares.add_column(column, justify=justify)
-        for name, share in report["label_share"].items():
-            shares.add_row(
-                name, percent_text(share), percent_text(labeled.get(name)), *_factor(aligned, name)
-            )
-        return [summary, shares]
+    return summary
+
+
+def _add_mask_scores(summary: Table, report: dict) -> None:
+    """The summary rows that need the unlabeled masks: mIoU raw and rectified, what relabeling and dropping did."""
     summary.add_row("[bold]raw mIoU %", f"[bold]{percent_text(report['raw_miou'])}")
     summary.add_row("[bold]rectified mIoU % (kept pixels)", f"[bold]{percent_text(report['rectified_miou'])}")
     summary.add_row("relabeled pixels %", percent_text(report["relabeled_fraction"]))
@@ -89,17 +112,10 @@ def quality_tables(report: dict, title: str) -> list[Table]:
         f"{percent_text(report['relabeled_right_before'])} → {percent_text(report['relabeled_right_after'])}",
     )
     summary.add_row("dropped pixels that were wrong %", percent_text(report["dropped_that_were_wrong"]))
-    per_class = Table(title="pseudo-label IoU % per class, and each class's share of the pixels")
-    for column, justify in (("class", "left"), ("raw", "right"), ("rectified", "right"),
-                            ("pixels %", "right"), ("labeled pixels %", "right"),
-                            *factor_columns):  # fmt: skip
-        per_class.add_column(column, justify=justify)
-    for name, raw, rectified in zip(
-        names, report["raw_per_class_iou"], report["rectified_per_class_iou"], strict=True
-    ):
-        per_class.add_row(name, percent_text(raw), percent_text(rectified),
-                          percent_text(report["label_share"][name]), percent_text(labeled.get(name)),
-                          *_factor(aligned, name))  # fmt: skip
+
+
+def _signals_table(report: dict) -> Table:
+    """Each per-pixel signal's AUROC at telling right from wrong pseudo-labelled pixels."""
     signals = Table(title="which signal tells right from wrong pixels (AUROC; 0.5 = none)")
     for column in ("signal", "pooled", "mean over classes", "undefined px %"):
         signals.add_column(column, justify="left" if column == "signal" else "right")
@@ -108,7 +124,7 @@ def quality_tables(report: dict, title: str) -> list[Table]:
             name, _maybe_number(scores["pooled"]), _maybe_number(scores["class_mean"]),
             percent_text(scores["undefined_pixels"]),
         )  # fmt: skip
-    return [summary, per_class, signals]
+    return signals
 
 
 def _factor(aligned: dict[str, dict[str, float]], name: str) -> list[str]:
