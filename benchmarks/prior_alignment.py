@@ -30,7 +30,7 @@ from cisctool.config import Config, load_config, with_overrides
 from cisctool.data.check import labeled_class_shares
 from cisctool.data.datasets import InferenceDataset, pad_collate
 from cisctool.data.splits import split_entries
-from cisctool.method.prior_alignment import alignment_weights
+from cisctool.method.prior_alignment import alignment_factors
 from cisctool.method.signals import predict
 from cisctool.report.confusion import ConfusionMatrix
 from cisctool.store.checkpoints import load_inference_model
@@ -61,16 +61,16 @@ def _score(config: Config, path: Path, prior: np.ndarray) -> dict[str, dict[str,
     """{variant: {"miou", "iou", "share"}} for one model's pseudo labels of the unlabeled images."""
     log_p, truth = _unlabeled_log_probabilities(config, path)
     num_classes = config.data.num_classes
-    marginal = np.exp(log_p).mean(axis=1)
+    mean_prediction = np.exp(log_p).mean(axis=1)
     biases = {"argmax": np.zeros(num_classes)}
     for tau in (0.5, 1.0):
-        biases[f"alignment τ={tau}"] = np.log(alignment_weights(prior, marginal, tau))  # rectify's factors
+        biases[f"alignment τ={tau}"] = np.log(alignment_factors(prior, mean_prediction, tau))  # rectify's factors
     matched = _share_matching_bias(log_p, prior)
     biases["share matching"] = matched
     biases["half share matching"] = matched / 2
     scores = {name: _iou(np.argmax(log_p + bias[:, None], axis=0), truth, num_classes) for name, bias in biases.items()}
     progress(f"{path}: " + ", ".join(f"{name} {score['miou']:.2f}" for name, score in scores.items()))
-    return {"soft_marginal": marginal.tolist(), **scores}
+    return {"soft_marginal": mean_prediction.tolist(), **scores}
 
 
 def _unlabeled_log_probabilities(config: Config, path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -26,16 +26,16 @@ def sample_positions(count: int, size: int = PRIOR_SAMPLE_IMAGES) -> list[int]:
     return np.unique(np.linspace(0, count - 1, size).round().astype(np.int64)).tolist()
 
 
-def alignment_weights(labeled_share: np.ndarray, marginal: np.ndarray, strength: float) -> np.ndarray:
+def alignment_factors(labeled_share: np.ndarray, mean_prediction: np.ndarray, strength: float) -> np.ndarray:
     """Per-class factors (π_c / p̄_c)^τ; a class absent from the labeled masks or never predicted keeps
     1 (there is nothing to align it to, and a 0 would forbid the class outright)."""
-    weights = np.ones(len(labeled_share), dtype=np.float64)
-    known = (labeled_share > 0) & (marginal > 0)
-    weights[known] = (labeled_share[known] / marginal[known]) ** strength
-    return weights
+    factors = np.ones(len(labeled_share), dtype=np.float64)
+    known = (labeled_share > 0) & (mean_prediction > 0)
+    factors[known] = (labeled_share[known] / mean_prediction[known]) ** strength
+    return factors
 
 
-def align(probabilities: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """B×C×H×W probabilities scaled by the C `weights` and renormalised over the classes."""
-    aligned = probabilities * weights.to(probabilities).view(1, -1, 1, 1)
+def align(probabilities: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """B×C×H×W probabilities scaled by the C class `factors` and renormalised over the classes."""
+    aligned = probabilities * factors.to(probabilities).view(1, -1, 1, 1)
     return aligned / aligned.sum(dim=1, keepdim=True).clamp_min(torch.finfo(aligned.dtype).tiny)

@@ -58,7 +58,7 @@ class RectifySettings:
     tta_scales: tuple[float, ...] = (1.0,)
     tta_flip: bool = False
     reliability: str = "cisc"
-    class_weights: tuple[float, ...] = ()  # distribution alignment's (π_c / p̄_c)^τ; () = off
+    class_factors: tuple[float, ...] = ()  # distribution alignment's (π_c / p̄_c)^τ; () = off
     pseudo_source: str = "prediction"  # "masks": the true masks are the pseudo labels (the oracle)
 
     @classmethod
@@ -138,14 +138,14 @@ def batch_signals(
 
     images B×3×H×W, valid B×H×W (false on padding), keys B split positions,
     own_rows B labeled rows of the images themselves (−1 if not labeled). With
-    `settings.class_weights`, every signal reads the aligned probabilities. Without a
+    `settings.class_factors`, every signal reads the aligned probabilities. Without a
     source (`rectify.enabled = false`) nothing is guided: labels stay raw, weights 1,
     and reliability is mean −log confidence. With `snapshots` (earlier models of the same
     training, `rectify.reliability = "stability"`), reliability is ST++'s instability instead.
     """
     probabilities, features = predict(model, images, settings.tta_scales, flip=settings.tta_flip)
-    if settings.class_weights:
-        probabilities = align(probabilities, torch.tensor(settings.class_weights))
+    if settings.class_factors:
+        probabilities = align(probabilities, torch.tensor(settings.class_factors))
     confidence, raw = probabilities.max(dim=1)
     raw = torch.where(valid, raw, torch.full_like(raw, settings.ignore_index))
     slots = _guide_slots(features, raw, keys, own_rows, source, settings)
@@ -252,8 +252,8 @@ def _stability(
     predicted = []
     for snapshot in snapshots:
         probabilities = predict(snapshot, images, settings.tta_scales, flip=settings.tta_flip)[0]
-        if settings.class_weights:
-            probabilities = align(probabilities, torch.tensor(settings.class_weights))
+        if settings.class_factors:
+            probabilities = align(probabilities, torch.tensor(settings.class_factors))
         predicted.append(probabilities.argmax(dim=1))
     return instability(labels, predicted, valid, settings.num_classes)
 

@@ -31,7 +31,7 @@ from cisctool.data.masks import image_size
 from cisctool.data.splits import SplitEntry, split_entries
 from cisctool.errors import InputError
 from cisctool.method.index import PrototypeIndex
-from cisctool.method.prior_alignment import alignment_weights, sample_positions
+from cisctool.method.prior_alignment import alignment_factors, sample_positions
 from cisctool.method.signals import (
     RectifySettings,
     cropped_images,
@@ -177,7 +177,7 @@ def rectify_round(
     todo, batches = _choose_batches(job, progress)
     stream = signal_stream(
         config, model, source, job.entries, batches, device,
-        with_masks=job.with_masks, class_weights=alignment.weights, snapshots=snapshots,
+        with_masks=job.with_masks, class_factors=alignment.factors, snapshots=snapshots,
     )  # fmt: skip
     writer = _open_writer(job, compression)  # only now that the loader's workers exist, so none inherits it
     computed, seconds = _write_all(job, writer, progress, stream, todo, calibration)
@@ -336,19 +336,19 @@ def _warn_if_shrinking(report: dict[str, Any], round_index: int) -> None:
 
 @dataclass(frozen=True)
 class PriorAlignment:
-    """Distribution alignment's inputs and factors (`rectify.prior_alignment`); no weights when off."""
+    """Distribution alignment's inputs and class factors (`rectify.prior_alignment`); no factors when off."""
 
     strength: float
     labeled_share: tuple[float, ...] = ()
-    marginal: tuple[float, ...] = ()
-    weights: tuple[float, ...] = ()
+    mean_prediction: tuple[float, ...] = ()
+    factors: tuple[float, ...] = ()
     sample_images: int = 0
 
     def describe(self, class_names: tuple[str, ...]) -> dict[str, Any]:
-        """For the quality report: τ and, per class, π, p̄ and the factor."""
+        """For the quality report: τ and, per class, π, p̄ and the factor (the report's key "weight" holds it)."""
         per_class = {
-            name: {"labeled_share": share, "mean_prediction": mean, "weight": weight}
-            for name, share, mean, weight in zip(class_names, self.labeled_share, self.marginal, self.weights)
+            name: {"labeled_share": share, "mean_prediction": mean, "weight": factor}
+            for name, share, mean, factor in zip(class_names, self.labeled_share, self.mean_prediction, self.factors)
         }
         return {"strength": self.strength, "sample_images": self.sample_images, "classes": per_class}
 
@@ -381,10 +381,10 @@ def _prior_alignment(
         return PriorAlignment(strength)
     labeled = np.array([labeled_share[name] for name in config.class_names])
     positions = sample_positions(len(entries))
-    marginal = mean_prediction(config, model, entries, positions, device)
-    weights = alignment_weights(labeled, marginal, strength)
+    predicted = mean_prediction(config, model, entries, positions, device)
+    factors = alignment_factors(labeled, predicted, strength)
     return PriorAlignment(
-        strength, tuple(labeled.tolist()), tuple(marginal.tolist()), tuple(weights.tolist()), len(positions)
+        strength, tuple(labeled.tolist()), tuple(predicted.tolist()), tuple(factors.tolist()), len(positions)
     )
 
 

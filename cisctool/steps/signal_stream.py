@@ -60,18 +60,18 @@ def signal_stream(
     device: str,
     *,
     with_masks: bool,
-    class_weights: tuple[float, ...] = (),
+    class_factors: tuple[float, ...] = (),
     snapshots: tuple[nn.Module, ...] = (),
 ) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
     """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each;
     report-only signals are computed only when the entries have masks to score them against.
-    `class_weights` are distribution alignment's (`mean_prediction`); () leaves P as predicted.
+    `class_factors` are distribution alignment's (from `mean_prediction`); () leaves P as predicted.
     `snapshots` (earlier models of the same training) score images by ST++'s stability.
 
     The workers start before this returns: a file opened afterwards (the pseudo
     file being written) is never inherited by them, so no worker keeps it open.
     """
-    settings = dataclasses.replace(RectifySettings.of(config), class_weights=class_weights)
+    settings = dataclasses.replace(RectifySettings.of(config), class_factors=class_factors)
     ids = [entry.id for entry in entries]
     own_rows = source.labeled_rows(ids) if source is not None else np.full(len(ids), -1, dtype=np.int64)
     loader = _loader(config, entries, batches, device, with_masks=with_masks)

@@ -24,7 +24,7 @@ from cisctool.data.datasets import LabeledPairDataset, PairSettings, PseudoLabel
 from cisctool.data.splits import SplitEntry, split_entries
 from cisctool.data.workers import exit_with_parent, loader_workers
 from cisctool.errors import InputError
-from cisctool.method.prior_alignment import alignment_weights
+from cisctool.method.prior_alignment import alignment_factors
 from cisctool.method.pseudo_training import select_rows
 from cisctool.staleness import hashed_values, training_keys
 from cisctool.steps.distributed import Processes
@@ -45,7 +45,7 @@ class PseudoSelection:
     rows: np.ndarray
     images: int  # in the file
     fingerprint: str  # the file's model, index and config hashes, and the chosen rows
-    class_factors: np.ndarray | None = None  # `train.pseudo_class_balance`: per-class loss-weight factors
+    class_factors: np.ndarray | None = None  # `train.pseudo_class_balance`: class factors of the pixels' loss weights
 
 
 def check_pseudo_file(
@@ -109,7 +109,7 @@ def pseudo_class_factors(config: Config, selection: PseudoSelection) -> np.ndarr
             loss_mass += np.bincount(labels[counted], weights=stored.pixels("weight", row).ravel()[counted],
                                      minlength=num_classes)  # fmt: skip
     labeled = np.array(list(labeled_class_shares(config).values()))
-    return alignment_weights(labeled, loss_mass / max(loss_mass.sum(), 1e-12), config.train.pseudo_class_balance)
+    return alignment_factors(labeled, loss_mass / max(loss_mass.sum(), 1e-12), config.train.pseudo_class_balance)
 
 
 def training_signature(config: Config, round_index: int, world: int, pseudo: PseudoSelection | None) -> str:

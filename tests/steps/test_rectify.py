@@ -225,7 +225,7 @@ def test_a_resumed_run_aligns_with_the_factors_its_file_was_started_with(
 
 
 def test_prior_alignment_biases_the_labels_by_the_factors_it_reports(config: Config, tmp_path: Path):
-    plain = rectify_round(config, 1, "cpu")
+    unaligned = rectify_round(config, 1, "cpu")
     aligned_dir = tmp_path / "aligned"
     aligned_config = with_overrides(config, {"rectify.prior_alignment": 1.0, "workdir": str(aligned_dir)})
     shutil.copytree(Path(config.workdir), aligned_dir)
@@ -236,17 +236,17 @@ def test_prior_alignment_biases_the_labels_by_the_factors_it_reports(config: Con
     assert described["strength"] == 1.0 and list(classes) == list(config.class_names)
     shares = np.array([classes[name]["labeled_share"] for name in config.class_names])
     means = np.array([classes[name]["mean_prediction"] for name in config.class_names])
-    weights = np.array([classes[name]["weight"] for name in config.class_names])
-    assert np.allclose(shares, list(plain.report["labeled_share"].values()))
-    assert means.sum() == pytest.approx(1.0) and weights.max() > weights.min()
-    assert np.allclose(weights[shares > 0], (shares / means)[shares > 0])
-    assert plain.report["prior_alignment"] == {"strength": 0.0, "sample_images": 0, "classes": {}}
+    factors = np.array([classes[name]["weight"] for name in config.class_names])  # "weight" holds the factor
+    assert np.allclose(shares, list(unaligned.report["labeled_share"].values()))
+    assert means.sum() == pytest.approx(1.0) and factors.max() > factors.min()
+    assert np.allclose(factors[shares > 0], (shares / means)[shares > 0])
+    assert unaligned.report["prior_alignment"] == {"strength": 0.0, "sample_images": 0, "classes": {}}
     assert described["sample_images"] == 6  # the whole unlabeled split: fewer images than the sample
     with PseudoLabels(aligned.path) as stored:
         assert json.loads(stored.attrs["prior_alignment"]) == described
-        raw = np.concatenate([stored.image(index).raw_label.ravel() for index in range(len(stored))])
-    with PseudoLabels(plain.path) as stored:
-        plain_raw = np.concatenate([stored.image(index).raw_label.ravel() for index in range(len(stored))])
-    boosted = weights > 1
-    assert not np.array_equal(raw, plain_raw)
-    assert np.isin(raw, np.flatnonzero(boosted)).sum() > np.isin(plain_raw, np.flatnonzero(boosted)).sum()
+        raw = np.concatenate([stored.image(position).raw_label.ravel() for position in range(len(stored))])
+    with PseudoLabels(unaligned.path) as stored:
+        unaligned_raw = np.concatenate([stored.image(position).raw_label.ravel() for position in range(len(stored))])
+    boosted = factors > 1
+    assert not np.array_equal(raw, unaligned_raw)
+    assert np.isin(raw, np.flatnonzero(boosted)).sum() > np.isin(unaligned_raw, np.flatnonzero(boosted)).sum()

@@ -19,7 +19,7 @@ def test_mean_prediction_is_the_pixel_average_of_the_sampled_images(
     entries = split_entries(config, "unlabeled")
     model, _ = guided_model(config, RunLayout.of(config).model(0), None, "cpu")
     positions = [0, 2, 3, 5]
-    marginal = mean_prediction(config, model, entries, positions, "cpu")
+    predicted = mean_prediction(config, model, entries, positions, "cpu")
     dataset = InferenceDataset(entries, config.data.num_classes, config.data.ignore_index, with_masks=False)
     total, pixels = np.zeros(config.data.num_classes), 0
     with torch.inference_mode():
@@ -29,5 +29,5 @@ def test_mean_prediction_is_the_pixel_average_of_the_sampled_images(
             height, width = batch["sizes"][0].tolist()
             total += probabilities[0, :, :height, :width].sum(dim=(1, 2)).double().numpy()
             pixels += height * width
-    assert np.allclose(marginal, total / pixels, atol=1e-4)
-    assert abs(marginal.sum() - 1) < 1e-5
+    assert np.allclose(predicted, total / pixels, atol=1e-4)
+    assert abs(predicted.sum() - 1) < 1e-5
