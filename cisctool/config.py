@@ -178,7 +178,7 @@ class IndexConfig:
 class RectifyConfig:
     """Pseudo-label rectification by cross-image semantic consistency.
 
-    `enabled = false` is plain self-training (the baseline): argmax labels, weight 1, no index;
+    `enabled = false` is self-training (ST, the baseline): argmax labels, weight 1, no CISC, no index;
     with `conf_min` = τ > 0 it is confidence-thresholded self-training (FixMatch, UniMatch).
     `pseudo_source = "masks"` trains on the unlabeled split's true masks instead (the oracle).
     Pseudo labels average the softmax over `tta_scales` × (`tta_flip`: plain and mirrored

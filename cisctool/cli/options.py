@@ -29,8 +29,8 @@ weight_mode_option = click.option(
     help="Stored loss weight [default: rectify.weight_mode].",
 )  # fmt: skip
 no_rectify_option = click.option(
-    "--no-rectify", "plain", is_flag=True,
-    help="Plain self-training: argmax labels, weight 1, no index (rectify.enabled = false).",
+    "--no-rectify", "self_training", is_flag=True,
+    help="Self-training (ST): argmax pseudo labels, weight 1, no CISC (sets rectify.enabled = false).",
 )  # fmt: skip
 
 
@@ -42,9 +42,10 @@ def round_option(*, first: int = 0, required: bool = False, default: int | None 
     )  # fmt: skip
 
 
-def rectify_overrides(*, plain: bool, guide: str | None, weight_mode: str | None) -> dict[str, Any]:
+def rectify_overrides(*, self_training: bool, guide: str | None, weight_mode: str | None) -> dict[str, Any]:
     """The config keys `--no-rectify`, `--guide` and `--weight-mode` set."""
-    return {"rectify.enabled": False if plain else None, "rectify.guide": guide, "rectify.weight_mode": weight_mode}
+    enabled = False if self_training else None
+    return {"rectify.enabled": enabled, "rectify.guide": guide, "rectify.weight_mode": weight_mode}
 
 
 def parse_setting(item: str) -> tuple[str, Any]:

@@ -56,7 +56,7 @@ def rectify(
     batch_size: int | None,
     guide: str | None,
     weight_mode: str | None,
-    plain: bool,
+    self_training: bool,
     tta: bool | None,
     resume: bool,
     force: bool,
@@ -75,7 +75,7 @@ def rectify(
     from cisctool.steps.rectify import MergedShards, rectify_command
     from cisctool.store.layout import RunLayout
 
-    overrides = rectify_overrides(plain=plain, guide=guide, weight_mode=weight_mode)
+    overrides = rectify_overrides(self_training=self_training, guide=guide, weight_mode=weight_mode)
     config = load(ctx, {**overrides, "rectify.batch_size": batch_size, "rectify.tta": tta})
     shard_spec = _parse_shard(shard)
     if copy and not merge:

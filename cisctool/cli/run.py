@@ -37,14 +37,20 @@ if TYPE_CHECKING:  # matplotlib loads only for the commands that write a report
 @device_option
 @click.pass_context
 def run_command(
-    ctx: click.Context, *, rounds: int, plain: bool, guide: str | None, weight_mode: str | None, device: str | None
+    ctx: click.Context,
+    *,
+    rounds: int,
+    self_training: bool,
+    guide: str | None,
+    weight_mode: str | None,
+    device: str | None,
 ) -> None:
     """Every step of every round (train, index, rectify, train, …), skipping those already done."""
     from cisctool.steps.report import write_report
     from cisctool.steps.rounds import run_rounds
     from cisctool.store.layout import RunLayout
 
-    config = load(ctx, rectify_overrides(plain=plain, guide=guide, weight_mode=weight_mode))
+    config = load(ctx, rectify_overrides(self_training=self_training, guide=guide, weight_mode=weight_mode))
     hold_run_folder(config)
     rows = run_rounds(config, rounds, resolve_device(device))
     console.print(rounds_table(rows, f"{config.name}: {rounds} round(s)"))
@@ -83,7 +89,7 @@ def demo(ctx: click.Context, out: Path, rounds: int, device: str | None) -> None
 @click.option("--rounds", type=click.IntRange(1), default=2, show_default=True, help="Rounds after round 0.")
 @click.option("--seeds", default="0,1,2,3,4", show_default=True, help="Comma-separated seeds.")
 @click.option("--baselines", default=",".join(DEFAULT_BASELINES), show_default=True,
-              help="Comma-separated arms CISC-R is measured against: st (plain self-training), threshold "
+              help="Comma-separated arms CISC-R is measured against: st (self-training, no CISC), threshold "
                    "(pixels under confidence τ ignored, as FixMatch / UniMatch), stpp (ST++'s most stable "
                    "images over round 0's snapshots), oracle (the unlabeled split's true masks: the ceiling; "
                    "the split must list them).")

@@ -43,7 +43,7 @@ class Guides:
 
     @classmethod
     def none(cls, dim: int) -> "Guides":
-        """No queries, no guides (plain self-training)."""
+        """No queries, no guides (self-training)."""
         return cls(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, bool))
 
 

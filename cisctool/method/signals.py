@@ -191,12 +191,12 @@ def _guide_slots(
     settings: RectifySettings,
 ) -> _GuideSlots:
     """Pool each image's present classes (features B×D×h×w, raw B×H×W) and look up a guide for each:
-    none without a source (plain self-training) or for `guide_exclude`'s classes."""
+    none without a source (self-training) or for `guide_exclude`'s classes."""
     num_classes, ignore = settings.num_classes, settings.ignore_index
     prototypes, _ = class_prototypes(features, raw, num_classes, ignore)
     present = present_classes(class_areas(raw, num_classes, ignore), settings.min_area)
     present[:, list(settings.guide_exclude)] = False
-    if source is None:  # plain self-training: no class gets a guide
+    if source is None:  # self-training: no class gets a guide
         present[:] = False
     image_slot, cls = torch.nonzero(present, as_tuple=True)
     slot_of = (present.cumsum(dim=1) - 1)[image_slot, cls]

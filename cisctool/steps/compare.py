@@ -3,7 +3,7 @@
 For every seed one round-0 model is trained (labeled images only: SupOnly), and
 every arm continues that same model for R rounds:
 
-- `st`: plain self-training (argmax pseudo labels, weight 1);
+- `st`: self-training (argmax pseudo labels, weight 1, no CISC);
 - `threshold`: confidence-thresholded pseudo labels as FixMatch and UniMatch (pixels
   under τ ignored, weight 1 elsewhere);
 - `stpp`: ST++'s selection: round 1 trains on the images whose predictions were the
@@ -57,13 +57,13 @@ STPP_SNAPSHOTS = 2  # ST++ keeps its round-0 model at epochs // 3 and 2 · epoch
 
 
 def baseline_overrides(name: str, tau: float = DEFAULT_TAU) -> dict[str, Any]:
-    """The config keys that make the arm `name` out of the config (every baseline: plain argmax, no index)."""
-    plain = {"rectify.enabled": False}
+    """The config keys that make the arm `name` out of the config (every baseline: self-training's argmax)."""
+    self_training = {"rectify.enabled": False}
     return {
-        ST: plain,
-        THRESHOLD: {**plain, "rectify.conf_min": tau},
-        STPP: {**plain, "rectify.reliability": "stability", "train.snapshots": STPP_SNAPSHOTS},
-        ORACLE: {**plain, "rectify.pseudo_source": "masks"},
+        ST: self_training,
+        THRESHOLD: {**self_training, "rectify.conf_min": tau},
+        STPP: {**self_training, "rectify.reliability": "stability", "train.snapshots": STPP_SNAPSHOTS},
+        ORACLE: {**self_training, "rectify.pseudo_source": "masks"},
     }[name]
 
 

@@ -389,7 +389,7 @@ def _prior_alignment(
 
 
 def _source_index(config: Config, source_round: int) -> PrototypeIndex | None:
-    """Round N−1's index when rectifying (None for plain self-training); refuses a missing model or a stale index."""
+    """Round N−1's index when rectifying (None for self-training); refuses a missing model, a stale index."""
     layout = RunLayout.of(config)
     model_path = layout.model(source_round)
     if not model_path.is_file():

@@ -72,7 +72,7 @@ def test_each_baseline_writes_its_own_pseudo_labels(demo_config: Config):
             assert np.all(files[THRESHOLD].pixels("label", row)[unsure] == ignore)  # τ drops them
             dropped += int(unsure.sum())
             assert np.array_equal(files[THRESHOLD].pixels("label", row)[sure], files[ST].pixels("label", row)[sure])
-            assert not np.any(files[ST].pixels("label", row) == ignore)  # plain self-training keeps every pixel
+            assert not np.any(files[ST].pixels("label", row) == ignore)  # self-training keeps every pixel
             assert np.all(files[ST].pixels("weight", row) == 1)
         assert dropped > 0
         assert not np.allclose(files[STPP].reliability, files[ST].reliability)  # ST++'s stability, not confidence

@@ -128,7 +128,7 @@ def test_drop_and_relabel_settings_change_labels_not_raw(config: Config, keys: d
         assert dropped == 0 and (changed > 0) == (outcome.report["relabeled_fraction"] > 0)
 
 
-def test_plain_self_training_keeps_argmax_labels_with_unit_weights_and_needs_no_index(config: Config):
+def test_self_training_keeps_argmax_labels_with_unit_weights_and_needs_no_index(config: Config):
     for path in RunLayout.of(config).index_files(0):
         path.unlink()
     outcome = rectify_round(with_overrides(config, {"rectify.enabled": False}), 1, "cpu")

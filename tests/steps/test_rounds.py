@@ -36,10 +36,10 @@ def test_changed_settings_redo_only_the_steps_they_touch(demo_config: Config):
     assert [row.ran for row in rows] == [[], ["rectify 1", "train 1"]]
 
 
-def test_plain_self_training_runs_without_an_index(demo_config: Config, tmp_path: Path):
-    plain = with_overrides(demo_config, {"rectify.enabled": False, "workdir": str(tmp_path / "plain")})
-    rows = run_rounds(plain, 1, "cpu")
+def test_self_training_runs_without_an_index(demo_config: Config, tmp_path: Path):
+    self_training = with_overrides(demo_config, {"rectify.enabled": False, "workdir": str(tmp_path / "st")})
+    rows = run_rounds(self_training, 1, "cpu")
     assert rows[1].ran == ["rectify 1", "train 1"]
-    assert not RunLayout.of(plain).index_files(0)[0].exists()
-    shutil.rmtree(RunLayout.of(plain).run_dir / "round1")
-    assert run_rounds(plain, 1, "cpu")[1].ran == ["rectify 1", "train 1"]
+    assert not RunLayout.of(self_training).index_files(0)[0].exists()
+    shutil.rmtree(RunLayout.of(self_training).run_dir / "round1")
+    assert run_rounds(self_training, 1, "cpu")[1].ran == ["rectify 1", "train 1"]
