@@ -61,7 +61,7 @@ class PairSettings:
     crop_size: int
     scale_range: tuple[float, float]
     min_area: float
-    excluded_classes: tuple[int, ...]
+    guide_exclude: tuple[int, ...]  # `rectify.guide_exclude`: classes never paired on
 
 
 class LabeledPairDataset(Dataset):
@@ -84,7 +84,7 @@ class LabeledPairDataset(Dataset):
             areas = class_area_fractions(mask, settings.num_classes, settings.ignore_index)
             presence.append(present_classes(areas, settings.min_area))
         self.presence = np.stack(presence)
-        self.presence[:, list(settings.excluded_classes)] = False
+        self.presence[:, list(settings.guide_exclude)] = False
 
     def __len__(self) -> int:
         return len(self.entries)

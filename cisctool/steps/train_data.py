@@ -135,7 +135,7 @@ def pair_settings(config: Config) -> PairSettings:
         crop_size=config.train.crop_size,
         scale_range=(config.train.scale_min, config.train.scale_max),
         min_area=config.index.min_area,
-        excluded_classes=config.rectify.guide_exclude,
+        guide_exclude=config.rectify.guide_exclude,
     )
 
 

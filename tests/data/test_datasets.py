@@ -13,7 +13,7 @@ from cisctool.data.splits import split_entries
 from cisctool.method.prototypes import present_classes
 
 
-def labeled_dataset(config, excluded=(0,)):
+def labeled_dataset(config, guide_exclude=(0,)):
     entries = split_entries(config, "labeled")
     settings = PairSettings(
         num_classes=config.data.num_classes,
@@ -21,7 +21,7 @@ def labeled_dataset(config, excluded=(0,)):
         crop_size=64,
         scale_range=(0.5, 2.0),
         min_area=0.03,
-        excluded_classes=excluded,
+        guide_exclude=guide_exclude,
     )
     return LabeledPairDataset(entries, settings)
 
