@@ -34,10 +34,10 @@ def mix_hash(*keys: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Guides:
-    """Per query: the guide prototype, the labeled row it came from, and whether there is one."""
+    """Per query: the guide prototype, the labeled position of its image, and whether there is one."""
 
     vectors: np.ndarray  # Q×D, L2-normalised (zeros where unguided)
-    rows: np.ndarray  # Q, top guide's labeled-image row, −1 = none
+    labeled_positions: np.ndarray  # Q, top guide's image's split position in the labeled split, −1 = none
     guided: np.ndarray  # Q bools
     fallback: np.ndarray  # Q bools: no hit, the class's global prototype was used
 
@@ -56,71 +56,72 @@ class GuideSource:
         self.index, self.mode, self.topk, self.seed = prototype_index, mode, topk, seed
         self.vectors = stored_vectors(prototype_index)
         classes = prototype_index.classes
-        self.order = np.argsort(classes, kind="stable")  # vector ids grouped by class
+        self.order = np.argsort(classes, kind="stable")  # index rows grouped by class
         self.class_start = np.searchsorted(classes[self.order], np.arange(num_classes + 1))
         self.class_count = np.diff(self.class_start)
         sums = np.zeros((num_classes, self.vectors.shape[1]), dtype=np.float64)
         np.add.at(sums, classes, self.vectors)
         norms = np.linalg.norm(sums, axis=1, keepdims=True)
         self.class_means = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
-        self.row_of_id = {image_id: row for row, image_id in enumerate(prototype_index.image_ids)}
+        self.position_of_id = {image_id: at for at, image_id in enumerate(prototype_index.image_ids)}
 
-    def labeled_rows(self, image_ids: list[str]) -> np.ndarray:
-        """Each image's row in the labeled split, −1 when it is not a labeled image."""
-        return np.asarray([self.row_of_id.get(image_id, -1) for image_id in image_ids], dtype=np.int64)
+    def labeled_positions(self, image_ids: list[str]) -> np.ndarray:
+        """Each image's split position in the labeled split, −1 when it is not a labeled image."""
+        return np.asarray([self.position_of_id.get(image_id, -1) for image_id in image_ids], dtype=np.int64)
 
     def choose(
-        self, queries: np.ndarray, classes: np.ndarray, image_keys: np.ndarray, own_rows: np.ndarray
+        self, queries: np.ndarray, classes: np.ndarray, positions: np.ndarray, own_positions: np.ndarray
     ) -> Guides:
-        """Guides for Q queries (prototypes Q×D, classes Q, image positions Q, own labeled rows Q)."""
+        """Guides for Q queries (prototypes Q×D, class indices Q, the images' split positions Q, their own
+        labeled positions Q, −1 when not labeled)."""
         count = len(classes)
         has_class = self.class_count[classes] > 0 if count else np.zeros(0, dtype=bool)
         if self.mode == "nearest":
-            vectors, rows, hit = self._nearest(queries, classes, own_rows)
+            vectors, labeled, hit = self._nearest(queries, classes, own_positions)
         else:
-            vectors, rows, hit = self._random(classes, image_keys, own_rows)
+            vectors, labeled, hit = self._random(classes, positions, own_positions)
         fallback = has_class & ~hit
         vectors[fallback] = self.class_means[classes[fallback]]
         vectors[~has_class] = 0.0
-        return Guides(vectors, np.where(hit, rows, -1), has_class, fallback)
+        return Guides(vectors, np.where(hit, labeled, -1), has_class, fallback)
 
     def _nearest(
-        self, queries: np.ndarray, classes: np.ndarray, own_rows: np.ndarray
+        self, queries: np.ndarray, classes: np.ndarray, own_positions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        extra = int((own_rows >= 0).any())  # one more hit to make room for dropping the image itself
-        _, ids = search_by_class(self.index, queries, classes, self.topk + extra)
-        hit_rows = np.where(ids >= 0, self.index.rows[np.maximum(ids, 0)], -1)
-        keep = (ids >= 0) & (hit_rows != own_rows[:, None])
+        extra = int((own_positions >= 0).any())  # one more hit to make room for dropping the image itself
+        _, index_rows = search_by_class(self.index, queries, classes, self.topk + extra)
+        hit_positions = np.where(index_rows >= 0, self.index.rows[np.maximum(index_rows, 0)], -1)
+        keep = (index_rows >= 0) & (hit_positions != own_positions[:, None])
         keep &= np.cumsum(keep, axis=1) <= self.topk  # the first k that are not the image itself
         weights = keep.astype(np.float32)[..., None]
-        summed = (self.vectors[np.maximum(ids, 0)] * weights).sum(axis=1)
+        summed = (self.vectors[np.maximum(index_rows, 0)] * weights).sum(axis=1)
         norms = np.linalg.norm(summed, axis=1, keepdims=True)
         vectors = (summed / np.maximum(norms, 1e-12)).astype(np.float32)
         first = np.argmax(keep, axis=1)
-        rows = hit_rows[np.arange(len(classes)), first]
-        return vectors, rows, keep.any(axis=1)
+        return vectors, hit_positions[np.arange(len(classes)), first], keep.any(axis=1)
 
     def _random(
-        self, classes: np.ndarray, image_keys: np.ndarray, own_rows: np.ndarray
+        self, classes: np.ndarray, positions: np.ndarray, own_positions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         size = self.class_count[classes]
-        draw = mix_hash(np.uint64(self.seed), image_keys, classes) % np.maximum(size, 1).astype(np.uint64)
-        ids = self.order[np.minimum(self.class_start[classes] + draw.astype(np.int64), len(self.order) - 1)]
-        own = self.index.rows[ids] == own_rows
+        draw = mix_hash(np.uint64(self.seed), positions, classes) % np.maximum(size, 1).astype(np.uint64)
+        first = self.class_start[classes] + draw.astype(np.int64)
+        index_rows = self.order[np.minimum(first, len(self.order) - 1)]
+        own = self.index.rows[index_rows] == own_positions
         step = np.where(own & (size > 1), 1, 0)  # the next vector of the class instead of itself
         shifted = self.class_start[classes] + (draw.astype(np.int64) + step) % np.maximum(size, 1)
-        ids = self.order[np.minimum(shifted, len(self.order) - 1)]
-        hit = (size > 0) & (self.index.rows[ids] != own_rows)
-        return self.vectors[ids].copy(), self.index.rows[ids], hit
+        index_rows = self.order[np.minimum(shifted, len(self.order) - 1)]
+        hit = (size > 0) & (self.index.rows[index_rows] != own_positions)
+        return self.vectors[index_rows].copy(), self.index.rows[index_rows], hit
 
 
-def official_slots(guided_slots: np.ndarray, image_keys: np.ndarray, seed: int) -> np.ndarray:
+def official_slots(guided_slots: np.ndarray, positions: np.ndarray, seed: int) -> np.ndarray:
     """The official weight's one random guided class per image: slot index, −1 when none.
 
-    guided_slots B×K bools, image_keys B split positions.
+    guided_slots B×K bools, positions B split positions.
     """
     count = guided_slots.sum(axis=1)
-    draw = mix_hash(np.uint64(seed), image_keys, np.uint64(1 << 20)) % np.maximum(count, 1).astype(np.uint64)
+    draw = mix_hash(np.uint64(seed), positions, np.uint64(1 << 20)) % np.maximum(count, 1).astype(np.uint64)
     rank = np.cumsum(guided_slots, axis=1) - 1
     matches = guided_slots & (rank == draw.astype(np.int64)[:, None])
     return np.where(count > 0, np.argmax(matches, axis=1), -1)
@@ -128,7 +129,7 @@ def official_slots(guided_slots: np.ndarray, image_keys: np.ndarray, seed: int) 
 
 @dataclass
 class GuideHit:
-    """One retrieved guide of a query class: labeled row, its image id, cosine."""
+    """One retrieved guide of a query class: labeled position (`row`), its image id, cosine."""
 
     cls: int
     area: float

@@ -89,7 +89,7 @@ class BatchSignals:
     contrast: torch.Tensor | None  # S_ŷ − best other guided S (quality report only)
     weights: dict[str, torch.Tensor]  # per weight mode (only the configured one without a report)
     reliability: torch.Tensor  # B
-    guide_rows: torch.Tensor  # B×C
+    guide_positions: torch.Tensor  # B×C the guide's labeled position per class index, −1 none
     queries: torch.Tensor  # B×3 class queries of each image: guided, fallback, unguided (QUERY_KINDS)
 
 
@@ -125,8 +125,8 @@ def batch_signals(
     model: nn.Module,
     images: torch.Tensor,
     valid: torch.Tensor,
-    keys: np.ndarray,
-    own_rows: np.ndarray,
+    positions: np.ndarray,
+    own_positions: np.ndarray,
     source: GuideSource | None,
     settings: RectifySettings,
     *,
@@ -136,8 +136,8 @@ def batch_signals(
     """Predict and guide one padded batch: every signal the thresholds act on (and, with
     `report`, the extra ones the quality report compares: both weight modes, the S contrast).
 
-    images B×3×H×W, valid B×H×W (false on padding), keys B split positions,
-    own_rows B labeled rows of the images themselves (−1 if not labeled). With
+    images B×3×H×W, valid B×H×W (false on padding), positions B split positions,
+    own_positions B labeled positions of the images themselves (−1 if not labeled). With
     `settings.class_factors`, every signal reads the aligned probabilities. Without a
     source (`rectify.enabled = false`) nothing is guided: labels stay raw, weights 1,
     and reliability is mean −log confidence. With `snapshots` (earlier models of the same
@@ -148,7 +148,7 @@ def batch_signals(
         probabilities = align(probabilities, torch.tensor(settings.class_factors))
     confidence, raw = probabilities.max(dim=1)
     raw = torch.where(valid, raw, torch.full_like(raw, settings.ignore_index))
-    slots = _guide_slots(features, raw, keys, own_rows, source, settings)
+    slots = _guide_slots(features, raw, positions, own_positions, source, settings)
     maps = upsample_maps(cisc_maps(features, slots.vectors), tuple(images.shape[-2:]))
     cisc = predicted_class_similarity(maps, raw, slots.classes)
     modes = WEIGHT_MODES if report else (settings.weight_mode,)
@@ -160,11 +160,11 @@ def batch_signals(
         slot_classes=slots.classes,
         cisc=cisc,
         contrast=similarity_contrast(maps, raw, slots.classes) if report else None,
-        weights=_weights(modes, maps, raw, slots.classes, confidence, cisc, keys, settings.seed),
+        weights=_weights(modes, maps, raw, slots.classes, confidence, cisc, positions, settings.seed),
         reliability=_stability(snapshots, images, raw, valid, settings) if snapshots else image_reliability(
             cisc if source is not None else None, confidence, valid, settings.reliability
         ),
-        guide_rows=slots.rows,
+        guide_positions=slots.positions,
         queries=slots.queries,
     )
 
@@ -172,21 +172,21 @@ def batch_signals(
 @dataclass
 class _GuideSlots:
     """A batch's guided classes, one slot per present class of each image (S the most any image has):
-    classes B×S (−1: no class, or no guide found), vectors B×S×D (the guides' prototypes), rows B×C (the
-    guide's labeled row per class, −1 none), queries B×3 (classes guided, fallen back to the class mean,
-    unguided)."""
+    classes B×S (−1: no class, or no guide found), vectors B×S×D (the guides' prototypes), positions B×C
+    (the guide's labeled position per class index, −1 none), queries B×3 (classes guided, fallen back to
+    the class mean, unguided)."""
 
     classes: torch.Tensor
     vectors: torch.Tensor
-    rows: torch.Tensor
+    positions: torch.Tensor
     queries: torch.Tensor
 
 
 def _guide_slots(
     features: torch.Tensor,
     raw: torch.Tensor,
-    keys: np.ndarray,
-    own_rows: np.ndarray,
+    positions: np.ndarray,
+    own_positions: np.ndarray,
     source: GuideSource | None,
     settings: RectifySettings,
 ) -> _GuideSlots:
@@ -203,7 +203,7 @@ def _guide_slots(
     cls_host, image_host = cls.cpu().numpy(), image_slot.cpu().numpy()
     queries = prototypes[image_slot, cls].cpu().numpy()
     guides = (
-        source.choose(queries, cls_host, keys[image_host], own_rows[image_host])
+        source.choose(queries, cls_host, positions[image_host], own_positions[image_host])
         if source is not None else Guides.none(queries.shape[1])
     )  # fmt: skip
     batch, width = raw.shape[0], max(int(present.sum(dim=1).max()), 1)
@@ -213,13 +213,13 @@ def _guide_slots(
     slot_classes[image_slot, slot_of] = torch.where(guided, cls, torch.full_like(cls, -1))
     guide_vectors = torch.zeros(batch, width, features.shape[1], device=device)
     guide_vectors[image_slot, slot_of] = torch.from_numpy(guides.vectors).to(device)
-    guide_rows = torch.full((batch, num_classes), -1, dtype=torch.long, device=device)
-    guide_rows[image_slot, cls] = torch.from_numpy(guides.rows).to(device)
+    guide_positions = torch.full((batch, num_classes), -1, dtype=torch.long, device=device)
+    guide_positions[image_slot, cls] = torch.from_numpy(guides.labeled_positions).to(device)
     counts = torch.from_numpy(np.stack([
         np.bincount(image_host, weights=kind, minlength=batch).astype(np.int64)
         for kind in (guides.guided & ~guides.fallback, guides.fallback, ~guides.guided)
     ], axis=1))  # fmt: skip
-    return _GuideSlots(slot_classes, guide_vectors, guide_rows, counts)
+    return _GuideSlots(slot_classes, guide_vectors, guide_positions, counts)
 
 
 def _weights(
@@ -229,13 +229,15 @@ def _weights(
     slot_classes: torch.Tensor,
     confidence: torch.Tensor,
     cisc: torch.Tensor,
-    keys: np.ndarray,
+    positions: np.ndarray,
     seed: int,
 ) -> dict[str, torch.Tensor]:
     """Each of `modes`' B×H×W pixel weights: from the guides' agreement ("official": one guide per image,
-    drawn by `seed` and the image's key; "mean": all guides) or from confidence and S ("confidence")."""
+    drawn by `seed` and the image's split position; "mean": all guides) or from confidence and S
+    ("confidence")."""
     agreements = agreement(maps, raw, slot_classes)
-    chosen_slot = torch.from_numpy(official_slots((slot_classes >= 0).cpu().numpy(), keys, seed)).to(maps.device)
+    chosen = official_slots((slot_classes >= 0).cpu().numpy(), positions, seed)
+    chosen_slot = torch.from_numpy(chosen).to(maps.device)
     return {
         mode: confidence_weight(confidence, cisc) if mode == "confidence"
         else pixel_weight(agreements, slot_classes, mode, chosen_slot)
@@ -288,7 +290,7 @@ def host_arrays(signals: BatchSignals, label: torch.Tensor) -> dict[str, np.ndar
         "confidence": signals.confidence.half(),
         "cisc": signals.cisc.half(),
         "reliability": signals.reliability.float(),
-        "guide_rows": signals.guide_rows.int(),
+        "guide_positions": signals.guide_positions.int(),
         "queries": signals.queries,
         **{f"weight_{mode}": weight.half() for mode, weight in signals.weights.items()},
     }
@@ -304,11 +306,16 @@ def fixed_batches(count: int, batch_size: int) -> list[range]:
 
 
 def cropped_images(
-    keys: np.ndarray, sizes: np.ndarray, arrays: dict[str, np.ndarray], masks: np.ndarray, *, with_masks: bool
+    positions: np.ndarray,
+    sizes: np.ndarray,
+    arrays: dict[str, np.ndarray],
+    masks: np.ndarray,
+    *,
+    with_masks: bool,
 ) -> Iterator[tuple[int, dict[str, np.ndarray], np.ndarray | None]]:
     """Each image of a host batch: (split position, its H×W arrays, its mask or None)."""
-    for slot, key in enumerate(keys.tolist()):
+    for slot, position in enumerate(positions.tolist()):
         height, width = (int(value) for value in sizes[slot])
         crop = {name: value[slot, :height, :width] for name, value in arrays.items() if value.ndim == 3}
         crop.update({name: value[slot] for name, value in arrays.items() if value.ndim < 3})
-        yield key, crop, masks[slot, :height, :width] if with_masks else None
+        yield position, crop, masks[slot, :height, :width] if with_masks else None

@@ -460,10 +460,10 @@ def _run(
             task = bar.add_task(f"rectify for round {source_round + 1}", total=total)
             for batch, signals in stream:
                 label = pseudo_labels(signals, settings, batch["mask"])
-                keys = batch["index"].numpy()
-                item = (keys, batch["sizes"].numpy(), host_arrays(signals, label), batch["mask"].numpy())
+                positions = batch["index"].numpy()  # split positions
+                item = (positions, batch["sizes"].numpy(), host_arrays(signals, label), batch["mask"].numpy())
                 background.put(item, item[3].nbytes + sum(array.nbytes for array in item[2].values()))
-                fresh = int(todo[keys].sum())
+                fresh = int(todo[positions].sum())
                 computed += fresh
                 bar.advance(task, fresh)
                 if preemption.requested() and computed < total:  # the writer empties its queue below
@@ -487,8 +487,8 @@ def _store(
     """Writer-thread side: crop each image to do out of its batch, write it, and score it unless
     the saved report totals already hold it."""
     positions, images = [], []
-    for key, crop, truth in cropped_images(*item, with_masks=with_masks):
-        if not todo[key]:
+    for position, crop, truth in cropped_images(*item, with_masks=with_masks):
+        if not todo[position]:
             continue
         image = PseudoImage(
             label=crop["label"],
@@ -496,12 +496,12 @@ def _store(
             confidence=crop["confidence"],
             cisc=crop["cisc"],
             weight=crop[f"weight_{weight_mode}"],
-            guides=crop["guide_rows"],
+            guides=crop["guide_positions"],
             reliability=float(crop["reliability"]),
         )
-        positions.append(key)
+        positions.append(position)
         images.append(image)
-        if not progress.covered[key]:
+        if not progress.covered[position]:
             signals = report_signals(crop, calibration) if truth is not None else {}
             progress.add(image.raw_label, image.label, image.weight, image.reliability, signals, truth,
                          crop["queries"])  # fmt: skip

@@ -73,10 +73,11 @@ def signal_stream(
     """
     settings = dataclasses.replace(RectifySettings.of(config), class_factors=class_factors)
     ids = [entry.id for entry in entries]
-    own_rows = source.labeled_rows(ids) if source is not None else np.full(len(ids), -1, dtype=np.int64)
+    unlabeled = np.full(len(ids), -1, dtype=np.int64)
+    own_positions = source.labeled_positions(ids) if source is not None else unlabeled
     loader = _loader(config, entries, batches, device, with_masks=with_masks)
-    return _signals(iter(loader), model, source, settings, own_rows, config, device, with_masks=with_masks,
-                    snapshots=snapshots)  # fmt: skip
+    return _signals(iter(loader), model, source, settings, own_positions, config, device,
+                    with_masks=with_masks, snapshots=snapshots)  # fmt: skip
 
 
 def mean_prediction(
@@ -116,7 +117,7 @@ def _signals(
     model: nn.Module,
     source: GuideSource,
     settings: RectifySettings,
-    own_rows: np.ndarray,
+    own_positions: np.ndarray,
     config: Config,
     device: str,
     *,
@@ -127,8 +128,9 @@ def _signals(
         faults.reached("forward")
         with torch.inference_mode(), _autocast(config, device):
             images, valid = _on_device(batch, config, device)
-            keys = batch["index"].numpy()
-            signals = batch_signals(model, images, valid, keys, own_rows[keys], source, settings, report=with_masks,
+            positions = batch["index"].numpy()  # split positions
+            own = own_positions[positions]
+            signals = batch_signals(model, images, valid, positions, own, source, settings, report=with_masks,
                                     snapshots=snapshots)  # fmt: skip
         yield batch, signals
 

@@ -1,5 +1,6 @@
 """`pseudo.h5` (format "cisctool-pseudo", version 1): rectified pseudo labels of any image sizes in one file.
 
+Row i of the file is the image at split position i of the unlabeled split.
 Per-pixel arrays of all images are concatenated (image i owns pixels
 offsets[i]:offsets[i+1], row-major H×W), chunked and compressed; `done[i]`
 is set only after image i's data is written, and the file is flushed after
@@ -95,7 +96,7 @@ class PseudoImage:
     confidence: np.ndarray
     cisc: np.ndarray
     weight: np.ndarray
-    guides: np.ndarray  # C labeled-image rows, −1 = none
+    guides: np.ndarray  # C: per class index, the guide's labeled position, −1 = none
     reliability: float
 
 
@@ -208,10 +209,10 @@ class PseudoWriter:
         return cls(handle, threads)
 
     def pending(self) -> np.ndarray:
-        """Indices of images not yet done."""
+        """Split positions of the images not yet done."""
         return np.flatnonzero(~self.done)
 
-    def write(self, indices: Sequence[int], images: Sequence[PseudoImage]) -> None:
+    def write(self, positions: Sequence[int], images: Sequence[PseudoImage]) -> None:
         """Store images at their split positions, mark them done, flush; a full disk is the
         OSError ENOSPC of this file, raised before HDF5 meets it while DISK_HEADROOM is left.
 
@@ -222,16 +223,16 @@ class PseudoWriter:
         if shutil.disk_usage(Path(self.handle.filename).parent).free < needed:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.handle.filename)
         try:
-            self._write(indices, images)
+            self._write(positions, images)
         except OSError as error:
             if is_disk_full(error) and not error.filename:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self.handle.filename) from error
             raise
 
-    def _write(self, indices: Sequence[int], images: Sequence[PseudoImage]) -> None:
+    def _write(self, positions: Sequence[int], images: Sequence[PseudoImage]) -> None:
         handle = self.handle
-        order = np.argsort(np.asarray(indices, dtype=np.int64), kind="stable")
-        ordered = np.asarray(indices, dtype=np.int64)[order]
+        order = np.argsort(np.asarray(positions, dtype=np.int64), kind="stable")
+        ordered = np.asarray(positions, dtype=np.int64)[order]
         breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
         for run in np.split(np.arange(len(ordered)), breaks):
             if run.size == 0:
@@ -268,22 +269,24 @@ def join_shards(path: Path, shards: Sequence["PseudoLabels"], ranges: Sequence[t
         out.attrs.update({key: value for key, value in first.attrs.items() if key != SOURCES_ATTR})
 
 
-def stored_image(handle: h5py.File, offsets: np.ndarray, index: int) -> PseudoImage:
-    """Image i of an open pseudo-label file, as written."""
-    start, stop = int(offsets[index]), int(offsets[index + 1])
-    shape = tuple(handle["shapes"][index])
+def stored_image(handle: h5py.File, offsets: np.ndarray, position: int) -> PseudoImage:
+    """The image at split `position` of an open pseudo-label file, as written."""
+    start, stop = int(offsets[position]), int(offsets[position + 1])
+    shape = tuple(handle["shapes"][position])
     arrays = {name: handle[name][start:stop].reshape(shape) for name in PIXEL_DTYPES}
-    return PseudoImage(**arrays, guides=handle["guides"][index], reliability=float(handle["reliability"][index]))
+    guides, reliability = handle["guides"][position], float(handle["reliability"][position])
+    return PseudoImage(**arrays, guides=guides, reliability=reliability)
 
 
 def _intact(handle: h5py.File) -> np.ndarray:
     """The file's `done` flags, less the images whose stored values fail their checksum (or fail to read)."""
     done, offsets = handle["done"][:], handle["offsets"][:]
-    for index in np.flatnonzero(done):
+    for position in np.flatnonzero(done):
         try:
-            done[index] = checksum(stored_image(handle, offsets, int(index))) == int(handle["checksum"][index])
+            stored = checksum(stored_image(handle, offsets, int(position)))
+            done[position] = stored == int(handle["checksum"][position])
         except (OSError, ValueError, KeyError):
-            done[index] = False
+            done[position] = False
     return done
 
 
@@ -387,18 +390,20 @@ class PseudoLabels:
         """Image ids in file order (read when first asked for: a million of them take a while)."""
         return [text.decode() for text in self.handle["ids"][:]]
 
-    def pixels(self, name: str, index: int) -> np.ndarray:
-        """One per-pixel array (`label`, `raw_label`, `confidence`, `cisc`, `weight`) of image i, H×W."""
-        start, stop = int(self.offsets[index]), int(self.offsets[index + 1])
+    def pixels(self, name: str, position: int) -> np.ndarray:
+        """One per-pixel array (`label`, `raw_label`, `confidence`, `cisc`, `weight`) of the image at split
+        `position`, H×W."""
+        start, stop = int(self.offsets[position]), int(self.offsets[position + 1])
         direct = self.sources.read(name, start, stop) if self.sources is not None else None
         if direct is None and name not in self.datasets:
             self.datasets[name] = self.handle[name]
         values = self.datasets[name][start:stop] if direct is None else direct
-        return values.reshape(tuple(self.shapes[index]))
+        return values.reshape(tuple(self.shapes[position]))
 
-    def image(self, index: int) -> PseudoImage:
-        arrays = {name: self.pixels(name, index) for name in PIXEL_DTYPES}
-        return PseudoImage(**arrays, guides=self.guides[index], reliability=float(self.reliability[index]))
+    def image(self, position: int) -> PseudoImage:
+        arrays = {name: self.pixels(name, position) for name in PIXEL_DTYPES}
+        reliability = float(self.reliability[position])
+        return PseudoImage(**arrays, guides=self.guides[position], reliability=reliability)
 
     def close(self) -> None:
         if self.sources is not None:

@@ -29,30 +29,31 @@ def test_nearest_guides_are_the_mean_of_the_top_k_same_class_vectors(source_part
     for slot in range(2):
         members = np.flatnonzero(classes == query_classes[slot])
         top = members[np.argsort(-(vectors[members] @ queries[slot]))[:2]]
-        assert guides.rows[slot] == rows[top[0]]
+        assert guides.labeled_positions[slot] == rows[top[0]]
         np.testing.assert_allclose(guides.vectors[slot], unit(vectors[top].sum(0, keepdims=True))[0], atol=1e-6)
-    assert guides.guided.tolist() == [True, True, False] and guides.rows[2] == -1
+    assert guides.guided.tolist() == [True, True, False] and guides.labeled_positions[2] == -1
     assert not guides.fallback.any()
 
 
 def test_an_image_is_never_its_own_guide(source_parts):
     index, vectors, *_ = source_parts
-    own_rows = np.array([4, 0, 1])
+    own_positions = np.array([4, 0, 1])
     for mode in ("nearest", "random"):
         source = GuideSource(index, 4, mode, topk=1, seed=3)
         # the query is the image's own prototype: nearest would pick itself if allowed
-        guides = source.choose(vectors[[4, 10, 11]], np.array([1, 2, 2]), np.arange(3), own_rows)
-        assert (guides.rows != own_rows).all() and guides.guided.all()
+        guides = source.choose(vectors[[4, 10, 11]], np.array([1, 2, 2]), np.arange(3), own_positions)
+        assert (guides.labeled_positions != own_positions).all() and guides.guided.all()
 
 
 def test_random_guides_are_deterministic_per_image_and_class_and_spread(source_parts):
     index, *_ = source_parts
     source = GuideSource(index, 4, "random", topk=1, seed=0)
-    keys = np.arange(200)
+    positions = np.arange(200)
     queries = np.zeros((200, 8), np.float32)
-    first = source.choose(queries, np.ones(200, int), keys, np.full(200, -1)).rows
-    again = source.choose(queries[::-1], np.ones(200, int), keys[::-1], np.full(200, -1)).rows[::-1]
-    assert np.array_equal(first, again)
+    unlabeled = np.full(200, -1)
+    first = source.choose(queries, np.ones(200, int), positions, unlabeled).labeled_positions
+    again = source.choose(queries[::-1], np.ones(200, int), positions[::-1], unlabeled).labeled_positions
+    assert np.array_equal(first, again[::-1])
     assert set(first.tolist()) == set(range(10))  # every labeled image of the class gets drawn
 
 
