@@ -105,13 +105,13 @@ def stage_seconds(
         return result
 
     with PseudoLabels(selection.path) as stored:
-        for row, entry in zip(selection.rows[:items].tolist(), entries, strict=False):
+        for position, entry in zip(selection.positions[:items].tolist(), entries, strict=False):
             image = timed("decode JPEG", read_image, entry.image)
             mask = timed("read mask PNG", read_mask, entry.mask)
             timed("labeled augmentation (scale, normalise, crop, flip)", train_transform, image, mask, rng,
                   settings.crop_size, settings.scale_range, settings.ignore_index)  # fmt: skip
-            label = timed("HDF5 label read", stored.pixels, "label", row)
-            weight = timed("HDF5 weight read", stored.pixels, "weight", row).astype(np.float32)
+            label = timed("HDF5 label read", stored.pixels, "label", position)
+            weight = timed("HDF5 weight read", stored.pixels, "weight", position).astype(np.float32)
             timed("pseudo augmentation (scale, strong colour, normalise, crop, flip)", pseudo_transform, image,
                   label, weight, rng, settings.crop_size, settings.scale_range, settings.ignore_index)  # fmt: skip
     pseudo = _pseudo_dataset(config, selection)
@@ -125,7 +125,8 @@ def stage_seconds(
 
 
 def _pseudo_dataset(config: Config, selection: train_data.PseudoSelection) -> PseudoLabeledDataset:
-    return PseudoLabeledDataset(lambda: PseudoLabels(selection.path), selection.unlabeled, selection.rows.tolist(),
+    positions = selection.positions.tolist()
+    return PseudoLabeledDataset(lambda: PseudoLabels(selection.path), selection.unlabeled, positions,
                                 train_data.pair_settings(config))  # fmt: skip
 
 

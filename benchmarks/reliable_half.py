@@ -24,7 +24,7 @@ from cisctool.config import Config, load_config
 from cisctool.data.masks import read_mask
 from cisctool.data.splits import split_entries
 from cisctool.method.cisc import reliability
-from cisctool.method.pseudo_training import select_rows
+from cisctool.method.pseudo_training import select_positions
 from cisctool.report.confusion import ConfusionMatrix
 from cisctool.store.pseudo_labels import PseudoLabels
 
@@ -51,7 +51,7 @@ def main() -> None:
         line = []
         for name, score in scores.items():
             chosen = np.zeros(len(score), dtype=bool)
-            chosen[select_rows(score, 1, "reliable", config.rectify.ratio)] = True
+            chosen[select_positions(score, 1, "reliable", config.rectify.ratio)] = True
             for part, mask in (("chosen", chosen), ("rest", ~chosen)):
                 figures[name][part].append(_miou(config, [per_image[i] for i in np.flatnonzero(mask)]))
             line.append(f"{name} {figures[name]['chosen'][-1]:.2f} | {figures[name]['rest'][-1]:.2f}")

@@ -210,23 +210,23 @@ class PseudoLabelReader(Protocol):
     path: Path
     ids: list[str]
 
-    def pixels(self, name: str, index: int) -> np.ndarray: ...
+    def pixels(self, name: str, position: int) -> np.ndarray: ...
 
 
 class PseudoLabeledDataset(Dataset):
     """Unlabeled images with their rectified labels and weights, strongly augmented.
 
-    `rows` are the positions in the file to train on (the reliable schedule's
+    `positions` are the split positions (the file's rows) to train on (the reliable schedule's
     choice). `open_labels()` opens the pseudo-label file; each DataLoader worker
     calls it lazily, so no file handle is shared across processes. `class_factors`
     (per class) scale each pixel's stored weight by its label's factor.
     """
 
     def __init__(
-        self, open_labels: Callable[[], PseudoLabelReader], entries: Sequence[SplitEntry], rows: Sequence[int],
-        settings: PairSettings, class_factors: np.ndarray | None = None,
+        self, open_labels: Callable[[], PseudoLabelReader], entries: Sequence[SplitEntry],
+        positions: Sequence[int], settings: PairSettings, class_factors: np.ndarray | None = None,
     ) -> None:  # fmt: skip
-        self.open_labels, self.rows, self.settings = open_labels, list(rows), settings
+        self.open_labels, self.positions, self.settings = open_labels, list(positions), settings
         self.entries = {entry.id: entry for entry in entries}
         self.stored: PseudoLabelReader | None = None
         self.factor_of_label: np.ndarray | None = None  # indexed by the uint8 label; ignore keeps 1
@@ -235,19 +235,19 @@ class PseudoLabeledDataset(Dataset):
             self.factor_of_label[: len(class_factors)] = class_factors
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.positions)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, torch.Tensor]:
         index, sample_seed = key
         if self.stored is None:
             self.stored = self.open_labels()
-        row = self.rows[index]
-        image_id = self.stored.ids[row]
+        position = self.positions[index]
+        image_id = self.stored.ids[position]
         image = read_image(self.entries[image_id].image)
-        label = self.stored.pixels("label", row)
+        label = self.stored.pixels("label", position)
         if image.shape[:2] != label.shape:
             raise InputError(f"{self.entries[image_id].image}: size changed since {self.stored.path} was written")
-        weight = self.stored.pixels("weight", row).astype(np.float32)
+        weight = self.stored.pixels("weight", position).astype(np.float32)
         if self.factor_of_label is not None:
             weight *= self.factor_of_label[label]
         settings = self.settings

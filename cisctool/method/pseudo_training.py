@@ -20,8 +20,8 @@ import torch
 CUTMIX_PROBABILITY = 0.5
 
 
-def select_rows(reliability: np.ndarray, round_index: int, select: str, ratio: float) -> np.ndarray:
-    """Positions to train on: the ceil(ratio·N) lowest scores (images without CISC evidence, NaN,
+def select_positions(reliability: np.ndarray, round_index: int, select: str, ratio: float) -> np.ndarray:
+    """Split positions to train on: the ceil(ratio·N) lowest scores (images without CISC evidence, NaN,
     come last) in round 1 with `select = "reliable"` or in every round with `"reliable-always"`;
     otherwise every image."""
     count = len(reliability)

@@ -145,7 +145,8 @@ def train_round(config: Config, round_index: int = 0, device: str = "cpu", *, re
             if processes.is_main:
                 console.print(_class_balance_line(config, pseudo.class_factors))
         signature = training_signature(config, round_index, processes.world, pseudo)
-        total_steps = total_steps_of(config, len(dataset), round_index, len(pseudo.rows) if pseudo else 0)
+        trained_on = len(pseudo.positions) if pseudo else 0
+        total_steps = total_steps_of(config, len(dataset), round_index, trained_on)
         learner = _learner(config, round_index, processes, device)
         start_step = 0
         if resume and layout.last(round_index).exists():
@@ -170,7 +171,7 @@ def train_round(config: Config, round_index: int = 0, device: str = "cpu", *, re
             if processes.is_main:
                 save_checkpoint(model_path, model_payload(learner.model, config, round_index))
         barrier(processes)  # every rank sees model.pt and last.pt whole before it returns
-    chosen = (len(pseudo.rows), pseudo.images) if pseudo is not None else None
+    chosen = (len(pseudo.positions), pseudo.images) if pseudo is not None else None
     seconds = time.perf_counter() - started
     return TrainOutcome(round_index, step, total_steps, seconds, loss, model_path, start_step, chosen)
 
@@ -268,7 +269,7 @@ def _train_log(
     pseudo-labeled images it trains on."""
     log = open(layout.train_log(round_index) if processes.is_main else os.devnull, "a" if start_step else "w")
     if pseudo is not None and not start_step:
-        log.write(f"pseudo-labeled images: {len(pseudo.rows)} of {pseudo.images} "
+        log.write(f"pseudo-labeled images: {len(pseudo.positions)} of {pseudo.images} "
                   f"(rectify.select = {config.rectify.select})\n")  # fmt: skip
         if pseudo.class_factors is not None:
             log.write(_class_balance_line(config, pseudo.class_factors) + "\n")

@@ -25,7 +25,7 @@ from cisctool.data.splits import SplitEntry, split_entries
 from cisctool.data.workers import exit_with_parent, loader_workers
 from cisctool.errors import InputError
 from cisctool.method.prior_alignment import alignment_factors
-from cisctool.method.pseudo_training import select_rows
+from cisctool.method.pseudo_training import select_positions
 from cisctool.staleness import hashed_values, training_keys
 from cisctool.steps.distributed import Processes
 from cisctool.store.atomic import sha256_file
@@ -42,9 +42,9 @@ class PseudoSelection:
 
     path: Path
     unlabeled: list[SplitEntry]
-    rows: np.ndarray
+    positions: np.ndarray  # split positions (the file's rows) the schedule chose
     images: int  # in the file
-    fingerprint: str  # the file's model, index and config hashes, and the chosen rows
+    fingerprint: str  # the file's model, index and config hashes, and the chosen positions
     class_factors: np.ndarray | None = None  # `train.pseudo_class_balance`: class factors of the pixels' loss weights
 
 
@@ -86,13 +86,14 @@ def select_pseudo_labels(config: Config, round_index: int) -> PseudoSelection:
         )
     with PseudoLabels(pseudo_path) as stored:
         check_pseudo_file(stored, config, round_index, sha256_file(previous), {entry.id for entry in unlabeled})
-        rows = select_rows(stored.reliability, round_index, config.rectify.select, config.rectify.ratio)
+        select, ratio = config.rectify.select, config.rectify.ratio
+        positions = select_positions(stored.reliability, round_index, select, ratio)
         fingerprint = json.dumps(
             [stored.attrs.get(key) for key in ("checkpoint_sha256", "index_sha256", "config_hash")]
         )
         images = len(stored)
-    fingerprint += hashlib.sha256(rows.tobytes()).hexdigest()
-    return PseudoSelection(pseudo_path, unlabeled, rows, images, fingerprint)
+    fingerprint += hashlib.sha256(positions.tobytes()).hexdigest()
+    return PseudoSelection(pseudo_path, unlabeled, positions, images, fingerprint)
 
 
 def pseudo_class_factors(config: Config, selection: PseudoSelection) -> np.ndarray:
@@ -103,11 +104,11 @@ def pseudo_class_factors(config: Config, selection: PseudoSelection) -> np.ndarr
     num_classes = config.data.num_classes
     loss_mass = np.zeros(num_classes, dtype=np.float64)
     with PseudoLabels(selection.path) as stored, progress_bar() as bar:
-        for row in bar.track(selection.rows.tolist(), description="pseudo loss class shares"):
-            labels = stored.pixels("label", row).ravel()
+        for position in bar.track(selection.positions.tolist(), description="pseudo loss class shares"):
+            labels = stored.pixels("label", position).ravel()
             counted = labels < num_classes  # ignore (dropped, padding) counts for nothing in the loss
-            loss_mass += np.bincount(labels[counted], weights=stored.pixels("weight", row).ravel()[counted],
-                                     minlength=num_classes)  # fmt: skip
+            weights = stored.pixels("weight", position).ravel()[counted]
+            loss_mass += np.bincount(labels[counted], weights=weights, minlength=num_classes)
     labeled = np.array(list(labeled_class_shares(config).values()))
     return alignment_factors(labeled, loss_mass / max(loss_mass.sum(), 1e-12), config.train.pseudo_class_balance)
 
@@ -186,11 +187,11 @@ def pseudo_loader(
     batch = pseudo_batch_size(config)
     seed = config.train.seed + ROUND_SEED_STRIDE * round_index
     dataset = PseudoLabeledDataset(
-        functools.partial(PseudoLabels, selection.path), selection.unlabeled, selection.rows.tolist(),
-        pair_settings(config), selection.class_factors,
+        functools.partial(PseudoLabels, selection.path), selection.unlabeled,
+        selection.positions.tolist(), pair_settings(config), selection.class_factors,
     )  # fmt: skip
     sampler = SeededSampler(
-        len(selection.rows), seed, start * batch * processes.world, total * batch * processes.world,
+        len(selection.positions), seed, start * batch * processes.world, total * batch * processes.world,
         processes.rank, processes.world,
     )  # fmt: skip
     return _loader(dataset, batch, sampler, config, seed, device)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from cisctool.method.losses import weighted_cross_entropy
-from cisctool.method.pseudo_training import cutmix, select_rows
+from cisctool.method.pseudo_training import cutmix, select_positions
 
 
 def test_weighted_cross_entropy_equals_hand_computation():
@@ -31,13 +31,13 @@ def test_unit_weights_give_the_plain_mean_cross_entropy():
 
 def test_round_one_takes_the_most_reliable_share_and_later_rounds_take_all():
     reliability = np.array([0.5, np.nan, 0.1, 0.9, 0.2, 0.3])
-    assert select_rows(reliability, 1, "reliable", 0.5).tolist() == [2, 4, 5]
-    assert select_rows(reliability, 1, "reliable", 0.8).tolist() == [0, 2, 3, 4, 5]  # NaN (no evidence) last
-    assert select_rows(reliability, 2, "reliable", 0.5).tolist() == list(range(6))
-    assert select_rows(reliability, 1, "all", 0.5).tolist() == list(range(6))
-    assert select_rows(reliability, 1, "reliable", 0.01).tolist() == [2]
-    assert select_rows(reliability, 2, "reliable-always", 0.5).tolist() == [2, 4, 5]  # every round
-    assert select_rows(reliability, 3, "reliable-always", 1.0).tolist() == list(range(6))
+    assert select_positions(reliability, 1, "reliable", 0.5).tolist() == [2, 4, 5]
+    assert select_positions(reliability, 1, "reliable", 0.8).tolist() == [0, 2, 3, 4, 5]  # NaN last
+    assert select_positions(reliability, 2, "reliable", 0.5).tolist() == list(range(6))
+    assert select_positions(reliability, 1, "all", 0.5).tolist() == list(range(6))
+    assert select_positions(reliability, 1, "reliable", 0.01).tolist() == [2]
+    assert select_positions(reliability, 2, "reliable-always", 0.5).tolist() == [2, 4, 5]  # every round
+    assert select_positions(reliability, 3, "reliable-always", 1.0).tolist() == list(range(6))
 
 
 def test_cutmix_pastes_boxes_of_partners_with_label_and_weight_and_is_reproducible():

@@ -215,8 +215,9 @@ def test_pseudo_class_balance_scales_each_pixels_weight_by_its_labels_factor(
     num_classes = balanced.data.num_classes
     loss_mass = np.zeros(num_classes)  # by hand: each class's summed weight over the chosen images
     with PseudoLabels(selection.path) as stored:
-        for row in selection.rows:
-            label, weight = stored.pixels("label", row), stored.pixels("weight", row).astype(np.float64)
+        for position in selection.positions:
+            label = stored.pixels("label", position)
+            weight = stored.pixels("weight", position).astype(np.float64)
             loss_mass += [weight[label == index].sum() for index in range(num_classes)]
     labeled = np.array(list(labeled_class_shares(balanced).values()))
     known = (labeled > 0) & (loss_mass > 0)
@@ -226,8 +227,8 @@ def test_pseudo_class_balance_scales_each_pixels_weight_by_its_labels_factor(
 
     def item(factors):
         dataset = PseudoLabeledDataset(
-            functools.partial(PseudoLabels, selection.path), selection.unlabeled, selection.rows.tolist(),
-            train_data.pair_settings(balanced), factors,
+            functools.partial(PseudoLabels, selection.path), selection.unlabeled,
+            selection.positions.tolist(), train_data.pair_settings(balanced), factors,
         )  # fmt: skip
         return dataset[(0, 123)]
 
