@@ -11,7 +11,7 @@ many words). A painted pixel has alpha 255; cisctool paints all four channels.
 Exported tasks carry the image's id (`data.cisctool_id`), a local-files URL
 relative to `data.root`, the image's review score (`data.review_score`,
 Σ(1 − confidence)²; higher = look sooner) and the paper's
-reliability (`data.reliability`), and one prediction per image: one brush
+reliability (`data.reliability`; lower = more reliable), and one prediction per image: one brush
 result per class, `score` = the review score, `model_version` = the round.
 Tasks come in review order, so Label Studio's task ids follow it too. The
 labeling config they need is written beside them.

@@ -180,7 +180,7 @@ def drop(
 
 
 def reliability(cisc: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Image score mean_x BCE(clamp(S_ŷ(x), 0, 1), 1) over valid guided pixels, B (lower = better).
+    """Image score mean_x BCE(clamp(S_ŷ(x), 0, 1), 1) over valid guided pixels, B (lower = more reliable).
 
     NaN for an image with no guided pixel (no evidence either way).
     """

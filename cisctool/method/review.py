@@ -3,7 +3,7 @@
 An image's review score says how many of its pseudo-labelled pixels are likely
 wrong; people look at the highest scores first. The candidates, each from one
 image's stored pixels (`kept` = pixels that carry a label, not dropped):
-- `reliability`: the paper's mean BCE of S_ŷ towards 1, as stored;
+- `reliability`: the paper's mean BCE of S_ŷ towards 1, as stored (lower = more reliable);
 - `mean_nll`: mean −log confidence (self-training's image score);
 - `sum_nll`: Σ −log confidence, the same as a count (a pixel at 0.5 weighs 6.6×
   one at 0.9, between `expected_wrong`'s 5× and `squared_doubt`'s 25×);

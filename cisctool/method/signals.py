@@ -88,7 +88,7 @@ class BatchSignals:
     cisc: torch.Tensor  # S_ŷ, NaN where ŷ has no guide
     contrast: torch.Tensor | None  # S_ŷ − best other guided S (quality report only)
     weights: dict[str, torch.Tensor]  # per weight mode (only the configured one without a report)
-    reliability: torch.Tensor  # B
+    reliability: torch.Tensor  # B image scores (`rectify.reliability`), lower = more reliable
     guide_positions: torch.Tensor  # B×C the guide's labeled position per class index, −1 none
     queries: torch.Tensor  # B×3 class queries of each image: guided, fallback, unguided (QUERY_KINDS)
 

@@ -91,7 +91,7 @@ def roc_curves(
 
 
 def reliability_histogram(reliability: np.ndarray, title: str, path: Path) -> None:
-    """Histogram of the images' reliability scores (lower = more consistent); NaN counted in the title."""
+    """Histogram of the images' reliability scores (lower = more reliable); NaN counted in the title."""
     figure, axis = plt.subplots(figsize=(5.2, 3.2))
     defined = reliability[~np.isnan(reliability)]
     if defined.size:
@@ -99,7 +99,7 @@ def reliability_histogram(reliability: np.ndarray, title: str, path: Path) -> No
         axis.axvline(float(np.median(defined)), color="0.2", linestyle="--", linewidth=1, label="median")
         axis.legend(fontsize=8)
     missing = int(np.isnan(reliability).sum())
-    axis.set_xlabel("reliability (mean −log S_ŷ; lower = more consistent)")
+    axis.set_xlabel("reliability (BCE of S_ŷ towards 1; lower = more reliable)")
     axis.set_ylabel("images")
     axis.set_title(title + (f"; {missing} without evidence" if missing else ""))
     _save(figure, path)

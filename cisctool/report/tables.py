@@ -88,7 +88,7 @@ def _quality_summary(report: dict, title: str) -> Table:
     summary.add_row("mean weight", f"{report['mean_weight']:.3f}")
     summary.add_row("dropped pixels %", percent_text(report["label_share"]["(dropped)"]))
     quantiles = report["reliability"]["quantiles"]
-    summary.add_row("reliability median (lower = better)", _maybe_number(quantiles["0.50"]))
+    summary.add_row("reliability median (lower = more reliable)", _maybe_number(quantiles["0.50"]))
     summary.add_row("images without CISC evidence", str(report["reliability"]["images_without_evidence"]))
     if "queries" in report:
         queries = report["queries"]

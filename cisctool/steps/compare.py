@@ -15,8 +15,8 @@ every arm continues that same model for R rounds:
 
 Every arm predicts with the same TTA views, trains the same budget and steps with the
 same images a step, and trains round 1 on as many images as CISC-R (`rectify.ratio`),
-each arm's most reliable by its own score; arms of one seed differ only in their pseudo
-labels, weights and which images they trust, so the per-seed difference is the fair
+each arm's most reliable by its own score (lower = more reliable); arms of one seed differ only in
+their pseudo labels, weights and which images they trust, so the per-seed difference is the fair
 comparison: the table gives CISC-R minus each baseline per seed, its mean ± std and on
 how many seeds CISC-R is ahead. The `official` profile trains its own round 0 (λ = 1
 changes round 0), so it is compared on its final round only. Runs are named
@@ -174,9 +174,9 @@ def protocol(config: Config, tau: float | None) -> str:
         f"every arm continues its seed's round 0 (suponly) for the same rounds with the same TTA views "
         f"({tta_description(config)}), the same budget ({budget}, init = {train.init}, round rate "
         f"{train.rate(1):g}), the same images a step and, in round 1, as many images as CISC-R "
-        f"(rectify.ratio = {config.rectify.ratio:g}), each arm's most reliable by its own score: st, threshold "
-        f"and oracle by mean -log confidence, stpp by ST++ stability over round 0's snapshots, cisc by "
-        f"rectify.reliability = {config.rectify.reliability}{threshold}"
+        f"(rectify.ratio = {config.rectify.ratio:g}), each arm's most reliable by its own score (lower = more "
+        f"reliable): st, threshold and oracle by mean -log confidence, stpp by ST++ stability over round 0's "
+        f"snapshots, cisc by rectify.reliability = {config.rectify.reliability}{threshold}"
     )
 
 

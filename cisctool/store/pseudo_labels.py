@@ -97,7 +97,7 @@ class PseudoImage:
     cisc: np.ndarray
     weight: np.ndarray
     guides: np.ndarray  # C: per class index, the guide's labeled position, −1 = none
-    reliability: float
+    reliability: float  # the image's score for the reliable part, lower = more reliable
 
 
 def partial_path(final_path: Path) -> Path:
