@@ -104,8 +104,8 @@ class TrainConfig:
     `ohem_threshold` > 0 trains the labeled CE on hard pixels only (true-class probability
     ≤ it, at least the `ohem_min_kept` share of them), as mmsegmentation's and UniMatch's
     Cityscapes configs do (0.7); 0 = plain CE.
-    `pseudo_class_balance` = τ > 0 scales each pseudo-labeled pixel's loss weight by
-    (π_c / q_c)^τ for its label c: π the labeled masks' class shares, q the class shares of the
+    `pseudo_class_balance` = τ > 0 scales each pseudo-labeled pixel's loss weight by the class
+    factor (π_c / q_c)^τ of its label c: π the labeled masks' class shares, q the class shares of the
     round's pseudo loss (its pixels' weights summed per label), so a class the pseudo labels
     hold less of than the labeled masks counts for more without any label changing (at τ = 1
     each class's share of the pseudo loss becomes its labeled share).
