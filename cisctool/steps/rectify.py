@@ -15,7 +15,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,7 +93,7 @@ def tta_description(config: Config) -> str:
     return scales + (" x flip" if config.rectify.tta_flip else "")
 
 
-def image_shapes(entries: list[SplitEntry]) -> np.ndarray:
+def image_shapes(entries: Sequence[SplitEntry]) -> np.ndarray:
     """N×2 (H, W) from the image headers; an unreadable image stops the run before any work."""
     shapes = np.empty((len(entries), 2), dtype=np.int32)  # filled in place: no list of a million tuples
     for position, entry in enumerate(entries):
@@ -221,7 +221,7 @@ def _open_job(
     started = None
     if resume and work_path.exists():
         expected = {key: attrs[key] for key in PSEUDO_RESUME_ATTRS}
-        started = PseudoWriter.resumable(work_path, expected, [entry.id for entry in entries])
+        started = PseudoWriter.resumable(work_path, expected, entries.ids)
     shapes = None if started is not None else image_shapes(entries)
     return _Job(config, round_index, shard, final_path, entries, with_masks, attrs, started, shapes)
 
@@ -238,7 +238,7 @@ def _finished_shard(
     try:
         with PseudoLabels(path, require_complete=False) as stored:
             same = all(stored.attrs.get(key) == expected[key] for key in PSEUDO_RESUME_ATTRS)
-            same = same and stored.ids == [entry.id for entry in entries] and bool(stored.done[start:stop].all())
+            same = same and stored.ids == list(entries.ids) and bool(stored.done[start:stop].all())
         report = json.loads(path.with_suffix(".json").read_text())
     except (InputError, OSError, json.JSONDecodeError):
         return None
@@ -272,8 +272,7 @@ def _open_writer(job: _Job, compression: str) -> PseudoWriter:
     if job.started is not None:
         return PseudoWriter.reopen(job.work_path, job.started.done)
     job.work_path.unlink(missing_ok=True)
-    ids = [entry.id for entry in job.entries]
-    return PseudoWriter.create(job.work_path, ids, job.shapes, job.config.data.num_classes, job.attrs, compression)
+    return PseudoWriter.create(job.work_path, job.entries.ids, job.shapes, job.config.data.num_classes, job.attrs, compression)
 
 
 def _write_all(

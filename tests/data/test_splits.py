@@ -1,10 +1,11 @@
+import pickle
 import re
 from pathlib import Path
 
 import pytest
 
 from cisctool.config import Config, with_overrides
-from cisctool.data.splits import read_split, split_entries
+from cisctool.data.splits import SplitEntry, read_split, split_entries
 from cisctool.errors import InputError
 
 
@@ -68,3 +69,17 @@ def test_split_entries_reads_the_configs_split_with_masks_required_where_trainin
     assert [entry.mask for entry in split_entries(unlabeled, "unlabeled")] == [None]
     with pytest.raises(InputError, match="no mask given"):
         split_entries(unlabeled, "unlabeled", masks_required=True)
+
+
+def test_packed_entries_give_back_each_line_as_written(tmp_path: Path):
+    split = tmp_path / "s.txt"
+    split.write_text("imgs/é1.png masks/é1.png\nimgs/b.png\nimgs/c.png masks/c.png\n", encoding="utf-8")
+    entries = read_split(split, tmp_path, masks_required=False)
+    expected = [SplitEntry("é1", "imgs/é1.png", "masks/é1.png", str(tmp_path)),
+                SplitEntry("b", "imgs/b.png", None, str(tmp_path)),
+                SplitEntry("c", "imgs/c.png", "masks/c.png", str(tmp_path))]  # fmt: skip
+    assert entries == expected and list(entries) == expected and entries[-1] == expected[2]
+    assert entries[1:] == expected[1:] and list(entries.ids) == ["é1", "b", "c"] and entries[1].mask is None
+    assert entries[0].image == tmp_path / "imgs/é1.png" and pickle.loads(pickle.dumps(entries)) == expected
+    with pytest.raises(IndexError):
+        entries[3]
