@@ -144,7 +144,8 @@ def _parse_arm(text: str) -> tuple[str, dict[str, Any]]:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder to write [default: runs/<name>/report].")
 @click.option("--gallery", "gallery_size", type=click.IntRange(0), default=60, show_default=True,
-              help="How many images the gallery shows, highest review score (expected wrong pixels) first.")
+              help="How many images the gallery shows, highest review score "
+                   "(Σ(1 − confidence)² over the image's pixels) first.")
 @click.pass_context
 def report(ctx: click.Context, round_index: int | None, out: Path | None, gallery_size: int) -> None:
     """A static HTML report of the run (opens from disk): rounds, IoU, losses, signals, worst-first gallery."""
