@@ -26,9 +26,11 @@ train_round(config, 0, "cpu", resume=resume == "1")
 
 
 def torchrun(*args: str, cwd: Path, fault: str = "") -> subprocess.CompletedProcess:
-    """Two processes; without a fault they must succeed, with one (CISCTOOL_FAULT) they must fail."""
+    """Two processes of one thread each (what torchrun sets unless OMP_NUM_THREADS is set already, so the
+    runs compare with one-thread runs wherever the tests run); without a fault they must succeed, with
+    one (CISCTOOL_FAULT) they must fail."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
-    environment = {**os.environ, FAULT_VARIABLE: fault} if fault else None
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", **({FAULT_VARIABLE: fault} if fault else {})}
     completed = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=environment)
     assert (completed.returncode != 0) == bool(fault), completed.stderr[-3000:]
     return completed
