@@ -70,13 +70,14 @@ class PackedStrings(Sequence[str]):
 
     __slots__ = ("_buffer", "_offsets")
 
-    def __init__(self, texts: Iterable[str]) -> None:
-        buffer, offsets = bytearray(), array("q", [0])
+    def __init__(self, texts: Iterable[str] = ()) -> None:
+        self._buffer, self._offsets = bytearray(), array("q", [0])
         for text in texts:
-            buffer += text.encode()
-            offsets.append(len(buffer))
-        self._buffer = bytes(buffer)
-        self._offsets = np.frombuffer(offsets, dtype=np.int64)
+            self.append(text)
+
+    def append(self, text: str) -> None:
+        self._buffer += text.encode()
+        self._offsets.append(len(self._buffer))
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -93,6 +94,10 @@ class PackedStrings(Sequence[str]):
         position %= len(self)
         return self._buffer[self._offsets[position] : self._offsets[position + 1]].decode()
 
+    def hashes(self) -> np.ndarray:
+        """Python's hash of each string (equal strings, equal hashes): duplicates found by sorting."""
+        return np.fromiter((hash(text) for text in self), dtype=np.int64, count=len(self))
+
 
 class SplitEntries(Sequence[SplitEntry]):
     """A split's entries, packed (ids, image and mask paths as `PackedStrings`; an empty mask
@@ -102,17 +107,15 @@ class SplitEntries(Sequence[SplitEntry]):
     __slots__ = ("ids", "_images", "_masks", "_root")
 
     def __init__(self, entries: Iterable[SplitEntry], root: str = "") -> None:
-        """`entries` all under `root` (as `read_split` makes them)."""
-        ids: list[str] = []
-        images, masks = [], []
-        for entry in entries:  # one list a field, dropped once packed
+        """`entries` all under `root` (as `read_split` makes them), packed one at a time."""
+        self.ids, self._images, self._masks = PackedStrings(), PackedStrings(), PackedStrings()
+        self._root = root
+        for entry in entries:
             if entry._root != root:
                 raise ValueError(f"{entry!r} is not under {root!r}")
-            ids.append(entry.id)
-            images.append(entry._image)
-            masks.append(entry._mask or "")
-        self.ids, self._images, self._masks = PackedStrings(ids), PackedStrings(images), PackedStrings(masks)
-        self._root = root
+            self.ids.append(entry.id)
+            self._images.append(entry._image)
+            self._masks.append(entry._mask or "")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -144,24 +147,33 @@ def read_split(split_file: Path, root: Path, *, masks_required: bool) -> SplitEn
     entries = SplitEntries(_checked_entries(split_file, root, root_text, masks_required), root_text)
     if not entries:
         raise InputError(f"{split_file}: split is empty")
+    _refuse_duplicate_ids(split_file, entries.ids)
     return entries
 
 
 def _checked_entries(split_file: Path, root: Path, root_text: str, masks_required: bool) -> Iterator[SplitEntry]:
-    """The split's entries a line at a time, refusing a missing mask (where required) and a repeated id."""
-    seen: set[str] = set()
+    """The split's entries a line at a time, refusing a missing mask where masks are required."""
     for number, fields in _split_lines(split_file):
         entry = _parse_line(split_file, number, fields, root, root_text)
         if masks_required and entry.mask is None:
             raise InputError(f"{split_file}:{number}: no mask given for {entry.id!r}")
-        if entry.id in seen:
-            first = next(
-                earlier for earlier, words in _split_lines(split_file)
-                if _parse_line(split_file, earlier, words, root, root_text).id == entry.id
-            )  # fmt: skip
-            raise InputError(f"{split_file}:{number}: duplicate image id {entry.id!r} (first on line {first})")
-        seen.add(entry.id)
         yield entry
+
+
+def _refuse_duplicate_ids(split_file: Path, ids: PackedStrings) -> None:
+    """Name the first line whose id an earlier line has: ids compared by hash, then by text (no set of
+    a million strings)."""
+    hashes = ids.hashes()
+    order = np.argsort(hashes, kind="stable")  # equal hashes stay in split order
+    later = np.sort(order[1:][hashes[order][1:] == hashes[order][:-1]])  # a hash some earlier id has
+    for position in later.tolist():
+        earlier = (int(other) for other in np.flatnonzero(hashes[:position] == hashes[position]))
+        first = next((other for other in earlier if ids[other] == ids[position]), None)
+        if first is not None:
+            numbers = [number for number, _ in _split_lines(split_file)]
+            raise InputError(
+                f"{split_file}:{numbers[position]}: duplicate image id {ids[position]!r} (first on line {numbers[first]})"
+            )
 
 
 def split_entries(config: Config, split: SplitName, *, masks_required: bool | None = None) -> SplitEntries:
