@@ -12,7 +12,7 @@ import os
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from cisctool.config import Config
 from cisctool.errors import InputError
 
 SplitName = Literal["labeled", "unlabeled", "val"]
+T = TypeVar("T")
 
 
 class SplitEntry:
@@ -64,7 +65,28 @@ class SplitEntry:
         return (self.id, str(self.image), None if self.mask is None else str(self.mask))
 
 
-class PackedStrings(Sequence[str]):
+class _PackedSequence(Sequence[T]):
+    """Indexing for the packed sequences: a slice gives a list, a negative position counts from the end,
+    and `_item` reads one item at a position in range."""
+
+    __slots__ = ()
+
+    @overload
+    def __getitem__(self, position: int) -> T: ...
+    @overload
+    def __getitem__(self, position: slice) -> list[T]: ...
+    def __getitem__(self, position: int | slice) -> T | list[T]:
+        if isinstance(position, slice):
+            return [self._item(item) for item in range(*position.indices(len(self)))]
+        if not -len(self) <= position < len(self):
+            raise IndexError(position)
+        return self._item(position % len(self))
+
+    def _item(self, position: int) -> T:
+        raise NotImplementedError
+
+
+class PackedStrings(_PackedSequence[str]):
     """Strings packed into one UTF-8 buffer and an offsets array: about their bytes plus 8 an item,
     where a list of str objects takes some 60 bytes an item more."""
 
@@ -82,16 +104,7 @@ class PackedStrings(Sequence[str]):
     def __len__(self) -> int:
         return len(self._offsets) - 1
 
-    @overload
-    def __getitem__(self, position: int) -> str: ...
-    @overload
-    def __getitem__(self, position: slice) -> list[str]: ...
-    def __getitem__(self, position: int | slice) -> str | list[str]:
-        if isinstance(position, slice):
-            return [self[item] for item in range(*position.indices(len(self)))]
-        if not -len(self) <= position < len(self):
-            raise IndexError(position)
-        position %= len(self)
+    def _item(self, position: int) -> str:
         return self._buffer[self._offsets[position] : self._offsets[position + 1]].decode()
 
     def hashes(self) -> np.ndarray:
@@ -99,7 +112,7 @@ class PackedStrings(Sequence[str]):
         return np.fromiter((hash(text) for text in self), dtype=np.int64, count=len(self))
 
 
-class SplitEntries(Sequence[SplitEntry]):
+class SplitEntries(_PackedSequence[SplitEntry]):
     """A split's entries, packed (ids, image and mask paths as `PackedStrings`; an empty mask
     string means none): a split of 100k images in about 5 MB where SplitEntry objects took 23 MB,
     in every rectify shard and loader worker. Indexing gives a `SplitEntry`; `ids` is the ids alone."""
@@ -120,13 +133,7 @@ class SplitEntries(Sequence[SplitEntry]):
     def __len__(self) -> int:
         return len(self.ids)
 
-    @overload
-    def __getitem__(self, position: int) -> SplitEntry: ...
-    @overload
-    def __getitem__(self, position: slice) -> list[SplitEntry]: ...
-    def __getitem__(self, position: int | slice) -> SplitEntry | list[SplitEntry]:
-        if isinstance(position, slice):
-            return [self[item] for item in range(*position.indices(len(self)))]
+    def _item(self, position: int) -> SplitEntry:
         mask = self._masks[position]
         return SplitEntry(self.ids[position], self._images[position], mask or None, self._root)
 
