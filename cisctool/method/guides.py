@@ -7,6 +7,7 @@ or sharded run picks exactly what an uninterrupted one would. A query never
 gets its own image as guide (an image may be in both splits).
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,9 +66,9 @@ class GuideSource:
         self.class_means = (sums / np.maximum(norms, 1e-12)).astype(np.float32)
         self.position_of_id = {image_id: at for at, image_id in enumerate(prototype_index.image_ids)}
 
-    def labeled_positions(self, image_ids: list[str]) -> np.ndarray:
+    def labeled_positions(self, image_ids: Iterable[str]) -> np.ndarray:
         """Each image's split position in the labeled split, −1 when it is not a labeled image."""
-        return np.asarray([self.position_of_id.get(image_id, -1) for image_id in image_ids], dtype=np.int64)
+        return np.fromiter((self.position_of_id.get(image_id, -1) for image_id in image_ids), dtype=np.int64)
 
     def choose(
         self, queries: np.ndarray, classes: np.ndarray, positions: np.ndarray, own_positions: np.ndarray

@@ -192,7 +192,7 @@ class _Job:
     round_index: int
     shard: tuple[int, int] | None
     final_path: Path
-    entries: list[SplitEntry]
+    entries: Sequence[SplitEntry]
     with_masks: bool
     attrs: dict[str, Any]  # what the file records of its making (`pseudo_file_attributes`)
     started: ResumePoint | None  # the unfinished file resumed from, if any
@@ -368,7 +368,7 @@ class PriorAlignment:
 def _prior_alignment(
     config: Config,
     model: torch.nn.Module,
-    entries: list[SplitEntry],
+    entries: Sequence[SplitEntry],
     labeled_share: dict[str, float],
     device: str,
 ) -> PriorAlignment:
