@@ -1,3 +1,5 @@
+import pickle
+
 import numpy as np
 import torch
 
@@ -103,3 +105,12 @@ def test_inference_batches_round_their_padded_size_up_to_the_divisor(demo_config
     height, width = image["mask"].shape
     assert torch.equal(batch["image"][0, :, :height, :width], image["image"])
     assert (batch["image"][0, :, height:] == 0).all() and (batch["mask"][0, height:] == 255).all()
+
+
+def test_inference_dataset_keeps_a_packed_split_packed_and_ships_it_to_workers(demo_config):
+    entries = split_entries(demo_config, "unlabeled")
+    dataset = InferenceDataset(entries, demo_config.data.num_classes, 255, with_masks=False)
+    assert dataset.entries is entries  # not one SplitEntry object per image (20 MB at 100k images)
+    shipped = pickle.loads(pickle.dumps(dataset))  # as a spawned loader worker receives it
+    assert shipped.entries == entries and len(shipped) == len(entries)
+    assert torch.equal(shipped[len(entries) - 1]["image"], dataset[len(entries) - 1]["image"])
