@@ -17,11 +17,12 @@ of the keys the benchmark config sets by hand closes the gap.
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+from cisctool.steps.compare import mean_std
 
 from records import progress, write_record
 
@@ -95,11 +96,6 @@ def run_seed(config: Path, settings: list[str], workdir: Path, seed: int, args: 
     subprocess.run(command, check=True)
     metrics = json.loads((workdir / "runs" / name / f"round{args.rounds}" / "metrics.json").read_text())
     return 100 * metrics["val"]["mean_iou"]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample std (0 for one value), as `compare` reports them."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ def signal_stream(
     settings = dataclasses.replace(RectifySettings.of(config), class_factors=class_factors)
     # an id at a time: a list of every id would be 13 MB at 100k images, at the peak of the run
     ids = (entry.id for entry in entries)
-    own_positions = source.labeled_positions(ids) if source is not None else np.full(len(entries), -1, dtype=np.int64)
+    unlabeled = np.full(len(entries), -1, dtype=np.int64)
+    own_positions = source.labeled_positions(ids) if source is not None else unlabeled
     loader = _loader(config, entries, batches, device, with_masks=with_masks)
     return _signals(iter(loader), model, source, settings, own_positions, config, device,
                     with_masks=with_masks, snapshots=snapshots)  # fmt: skip
