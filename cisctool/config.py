@@ -109,6 +109,8 @@ class TrainConfig:
     round's pseudo loss (its pixels' weights summed per label), so a class the pseudo labels
     hold less of than the labeled masks counts for more without any label changing (at τ = 1
     each class's share of the pseudo loss becomes its labeled share).
+    `lr` = 0.01 is the rate the benchmarks train an ImageNet backbone at, batch 8; the presets
+    pin the field's rates (VOC 0.001, Cityscapes and COCO 0.004); docs/baselines.md.
     `workers` decode and augment beside a GPU; on a CPU, loaders get only the cores
     torch's own threads leave free (OMP_NUM_THREADS below the core count frees some).
     """
@@ -117,7 +119,7 @@ class TrainConfig:
     max_steps: int = 0
     optimizer: Optimizer = "sgd"
     batch_size: int = 8
-    lr: float = 0.001
+    lr: float = 0.01
     head_lr_mult: float = 10.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -318,6 +320,7 @@ def from_dict(raw: dict[str, Any], label: str = "configuration") -> Config:
             valid = ", ".join(sorted(PRESETS))
             raise InputError(f"{label}: unknown dataset preset {preset_name!r}; valid: {valid}")
         raw = _merge(PRESETS[preset_name], raw)
+    raw = _background_unguided(raw)
     for key in raw:
         if key not in SECTIONS and key not in TOP_LEVEL_KEYS:
             valid = ", ".join([*TOP_LEVEL_KEYS, *(f"[{name}]" for name in SECTIONS)])
@@ -334,6 +337,20 @@ def from_dict(raw: dict[str, Any], label: str = "configuration") -> Config:
     config = Config(**top, **sections)
     _validate(label, config)
     return config
+
+
+def _background_unguided(raw: dict[str, Any]) -> dict[str, Any]:
+    """Without `rectify.guide_exclude`, a class named "background" gets no guide, as in the official code.
+
+    A background class is everything that is not an object: no one labeled image's background says
+    what another's looks like, so guiding it is noise (VOC, COCO, the demo). Data with no class of
+    that name (Cityscapes) guide every class; an explicit list, empty included, always wins.
+    """
+    rectify, names = raw.get("rectify", {}), raw.get("data", {}).get("class_names", [])
+    if not isinstance(rectify, dict) or "guide_exclude" in rectify or not isinstance(names, list):
+        return raw
+    background = [index for index, name in enumerate(names) if str(name).strip().lower() == "background"]
+    return _merge(raw, {"rectify": {"guide_exclude": background}}) if background else raw
 
 
 def _build_section(label: str, section: str, section_type: type, table: dict[str, Any]) -> Any:

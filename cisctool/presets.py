@@ -1,4 +1,4 @@
-"""Dataset presets: `dataset = "voc" | "cityscapes" | "coco"` fill class names, crop size and eval mode.
+"""Dataset presets: `dataset = "voc" | "cityscapes" | "coco"` fill class names, crop size, rate and eval mode.
 
 A preset is a partial config; keys the user sets in the file win over it.
 Split files are ST++'s and UniMatch's as they are: VOC bare ids or
@@ -39,9 +39,8 @@ COCO_CLASS_NAMES = (
 PRESETS: dict[str, dict[str, Any]] = {
     "voc": {
         "data": {"num_classes": 21, "class_names": list(VOC_CLASS_NAMES)},
-        "train": {"crop_size": 321},
+        "train": {"crop_size": 321, "lr": 0.001},
         "eval": {"mode": "whole"},
-        "rectify": {"guide_exclude": [0]},
     },
     "cityscapes": {
         "data": {"num_classes": 19, "class_names": list(CITYSCAPES_CLASS_NAMES)},
@@ -52,6 +51,5 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data": {"num_classes": 81, "class_names": list(COCO_CLASS_NAMES)},
         "train": {"crop_size": 513, "lr": 0.004},
         "eval": {"mode": "slide", "crop_size": 513, "stride": 341},
-        "rectify": {"guide_exclude": [0]},
     },
 }

@@ -65,6 +65,19 @@ def test_preset_fills_and_user_keys_win():
     assert config.train.crop_size == 513 and config.rectify.guide_exclude == (0,)
 
 
+@pytest.mark.parametrize(("names", "rectify", "unguided"), [
+    (["background", "cat", "dog"], {}, (0,)),
+    (["cat", "Background", "dog"], {}, (1,)),
+    (["road", "car", "sky"], {}, ()),  # Cityscapes-like: no background, every class guided
+    (["background", "cat", "dog"], {"guide_exclude": []}, ()),  # an explicit list wins, empty too
+    (["background", "cat", "dog"], {"guide_exclude": [2]}, (2,)),
+])
+def test_a_class_named_background_gets_no_guide_unless_the_config_says(names, rectify, unguided):
+    config = from_dict({"data": {**MINIMAL["data"], "class_names": names}, "rectify": rectify})
+    assert config.rectify.guide_exclude == unguided
+    assert from_dict(tomllib.loads(to_toml(config))) == config  # the resolved file keeps what was chosen
+
+
 def test_load_config_resolves_root_and_overrides(tmp_path: Path):
     path = tmp_path / "sub" / "c.toml"
     path.parent.mkdir()
@@ -120,9 +133,9 @@ def test_a_choice_outside_its_list_is_refused_when_the_config_loads(tmp_path: Pa
 def test_rounds_continue_from_the_previous_model_at_a_rate_relative_to_lr():
     config = from_dict(MINIMAL)
     assert config.train.init == "previous" and config.train.round_epochs == 5.0
-    assert config.train.rate(0) == 0.001 and config.train.rate(1) == 0.0002
-    demo_rate = from_dict({**MINIMAL, "train": {"lr": 0.01}}).train
-    assert demo_rate.rate(2) == 0.002  # exactly the absolute rate the benchmark configs wrote
+    assert config.train.rate(0) == 0.01 and config.train.rate(2) == 0.002  # the rate the benchmark configs wrote
+    voc = from_dict({"dataset": "voc", "data": {"root": "x"}}).train
+    assert voc.rate(0) == 0.001 and voc.rate(1) == 0.0002  # the preset pins VOC's rate
     explicit = from_dict({**MINIMAL, "train": {"lr": 0.01, "round_lr": 0.005}}).train
     assert explicit.rate(0) == 0.01 and explicit.rate(1) == 0.005  # an explicit round_lr still wins
     assert (config.rectify.tta_scales, config.rectify.tta_flip) == ((1.0, 1.5), False)
@@ -138,7 +151,7 @@ def test_equal_round_rates_hash_alike_and_old_runs_keep_their_hashes():
     train, rectify = hashed_settings(before)["train"], hashed_settings(before)["rectify"]
     assert train["round_lr"] == 0.0 and not {"round_lr_mult", "snapshots"} & set(train)
     assert "pseudo_source" not in rectify
-    assert hashed_settings(from_dict(MINIMAL))["train"]["round_lr"] == 0.0002
+    assert hashed_settings(from_dict(MINIMAL))["train"]["round_lr"] == 0.002
 
 
 @pytest.mark.parametrize("kind", ["shapes", "aerial"])

@@ -53,7 +53,6 @@ head_channels = 64
 output_stride = 8
 
 [train]
-lr = 0.01
 crop_size = 96
 workers = 1
 checkpoint_every = 50
@@ -65,9 +64,11 @@ pseudo_batch_size = 8
 
 [eval]
 batch_size = 16
-
+{rectify}"""
+# A class named "background" gets no guide by default; a set whose background has another name says so.
+BACKGROUND_UNGUIDED = """
 [rectify]
-guide_exclude = [0]
+guide_exclude = [0]  # class 0, {name}, is the background: no guide, as a class named "background" gets none
 """
 PRETRAINED_MODEL = 'backbone = "mobilenetv2"\npretrained = "{path}"'
 SCRATCH_MODEL = 'backbone = "tiny"'
@@ -111,6 +112,7 @@ def make_demo(
     text = DEMO_CONFIG.format(
         kind=kind, description=spec.description, name="demo" if kind == "shapes" else kind,
         num_classes=len(spec.class_names), class_names=names, model=model,
+        rectify="" if spec.class_names[0] == "background" else BACKGROUND_UNGUIDED.format(name=spec.class_names[0]),
     )  # fmt: skip
     atomic_write_text(config_path, text)
     return config_path
