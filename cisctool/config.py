@@ -109,8 +109,9 @@ class TrainConfig:
     round's pseudo loss (its pixels' weights summed per label), so a class the pseudo labels
     hold less of than the labeled masks counts for more without any label changing (at τ = 1
     each class's share of the pseudo loss becomes its labeled share).
-    `lr` = 0.01 is the rate the benchmarks train an ImageNet backbone at, batch 8; the presets
-    pin the field's rates (VOC 0.001, Cityscapes and COCO 0.004); docs/baselines.md.
+    `lr` = 0.01 is the rate the benchmarks train an ImageNet backbone at, batch 8 (0.001 left a
+    config of only [data] and [model] 12 points under theirs on the demo); the presets pin the
+    field's rates (VOC 0.001, Cityscapes and COCO 0.004); docs/baselines.md.
     `workers` decode and augment beside a GPU; on a CPU, loaders get only the cores
     torch's own threads leave free (OMP_NUM_THREADS below the core count frees some).
     """
