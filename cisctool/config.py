@@ -183,6 +183,9 @@ class RectifyConfig:
 
     `enabled = false` is self-training (ST, the baseline): argmax labels, weight 1, no CISC, no index;
     with `conf_min` = τ > 0 it is confidence-thresholded self-training (FixMatch, UniMatch).
+    `conf_adaptive = true` adds FreeMatch's self-adaptive class thresholds τ_c = τ̄ · p̄_c / max p̄
+    (τ̄ the mean confidence, p̄ the mean prediction over a fixed sample of the unlabeled images):
+    a pixel predicted as c under τ_c is ignored; the kept pixels keep their CISC weights.
     `pseudo_source = "masks"` trains on the unlabeled split's true masks instead (the oracle).
     Pseudo labels average the softmax over `tta_scales` × (`tta_flip`: plain and mirrored
     views); the default, the plain view and a 1.5× up-scaled one, is what both benchmarks
@@ -206,6 +209,7 @@ class RectifyConfig:
     p_min: float = 0.2
     cisc_min: float = -1.0
     conf_min: float = 0.0
+    conf_adaptive: bool = False
     select: Select = "reliable"
     reliability: Reliability = "cisc"
     ratio: float = 0.5
@@ -263,8 +267,8 @@ PROFILES: dict[str, dict[str, Any]] = {
                   "round_lr": 0.0, "round_lr_mult": 1.0, "round_max_steps": 0, "round_epochs": 0.0,
                   "round_batch_size": 0, "pseudo_class_balance": 0.0, "snapshots": 0},
         "rectify": {"guide": "random", "weight_mode": "official", "tta": True, "tta_scales": OFFICIAL_TTA_SCALES,
-                    "tta_flip": True, "prior_alignment": 0.0, "select": "reliable", "reliability": "cisc",
-                    "ratio": 0.5, "pseudo_source": "prediction"},
+                    "tta_flip": True, "prior_alignment": 0.0, "conf_adaptive": False, "select": "reliable",
+                    "reliability": "cisc", "ratio": 0.5, "pseudo_source": "prediction"},
     },
 }  # fmt: skip
 

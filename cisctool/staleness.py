@@ -86,6 +86,7 @@ KEYS: dict[str, Key] = {
        ("enabled", "tta", "tta_scales", "tta_flip", "guide", "weight_mode", "margin", "p_min", "cisc_min",
         "conf_min")},
     "rectify.prior_alignment": Key(PSEUDO, added=0.0),
+    "rectify.conf_adaptive": Key(PSEUDO, added=False),
     "rectify.reliability": Key(PSEUDO, added="cisc"),
     "rectify.pseudo_source": Key(PSEUDO, added="prediction"),
     "rectify.guide_exclude": Key(ALL_ROUNDS | PSEUDO),  # CutMix's pasted classes follow the guides'

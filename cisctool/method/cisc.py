@@ -171,10 +171,11 @@ def drop(
     cisc: torch.Tensor,
     confidence: torch.Tensor,
     cisc_min: float,
-    conf_min: float,
+    conf_min: float | torch.Tensor,
     ignore_index: int,
 ) -> torch.Tensor:
-    """ignore_index where cisc < cisc_min (guided pixels only) or confidence < conf_min."""
+    """ignore_index where cisc < cisc_min (guided pixels only) or confidence < conf_min (a number, or one per
+    pixel)."""
     dropped = (cisc < cisc_min) | (confidence < conf_min)  # NaN < x is false: unguided pixels stay
     return torch.where(dropped, torch.full_like(labels, ignore_index), labels)
 

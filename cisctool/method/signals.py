@@ -59,6 +59,7 @@ class RectifySettings:
     tta_flip: bool = False
     reliability: str = "cisc"
     class_factors: tuple[float, ...] = ()  # distribution alignment's (π_c / p̄_c)^τ; () = off
+    class_conf_min: tuple[float, ...] = ()  # FreeMatch's thresholds τ_c by predicted class (conf_adaptive); () = off
     pseudo_source: str = "prediction"  # "masks": the true masks are the pseudo labels (the oracle)
 
     @classmethod
@@ -266,19 +267,25 @@ def pseudo_labels(signals: BatchSignals, settings: RectifySettings, masks: torch
     if settings.pseudo_source == "masks":
         return masks.to(signals.raw_label.device)
     return rectified_labels(
-        signals, settings.margin, settings.p_min, settings.cisc_min, settings.conf_min, settings.ignore_index
+        signals, settings.margin, settings.p_min, settings.cisc_min, settings.conf_min, settings.ignore_index,
+        class_conf_min=settings.class_conf_min,
     )
 
 
 def rectified_labels(
-    signals: BatchSignals, margin: float, p_min: float, cisc_min: float, conf_min: float, ignore_index: int
-) -> torch.Tensor:
-    """Relabel (S_c' − S_ŷ > margin and P_c' ≥ p_min), then drop (cisc < cisc_min or confidence < conf_min);
-    padding stays ignore (raw is ignore there)."""
+    signals: BatchSignals, margin: float, p_min: float, cisc_min: float, conf_min: float, ignore_index: int,
+    class_conf_min: tuple[float, ...] = (),
+) -> torch.Tensor:  # fmt: skip
+    """Relabel (S_c' − S_ŷ > margin and P_c' ≥ p_min), then drop (cisc < cisc_min, confidence < conf_min, or
+    confidence under the predicted class's `class_conf_min`); padding stays ignore (raw is ignore there)."""
     label = relabel(
         signals.raw_label, signals.maps, signals.probabilities, signals.slot_classes, signals.cisc, margin, p_min
     )
-    label = drop(label, signals.cisc, signals.confidence, cisc_min, conf_min, ignore_index)
+    floor = conf_min
+    if class_conf_min:  # ŷ's threshold; padding (ignore) reads any class's, it stays ignore below
+        thresholds = torch.tensor(class_conf_min, dtype=signals.confidence.dtype, device=signals.confidence.device)
+        floor = torch.clamp_min(thresholds[signals.raw_label.clamp_max(len(class_conf_min) - 1)], conf_min)
+    label = drop(label, signals.cisc, signals.confidence, cisc_min, floor, ignore_index)
     return torch.where(signals.raw_label == ignore_index, signals.raw_label, label)
 
 

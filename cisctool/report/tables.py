@@ -99,6 +99,10 @@ def _quality_summary(report: dict, title: str) -> Table:
     if (report.get("prior_alignment") or {}).get("classes"):
         strength = report["prior_alignment"]["strength"]
         summary.add_row("prior alignment τ (P × factor, renormalised)", f"{strength:g}")
+    if thresholds := report.get("adaptive_thresholds"):
+        values = [entry["threshold"] for entry in thresholds["classes"].values()]
+        summary.add_row("class thresholds (FreeMatch): mean confidence, lowest–highest τ_c",
+                        f"{thresholds['mean_confidence']:.3f}, {min(values):.3f}–{max(values):.3f}")  # fmt: skip
     return summary
 
 

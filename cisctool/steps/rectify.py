@@ -9,6 +9,7 @@ the DataLoader's workers have started: no worker holds it open (or locked)
 after its parent has gone.
 """
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -30,6 +31,7 @@ from cisctool.data.check import labeled_class_shares
 from cisctool.data.masks import image_size
 from cisctool.data.splits import SplitEntry, split_entries
 from cisctool.errors import InputError
+from cisctool.method.adaptive_thresholds import self_adaptive_thresholds
 from cisctool.method.index import PrototypeIndex
 from cisctool.method.prior_alignment import alignment_factors, sample_positions
 from cisctool.method.signals import (
@@ -52,7 +54,7 @@ from cisctool.staleness import (
 from cisctool.steps.distributed import barrier, from_environment, process_group
 from cisctool.steps.index import open_round_index
 from cisctool.steps.shards import merge_and_report, shard_path, shard_range
-from cisctool.steps.signal_stream import class_calibration, guided_model, mean_prediction, signal_stream
+from cisctool.steps.signal_stream import class_calibration, guided_model, sample_statistics, signal_stream
 from cisctool.steps.snapshots import snapshot_models
 from cisctool.store.atomic import atomic_write_json, remove_stale_temporaries, sha256_file
 from cisctool.store.background_writer import BackgroundWriter
@@ -167,9 +169,11 @@ def rectify_round(
     model, source = guided_model(config, RunLayout.of(config).model(source_round), prototype_index, device)
     snapshots = snapshot_models(config, source_round, device)
     labeled_share = labeled_class_shares(config)
-    alignment = _alignment_of(job, model, labeled_share, device)
-    described_alignment = alignment.describe(config.class_names)
-    job.attrs["prior_alignment"] = json.dumps(described_alignment)
+    alignment, thresholds = _class_statistics_of(job, model, labeled_share, device)
+    described = {"prior_alignment": alignment.describe(config.class_names)}
+    if thresholds.thresholds:
+        described["adaptive_thresholds"] = thresholds.describe(config.class_names)
+    job.attrs.update({key: json.dumps(value) for key, value in described.items()})
     calibration = class_calibration(config, model, source, device) if job.with_masks and source else None
     quality = QualityAccumulator(list(config.class_names), RectifySettings.of(config).ignore_index, SIGNALS)
     resuming = job.started is not None
@@ -180,8 +184,9 @@ def rectify_round(
         with_masks=job.with_masks, class_factors=alignment.factors, snapshots=snapshots,
     )  # fmt: skip
     writer = _open_writer(job, compression)  # only now that the loader's workers exist, so none inherits it
-    computed, seconds = _write_all(job, writer, progress, stream, todo, calibration)
-    return _finish(job, progress, computed, seconds, described_alignment, labeled_share)
+    settings = dataclasses.replace(RectifySettings.of(config), class_conf_min=thresholds.thresholds)
+    computed, seconds = _write_all(job, writer, progress, stream, todo, calibration, settings)
+    return _finish(job, progress, computed, seconds, described, labeled_share)
 
 
 @dataclass
@@ -245,14 +250,19 @@ def _finished_shard(
     return RectifyOutcome(path, len(entries), 0, 0.0, report) if same else None
 
 
-def _alignment_of(
+def _class_statistics_of(
     job: _Job, model: torch.nn.Module, labeled_share: dict[str, float], device: str
-) -> "PriorAlignment":
-    """The prior alignment's factors: those the resumed file's first images were made with, else new ones."""
-    if job.started is not None and "prior_alignment" in job.started.attrs:
-        described = json.loads(job.started.attrs["prior_alignment"])
-        return PriorAlignment.from_description(described, job.config.class_names)
-    return _prior_alignment(job.config, model, job.entries, labeled_share, device)
+) -> tuple["PriorAlignment", "AdaptiveThresholds"]:
+    """The prior alignment's factors and FreeMatch's thresholds: those the resumed file's first images were
+    made with, else new ones."""
+    attrs, names = job.started.attrs if job.started is not None else {}, job.config.class_names
+    if "prior_alignment" in attrs:
+        alignment = PriorAlignment.from_description(json.loads(attrs["prior_alignment"]), names)
+    else:
+        alignment = _prior_alignment(job.config, model, job.entries, labeled_share, device)
+    if "adaptive_thresholds" in attrs:
+        return alignment, AdaptiveThresholds.from_description(json.loads(attrs["adaptive_thresholds"]), names)
+    return alignment, _adaptive_thresholds(job.config, model, job.entries, alignment.factors, device)
 
 
 def _choose_batches(job: _Job, progress: QualityProgress) -> tuple[np.ndarray, list[range]]:
@@ -282,15 +292,17 @@ def _write_all(
     stream: Iterator[tuple[dict[str, torch.Tensor], Any]],
     todo: np.ndarray,
     calibration: np.ndarray | None,
+    settings: RectifySettings,
 ) -> tuple[int, float]:
-    """Compute and write every batch; on SIGTERM, save the totals of what the writer wrote and stop."""
+    """Threshold by `settings` and write every batch; on SIGTERM, save the totals of what the writer wrote
+    and stop."""
     config = job.config
     store = functools.partial(
         _store, writer, progress, todo, config.rectify.weight_mode, calibration, with_masks=job.with_masks
     )
     try:
         with preemption.stop_on_sigterm():
-            return _run(stream, store, RectifySettings.of(config), todo, job.round_index - 1)
+            return _run(stream, store, settings, todo, job.round_index - 1)
     except preemption.Preempted:  # every queued batch is written: save the totals that cover them
         progress.save()
         written = int(writer.done.sum())
@@ -300,14 +312,14 @@ def _write_all(
 
 
 def _finish(
-    job: _Job, progress: QualityProgress, computed: int, seconds: float, described_alignment: dict[str, Any],
+    job: _Job, progress: QualityProgress, computed: int, seconds: float, described: dict[str, Any],
     labeled_share: dict[str, float],
 ) -> RectifyOutcome:  # fmt: skip
     """Write the quality report, then give the file its final name."""
     progress.save()  # a run killed before the rename below then recomputes nothing
     outcome = RectifyOutcome(job.final_path, len(job.entries), computed, seconds, progress.report())
     _describe_run(outcome, job.config, job.round_index, labeled_share)
-    outcome.report.update(prior_alignment=described_alignment)
+    outcome.report.update(described)
     layout = RunLayout.of(job.config)
     quality_path = layout.pseudo_quality(job.round_index) if job.shard is None else job.final_path.with_suffix(".json")
     atomic_write_json(quality_path, outcome.report)
@@ -380,11 +392,52 @@ def _prior_alignment(
         return PriorAlignment(strength)
     labeled = np.array([labeled_share[name] for name in config.class_names])
     positions = sample_positions(len(entries))
-    predicted = mean_prediction(config, model, entries, positions, device)
+    predicted, _ = sample_statistics(config, model, entries, positions, device)
     factors = alignment_factors(labeled, predicted, strength)
     return PriorAlignment(
         strength, tuple(labeled.tolist()), tuple(predicted.tolist()), tuple(factors.tolist()), len(positions)
     )
+
+
+@dataclass(frozen=True)
+class AdaptiveThresholds:
+    """FreeMatch's class thresholds (`rectify.conf_adaptive`) and what they came from; none when off."""
+
+    mean_confidence: float = 0.0
+    mean_prediction: tuple[float, ...] = ()
+    thresholds: tuple[float, ...] = ()
+    sample_images: int = 0
+
+    def describe(self, class_names: tuple[str, ...]) -> dict[str, Any]:
+        """For the quality report and the file's attr: τ̄ and, per class, p̄ and τ_c."""
+        per_class = {name: {"mean_prediction": mean, "threshold": threshold}
+                     for name, mean, threshold in zip(class_names, self.mean_prediction, self.thresholds)}  # fmt: skip
+        return {"mean_confidence": self.mean_confidence, "sample_images": self.sample_images, "classes": per_class}
+
+    @classmethod
+    def from_description(cls, described: dict[str, Any], class_names: tuple[str, ...]) -> "AdaptiveThresholds":
+        """Back from `describe`: a resumed run drops by the thresholds its file was started with."""
+        per_class = [described["classes"][name] for name in class_names]
+        return cls(
+            described["mean_confidence"],
+            tuple(entry["mean_prediction"] for entry in per_class),
+            tuple(entry["threshold"] for entry in per_class),
+            described["sample_images"],
+        )
+
+
+def _adaptive_thresholds(
+    config: Config, model: torch.nn.Module, entries: Sequence[SplitEntry], class_factors: tuple[float, ...],
+    device: str,
+) -> AdaptiveThresholds:  # fmt: skip
+    """τ̄ and p̄ over prior alignment's fixed sample, predicted as the pseudo labels are (aligned when
+    alignment is on), and the thresholds τ̄ · p̄_c / max p̄."""
+    if not config.rectify.conf_adaptive:
+        return AdaptiveThresholds()
+    positions = sample_positions(len(entries))
+    predicted, confidence = sample_statistics(config, model, entries, positions, device, class_factors)
+    thresholds = self_adaptive_thresholds(predicted, confidence)
+    return AdaptiveThresholds(confidence, tuple(predicted.tolist()), tuple(thresholds.tolist()), len(positions))
 
 
 def _source_index(config: Config, source_round: int) -> PrototypeIndex | None:

@@ -138,9 +138,10 @@ def merge_and_report(
     """Merge the shards, then score the merged file (`pseudo_quality.json`) from its stored signals."""
     path = merge_shards(config, round_index, compression, force=force, copy=copy)
     report = {**score_pseudo_labels(config, round_index), "labeled_share": labeled_class_shares(config)}
-    with PseudoLabels(path) as merged:  # the factors the shards applied, as an unsharded report holds them
-        if described := merged.attrs.get("prior_alignment"):  # absent in files made before the key existed
-            report["prior_alignment"] = json.loads(described)
+    with PseudoLabels(path) as merged:  # the factors and thresholds the shards applied, as an unsharded report
+        for key in ("prior_alignment", "adaptive_thresholds"):  # absent in files made before the key existed
+            if described := merged.attrs.get(key):
+                report[key] = json.loads(described)
     atomic_write_json(RunLayout.of(config).pseudo_quality(round_index), report)
     return path, report
 

@@ -21,6 +21,7 @@ from cisctool.console import RateColumn, progress_bar
 from cisctool.data.splits import SplitEntry, split_entries
 from cisctool.data.workers import inference_loader
 from cisctool.method.guides import GuideSource
+from cisctool.method.prior_alignment import align
 from cisctool.method.signals import BatchSignals, RectifySettings, batch_signals, fixed_batches, predict
 from cisctool.store.checkpoints import load_inference_model
 
@@ -65,7 +66,7 @@ def signal_stream(
 ) -> Iterator[tuple[dict[str, torch.Tensor], BatchSignals]]:
     """Decode `batches` of `entries` in DataLoader workers and yield (batch, signals) for each;
     report-only signals are computed only when the entries have masks to score them against.
-    `class_factors` are distribution alignment's (from `mean_prediction`); () leaves P as predicted.
+    `class_factors` are distribution alignment's (from `sample_statistics`); () leaves P as predicted.
     `snapshots` (earlier models of the same training) score images by ST++'s stability.
 
     The workers start before this returns: a file opened afterwards (the pseudo
@@ -81,27 +82,34 @@ def signal_stream(
                     with_masks=with_masks, snapshots=snapshots)  # fmt: skip
 
 
-def mean_prediction(
-    config: Config, model: nn.Module, entries: Sequence[SplitEntry], positions: list[int], device: str
-) -> np.ndarray:
-    """C mean class probabilities over the pixels of `entries` at `positions`, predicted as the pseudo
-    labels are (the config's TTA): distribution alignment's p̄."""
+def sample_statistics(
+    config: Config, model: nn.Module, entries: Sequence[SplitEntry], positions: list[int], device: str,
+    class_factors: tuple[float, ...] = (),
+) -> tuple[np.ndarray, float]:
+    """The C mean class probabilities and the mean confidence (largest probability) over the pixels of
+    `entries` at `positions`, predicted as the pseudo labels are (the config's TTA, then `class_factors`
+    when given): distribution alignment's p̄, and FreeMatch's p̄ and τ̄."""
     settings = RectifySettings.of(config)
     batches = fixed_batches(len(positions), config.rectify.batch_size)
     sampled = [[positions[i] for i in batch] for batch in batches]
     loader = _loader(config, entries, sampled, device, with_masks=False)
     total = torch.zeros(settings.num_classes, dtype=torch.float64, device=device)
+    confidence = torch.zeros((), dtype=torch.float64, device=device)
     pixels = 0
     with progress_bar(RateColumn("img")) as bar:
-        task = bar.add_task("mean prediction (prior alignment)", total=len(positions))
+        task = bar.add_task("class statistics of a sample of the unlabeled images", total=len(positions))
         for batch in loader:
             with torch.inference_mode(), _autocast(config, device):
                 images, valid = _on_device(batch, config, device)
                 probabilities, _ = predict(model, images, settings.tta_scales, flip=settings.tta_flip)
-                total += probabilities.permute(1, 0, 2, 3)[:, valid].sum(dim=1, dtype=torch.float64)
+                if class_factors:
+                    probabilities = align(probabilities, torch.tensor(class_factors))
+                kept = probabilities.permute(1, 0, 2, 3)[:, valid]
+                total += kept.sum(dim=1, dtype=torch.float64)
+                confidence += kept.max(dim=0).values.sum(dtype=torch.float64)
                 pixels += int(valid.sum())
             bar.advance(task, len(batch["index"]))
-    return (total / max(pixels, 1)).cpu().numpy()
+    return (total / max(pixels, 1)).cpu().numpy(), float(confidence) / max(pixels, 1)
 
 
 def _loader(

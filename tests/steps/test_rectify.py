@@ -195,33 +195,66 @@ def test_a_rectify_key_added_later_hashes_as_before_at_its_old_behaviour(demo_co
                        if key not in ("decoder_stride", "gradient_checkpointing")}  # added later too
     before["rectify"] = {key: value for key, value in before["rectify"].items()
                          if key not in ("select", "ratio", "batch_size", "reliability",
-                                        "prior_alignment", "pseudo_source")}  # fmt: skip
+                                        "prior_alignment", "pseudo_source", "conf_adaptive")}  # fmt: skip
     old_hash = hashlib.sha256(json.dumps(before, sort_keys=True, default=str).encode()).hexdigest()
     assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.reliability": "cisc"})) == old_hash
     assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.reliability": "cisc+confidence"})) != old_hash
     assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.prior_alignment": 0.0})) == old_hash
     assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.prior_alignment": 1.0})) != old_hash
+    assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.conf_adaptive": False})) == old_hash
+    assert pseudo_inputs_hash(with_overrides(demo_config, {"rectify.conf_adaptive": True})) != old_hash
 
 
-def test_a_resumed_run_aligns_with_the_factors_its_file_was_started_with(
+def test_a_resumed_run_aligns_and_thresholds_as_its_file_was_started(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ):
-    aligned = with_overrides(config, {"rectify.prior_alignment": 1.0})
+    aligned = with_overrides(config, {"rectify.prior_alignment": 1.0, "rectify.conf_adaptive": True})
     calibration = len(fixed_batches(8, 2))
     with crash_at(f"forward:{calibration + 2}"):  # batch 1 of 3 is written
         rectify_round(aligned, 1, "cpu")
     with h5py.File(partial_path(RunLayout.of(aligned).pseudo(1)), "r") as handle:
-        started = json.loads(handle.attrs["prior_alignment"])
-    assert started["strength"] == 1.0 and started["classes"]
+        started = {key: json.loads(handle.attrs[key]) for key in ("prior_alignment", "adaptive_thresholds")}
+    assert started["prior_alignment"]["strength"] == 1.0 and started["prior_alignment"]["classes"]
+    assert started["adaptive_thresholds"]["classes"]
 
     def recompute(*_args, **_kwargs):
         raise AssertionError("p̄ recomputed on resume")
 
-    monkeypatch.setattr(rectify_step, "mean_prediction", recompute)
+    monkeypatch.setattr(rectify_step, "sample_statistics", recompute)
     resumed = rectify_round(aligned, 1, "cpu", resume=True)
-    assert resumed.computed == 4 and resumed.report["prior_alignment"] == started
+    assert resumed.computed == 4
     with PseudoLabels(resumed.path) as stored:
-        assert json.loads(stored.attrs["prior_alignment"]) == started
+        for key, described in started.items():
+            assert resumed.report[key] == described and json.loads(stored.attrs[key]) == described
+
+
+def test_adaptive_thresholds_ignore_the_pixels_under_their_class_threshold(config: Config, tmp_path: Path):
+    plain = rectify_round(config, 1, "cpu")
+    adaptive_config = with_overrides(config, {"rectify.conf_adaptive": True, "workdir": str(tmp_path / "adaptive")})
+    shutil.copytree(Path(config.workdir), tmp_path / "adaptive")
+    shutil.rmtree(RunLayout.of(adaptive_config).round_dir(1))
+    adaptive = rectify_round(adaptive_config, 1, "cpu")
+    described = adaptive.report["adaptive_thresholds"]
+    means = np.array([described["classes"][name]["mean_prediction"] for name in config.class_names])
+    thresholds = np.array([described["classes"][name]["threshold"] for name in config.class_names])
+    assert means.sum() == pytest.approx(1.0) and described["sample_images"] == 6
+    assert np.allclose(thresholds, described["mean_confidence"] * means / means.max())
+    assert thresholds.max() == pytest.approx(described["mean_confidence"]) and thresholds.min() < thresholds.max()
+    assert "adaptive_thresholds" not in plain.report
+    ignore, classes = config.data.ignore_index, np.arange(len(thresholds))
+    dropped = kept = 0
+    with PseudoLabels(plain.path) as before, PseudoLabels(adaptive.path) as after:
+        for position in range(len(before)):
+            old, new = before.image(position), after.image(position)
+            assert np.array_equal(old.raw_label, new.raw_label)
+            predicted = np.isin(old.raw_label, classes)
+            floor = thresholds[np.where(predicted, old.raw_label, 0)]  # confidence is stored as float16
+            under = predicted & (old.confidence.astype(np.float64) < floor - 1e-3)
+            over = predicted & (old.confidence.astype(np.float64) > floor + 1e-3)
+            assert (new.label[under] == ignore).all()
+            assert np.array_equal(new.label[over], old.label[over])
+            dropped, kept = dropped + int(under.sum()), kept + int(over.sum())
+    assert dropped > 0 and kept > dropped
 
 
 def test_prior_alignment_biases_the_labels_by_the_factors_it_reports(config: Config, tmp_path: Path):
