@@ -86,7 +86,7 @@ KEYS: dict[str, Key] = {
        ("enabled", "tta", "tta_scales", "tta_flip", "guide", "weight_mode", "margin", "p_min", "cisc_min",
         "conf_min")},
     "rectify.prior_alignment": Key(PSEUDO, added=0.0),
-    "rectify.conf_adaptive": Key(PSEUDO, added=False),
+    "rectify.conf_adaptive": Key(PSEUDO, inert_while_off="rectify.enabled", added=False),  # CISC-R's, not ST's
     "rectify.reliability": Key(PSEUDO, added="cisc"),
     "rectify.pseudo_source": Key(PSEUDO, added="prediction"),
     "rectify.guide_exclude": Key(ALL_ROUNDS | PSEUDO),  # CutMix's pasted classes follow the guides'
@@ -145,10 +145,13 @@ def training_keys(config: Config, round_index: int) -> set[str]:
     """The keys round N's training reads: round 0's, the later rounds' from round 1 on, less those
     inert while their switch is off."""
     wanted = ALL_ROUNDS | (LATER_ROUNDS if round_index else NEVER)
-    return {
-        dotted for dotted, key in KEYS.items()
-        if wanted & key.affects and not (key.inert_while_off and value_of(config, key.inert_while_off) == 0)
-    }  # fmt: skip
+    return {dotted for dotted, key in KEYS.items() if wanted & key.affects and not inert(config, dotted)}
+
+
+def inert(config: Config, dotted: str) -> bool:
+    """Whether the key changes nothing in `config` because its switch is off."""
+    switch = KEYS[dotted].inert_while_off
+    return bool(switch) and value_of(config, switch) == 0
 
 
 def hashed_values(

@@ -161,13 +161,14 @@ def test_the_generated_benchmark_configs_resolve_as_they_did_before_the_defaults
     before_path = tmp_path / "data" / "before.toml"
     frozen = frozen.replace("ROOT", generated.data.root).replace("PRETRAINED", generated.model.pretrained)
     before_path.write_text(frozen)
-    before = load_config(before_path)
+    before = load_config(before_path, {"rectify.conf_adaptive": False})  # made before the key was the default
     now, then = to_dict(generated), to_dict(before)
     differing = {f"{section}.{key}" for section in then if isinstance(then[section], dict)
                  for key in then[section] if now[section][key] != then[section][key]}  # fmt: skip
-    assert differing == {"train.round_lr"}  # 0.002 written out then, 0.2 × lr now
+    # 0.002 written out then, 0.2 × lr now; FreeMatch's class thresholds became the default
+    assert differing == {"train.round_lr", "rectify.conf_adaptive"} and generated.rectify.conf_adaptive
     assert generated.train.rate(1) == before.train.rate(1) == 0.002
-    assert hashed_settings(generated) == hashed_settings(before)
+    assert hashed_settings(with_overrides(generated, {"rectify.conf_adaptive": False})) == hashed_settings(before)
     assert "init" not in (tmp_path / "data" / "cisctool.toml").read_text()  # states only what differs
 
 
@@ -179,6 +180,7 @@ def test_the_official_profile_pins_every_round_and_baseline_key(tmp_path: Path):
     assert (official.train.round_lr_mult, official.train.snapshots, official.train.round_epochs) == (1.0, 0, 0.0)
     assert official.train.rate(1) == official.train.lr and official.train.init == "scratch"
     assert (official.rectify.pseudo_source, official.rectify.reliability) == ("prediction", "cisc")
+    assert not official.rectify.conf_adaptive and load_config(path).rectify.conf_adaptive
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,7 @@ from cisctool.staleness import (
     PSEUDO,
     PSEUDO_RESUME_ATTRS,
     hashed_values,
+    inert,
     keys_affecting,
     pseudo_resume_settings,
 )
@@ -83,7 +84,8 @@ class RectifyOutcome:
 
 def pseudo_inputs_hash(config: Config) -> str:
     """Hash of the settings that change pseudo labels (`staleness.PSEUDO`: data, model, index, rectify, seed)."""
-    relevant = hashed_values(config, keys_affecting(PSEUDO), ("data", "model", "index", "rectify"), {})
+    keys = [dotted for dotted in keys_affecting(PSEUDO) if not inert(config, dotted)]
+    relevant = hashed_values(config, keys, ("data", "model", "index", "rectify"), {})
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -431,8 +433,9 @@ def _adaptive_thresholds(
     device: str,
 ) -> AdaptiveThresholds:  # fmt: skip
     """τ̄ and p̄ over prior alignment's fixed sample, predicted as the pseudo labels are (aligned when
-    alignment is on), and the thresholds τ̄ · p̄_c / max p̄."""
-    if not config.rectify.conf_adaptive:
+    alignment is on), and the thresholds τ̄ · p̄_c / max p̄. Part of CISC-R's recipe: self-training
+    (`rectify.enabled = false`, the baselines) keeps every argmax label but those under `conf_min`."""
+    if not (config.rectify.conf_adaptive and config.rectify.enabled):
         return AdaptiveThresholds()
     positions = sample_positions(len(entries))
     predicted, confidence = sample_statistics(config, model, entries, positions, device, class_factors)

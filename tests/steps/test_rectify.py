@@ -118,7 +118,7 @@ def test_unlabeled_split_without_masks_reports_without_miou(config: Config, tmp_
 @pytest.mark.parametrize("keys", [{"rectify.weight_mode": "mean", "rectify.cisc_min": 0.5},
                                   {"rectify.margin": 0.0, "rectify.p_min": 0.0}])
 def test_drop_and_relabel_settings_change_labels_not_raw(config: Config, keys: dict):
-    outcome = rectify_round(with_overrides(config, keys), 1, "cpu")
+    outcome = rectify_round(with_overrides(config, {**keys, "rectify.conf_adaptive": False}), 1, "cpu")
     with PseudoLabels(outcome.path) as stored:
         changed = sum(int((stored.pixels("label", i) != stored.pixels("raw_label", i)).sum()) for i in range(6))
         dropped = sum(int((stored.pixels("label", i) == 255).sum()) for i in range(6))
@@ -188,6 +188,7 @@ def test_a_finished_shard_of_the_same_inputs_is_kept_under_resume(config: Config
 
 
 def test_a_rectify_key_added_later_hashes_as_before_at_its_old_behaviour(demo_config: Config):
+    demo_config = with_overrides(demo_config, {"rectify.conf_adaptive": False})  # as before the key existed
     values = to_dict(demo_config)  # the hash as written before `rectify.reliability` existed
     before = {key: values[key] for key in ("data", "model", "index", "rectify")}
     before["seed"] = values["train"]["seed"]
@@ -229,7 +230,7 @@ def test_a_resumed_run_aligns_and_thresholds_as_its_file_was_started(
 
 
 def test_adaptive_thresholds_ignore_the_pixels_under_their_class_threshold(config: Config, tmp_path: Path):
-    plain = rectify_round(config, 1, "cpu")
+    plain = rectify_round(with_overrides(config, {"rectify.conf_adaptive": False}), 1, "cpu")
     adaptive_config = with_overrides(config, {"rectify.conf_adaptive": True, "workdir": str(tmp_path / "adaptive")})
     shutil.copytree(Path(config.workdir), tmp_path / "adaptive")
     shutil.rmtree(RunLayout.of(adaptive_config).round_dir(1))
