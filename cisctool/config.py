@@ -186,8 +186,8 @@ class RectifyConfig:
     `conf_adaptive` (the default where rectification is on; the official profile turns it off)
     adds FreeMatch's self-adaptive class thresholds τ_c = τ̄ · p̄_c / max p̄ (τ̄ the mean confidence,
     p̄ the mean prediction over a fixed sample of the unlabeled images): a pixel predicted as c
-    under τ_c is ignored, the kept pixels keep their CISC weights. Against CISC-R without them, same round 0: +0.62 ± 0.46 demo
-    (4/5 seeds), +0.81 ± 0.52 aerial (5/5).
+    under τ_c is ignored, the kept pixels keep their CISC weights. Against CISC-R without them, same
+    round 0: +0.62 ± 0.46 demo (4/5 seeds), +0.81 ± 0.52 aerial (5/5).
     `pseudo_source = "masks"` trains on the unlabeled split's true masks instead (the oracle).
     Pseudo labels average the softmax over `tta_scales` × (`tta_flip`: plain and mirrored
     views); the default, the plain view and a 1.5× up-scaled one, is what both benchmarks
