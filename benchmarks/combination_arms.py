@@ -58,7 +58,8 @@ def main() -> None:
                        "run", "--rounds", str(args.rounds), "--device", args.device]  # fmt: skip
             subprocess.run(command, check=True)
             finals[arm].append(final_miou(target, args.rounds))
-        progress(f"seed {seed}: final val mIoU " + ", ".join(f"{arm} {values[-1]:.2f}" for arm, values in finals.items()))
+        figures = ", ".join(f"{arm} {values[-1]:.2f}" for arm, values in finals.items())
+        progress(f"seed {seed}: final val mIoU {figures}")
     paired = {}
     for arm in arms:
         differences = [value - base for value, base in zip(finals[arm], finals["cisc"], strict=True)]
